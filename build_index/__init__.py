@@ -1,0 +1,5 @@
+"""``build_index``: the command-line front door of :mod:`geoindex.build`."""
+
+from build_index.cli import main
+
+__all__ = ["main"]

@@ -1,0 +1,83 @@
+"""``build_index --resolution R --out DIR``: build a geoindex index directory.
+
+Loose input (argv) becomes a typed :class:`geoindex.build.BuildConfig` here; errors become one
+line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from geoindex.errors import GeoindexError
+
+EPILOG = """examples:
+  build_index --resolution 3 --out idx-r3              # land cells at res 3, exact (Flat)
+  build_index --resolution 5 --out idx-r5              # 573K land cells, IVFH3r2,SQ8
+  build_index --resolution 2 --cells all --out idx     # oceans too
+  build_index --gallery-csv coordinates_100K.csv --out idx-100k
+  build_index --resolution 5 --index IVF,PQ64,RFlat --search nprobe=32 --out idx-pq
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="build_index",
+        description="Encode every H3 cell centre (or the rows of a lat,lng CSV) with GeoCLIP's "
+        "pretrained location encoder and store the vectors in a FAISS index with DuckDB metadata.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--resolution", "-r", help="H3 resolution 0-9 of the gallery cells")
+    src.add_argument("--gallery-csv", type=Path, help="custom gallery: CSV of lat,lng rows")
+    p.add_argument("--out", "-o", type=Path, required=True, help="index directory to create")
+    p.add_argument("--cells", default="land", help="land (default: centre or a vertex on land) or all")
+    p.add_argument("--index", default="auto", dest="factory",
+                   help="FAISS factory string; auto = Flat under 20K cells, else IVFH3,SQ8")
+    p.add_argument("--search", default=None, help='search parameters stored as default, e.g. "nprobe=16"')
+    p.add_argument("--batch-size", type=int, default=8192, help="points per encoder batch")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--precision", default="fp32", help="fp32 (exact); fp16 or bf16 on CUDA only")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
+    p.add_argument("--seed", type=int, default=1234, help="seed of the training sample")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--quiet", "-q", action="store_true", help="only warnings and the summary")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    # Heavy imports after argument parsing: --help stays instant.
+    from geoindex.build import BuildConfig, build, summary_line, work_dir_for
+
+    config = BuildConfig(
+        out=args.out,
+        resolution=args.resolution,
+        cells=args.cells,
+        gallery_csv=args.gallery_csv,
+        factory=args.factory,
+        search=args.search,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        overwrite=args.overwrite,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    try:
+        result = build(config)
+    except GeoindexError as e:
+        print(f"build_index: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"build_index: interrupted; finished shards are kept in {work_dir_for(args.out.resolve())}: "
+              "run the same command again to resume", file=sys.stderr)
+        return 130
+    print(summary_line(result))
+    return 0

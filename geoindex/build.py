@@ -1,0 +1,405 @@
+"""The streaming, resumable index builder behind ``build_index``.
+
+Stages: gallery shards -> location encoder -> shard files (vectors + metadata, spilled to disk)
+-> FAISS train on a sample -> add shard by shard -> DuckDB ``cells`` -> manifest -> rename.
+
+Everything is written under a hidden sibling ``.<name>.partial/`` of the output directory; the
+finished directory is renamed into place only when complete, so no reader ever sees half an
+index. A build that dies keeps its finished shards there, and the same command resumes from them
+and produces the same index (same shards, same seeded sample, same add order).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import faiss
+import h3
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from geoindex import faiss_index, gallery, manifest
+from geoindex.errors import IndexDirError, InvalidArgumentError
+from geoindex.h3ids import cell_to_parent
+from geoindex.location_encoder import EMBED_DIM, encode_latlng, load_location_encoder, pick_device
+from geoindex.metadata import shard_metadata, write_cells_table
+from geoindex.shards import ShardFile, iter_vectors, shard_files
+from geoindex.weights import geoclip_files, sha256_file
+
+log = logging.getLogger(__name__)
+
+TRAIN_MIN = 65_536
+TRAIN_PER_LIST = 64
+TRAIN_MAX = 300_000
+CHECK_QUERIES = 256
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything that decides an index. ``resolution`` for H3 galleries, or ``gallery_csv``."""
+
+    out: Path
+    resolution: int | None = None
+    cells: str = "land"
+    gallery_csv: Path | None = None
+    factory: str = "auto"
+    search: str | None = None
+    batch_size: int = 8192
+    device: str = "auto"
+    precision: str = "fp32"
+    overwrite: bool = False
+    seed: int = 1234
+    progress: bool = True
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    manifest: dict[str, Any]
+    check: dict[str, Any] = field(default_factory=dict)
+
+
+def work_dir_for(out: Path) -> Path:
+    return out.parent / f".{out.name}.partial"
+
+
+def _check_output(config: BuildConfig) -> None:
+    out = config.out
+    if out.exists() and not out.is_dir():
+        raise IndexDirError(f"--out {str(out)!r} is a file: give a directory path")
+    if out.is_dir() and any(out.iterdir()) and not config.overwrite:
+        raise IndexDirError(
+            f"--out {str(out)!r} exists and is not empty: pass --overwrite to replace it, "
+            "or choose another directory"
+        )
+
+
+def _fingerprint(config: BuildConfig, weights_sha: str, device: torch.device, csv_sha: str | None) -> dict:
+    """What the shard files depend on. A resume reuses shards only when this matches."""
+    return {
+        "gallery": {"kind": "csv", "sha256": csv_sha} if csv_sha else
+                   {"kind": "h3", "resolution": config.resolution, "cells": config.cells},
+        "weights_sha256": weights_sha,
+        "precision": config.precision,
+        "device_type": device.type,
+        "batch_size": config.batch_size,
+        "shard_depth": gallery.SHARD_DEPTH,
+    }
+
+
+def _prepare_work_dir(work: Path, fingerprint: dict) -> int:
+    """Create or reuse the work dir; return how many finished shards it already holds."""
+    stamp = work / "build.json"
+    if work.is_dir():
+        try:
+            previous = json.loads(stamp.read_text())
+        except (OSError, ValueError):
+            previous = None
+        if previous == fingerprint:
+            done = len(list((work / "shards").glob("*.npz")))
+            if done:
+                log.info("resuming: %d finished shards in %s", done, work)
+            return done
+        log.warning("%s holds shards of a different build (%s): starting afresh", work,
+                    "no build.json" if previous is None else "options or weights changed")
+        shutil.rmtree(work)
+    (work / "shards").mkdir(parents=True)
+    stamp.write_text(json.dumps(fingerprint, indent=2))
+    return 0
+
+
+def _max_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, name: str, start: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def build(config: BuildConfig) -> BuildResult:
+    """Build (or resume) the index described by ``config``; return the finished directory."""
+    t_total = time.perf_counter()
+    timer = _Timer()
+    csv_latlng, csv_sha = None, None
+    if config.gallery_csv is not None:
+        csv_latlng = gallery.read_gallery_csv(config.gallery_csv)
+        csv_sha = sha256_file(Path(config.gallery_csv))
+        resolution = None
+    else:
+        resolution = gallery.validate_resolution(config.resolution)
+        gallery.validate_cells(config.cells)
+    faiss_index.check_factory(config.factory, resolution)
+    if config.batch_size <= 0:
+        raise InvalidArgumentError(f"--batch-size {config.batch_size} must be positive: try 8192")
+    _check_output(config)
+
+    files = geoclip_files()
+    weights_sha = sha256_file(files.location_encoder)
+    device = pick_device(config.device)
+    model = load_location_encoder(device, config.precision)
+    out = config.out.resolve()
+    work = work_dir_for(out)
+    _prepare_work_dir(work, _fingerprint(config, weights_sha, device, csv_sha))
+
+    shards = _encode_shards(config, resolution, csv_latlng, model, work, timer)
+    counts = [s.count() for s in shards]
+    n = sum(counts)
+    if n == 0:
+        raise InvalidArgumentError(
+            f"the gallery is empty (resolution {resolution}, cells={config.cells}): use --cells all"
+        )
+
+    t = time.perf_counter()
+    cells = np.concatenate([s.read("cell")["cell"] for s in shards])
+    plan, parents = _plan(config.factory, n, resolution, cells)
+    search = config.search if config.search is not None else faiss_index.default_search(plan)
+    builder = faiss_index.IndexBuilder(plan, use_gpu=None)
+    faiss_index.apply_search_params(builder.cpu_index, search)
+    if parents is not None:
+        builder.set_h3_centroids(_h3_centroids(shards, parents, plan.h3_list_res))
+    train_size = _train_size(plan, builder.cpu_index, n)
+    if not builder.index.is_trained:
+        sample = _sample(shards, counts, train_size, config.seed)
+        builder.train(sample)
+        del sample
+    timer.add("train", t)
+
+    t = time.perf_counter()
+    with _bar(config, n, "add to index", "vec") as bar:
+        for ids, xb in iter_vectors(shards):
+            lists = None
+            if parents is not None:
+                lists = np.searchsorted(parents, cell_to_parent(ids, plan.h3_list_res))
+            builder.add(xb, ids, lists)
+            bar.update(len(ids))
+    index = builder.finish()
+    faiss_index.apply_search_params(index, search)
+    timer.add("add", t)
+
+    staging = work / "staging"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    t = time.perf_counter()
+    faiss.write_index(index, str(staging / manifest.VECTORS))
+    timer.add("write_index", t)
+    t = time.perf_counter()
+    rows = write_cells_table(staging / manifest.CELLS, (s.read(*_META_COLUMNS) for s in shards))
+    timer.add("metadata_db", t)
+    if rows != n or index.ntotal != n:
+        raise IndexDirError(f"internal count mismatch: {n} vectors, {index.ntotal} in FAISS, {rows} rows")
+
+    t = time.perf_counter()
+    check = self_check(index, shards, counts, config.seed)
+    timer.add("self_check", t)
+
+    timer.seconds["total"] = time.perf_counter() - t_total
+    man = {
+        "format": manifest.FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "gallery": _gallery_entry(config, resolution, csv_sha, n),
+        "encoder": {
+            "name": "geoclip-location-encoder",
+            "weights_source": files.source,
+            "weights_sha256": weights_sha,
+            "logit_scale": float(torch.load(files.logit_scale, weights_only=True)),
+            "precision": config.precision,
+            "device": str(device),
+            "dim": EMBED_DIM,
+            "normalized": True,
+            "metric": "inner_product",
+        },
+        "index": {
+            "factory_requested": config.factory,
+            "factory": plan.factory,
+            "faiss_factory": plan.faiss_factory,
+            "search": search,
+            "ntotal": int(index.ntotal),
+            "nlist": int(getattr(faiss.try_extract_index_ivf(index), "nlist", 0) or 0),
+            "h3_list_resolution": plan.h3_list_res,
+            "train_size": train_size,
+            "built_on": "gpu" if builder.on_gpu else "cpu",
+            "seed": config.seed,
+        },
+        "self_check": check,
+        "timings_s": {k: round(v, 3) for k, v in timer.seconds.items()},
+        "peak_rss_mib": round(_max_rss_mib(), 1),
+        "versions": manifest.versions(),
+        "files": manifest.file_entries(staging, manifest.REQUIRED_FILES),
+    }
+    manifest.write_manifest(staging, man)
+    _publish(staging, out)
+    shutil.rmtree(work, ignore_errors=True)
+    return BuildResult(out, man, check)
+
+
+_META_COLUMNS = ("cell", "lat", "lng", "res", "area_km2", "is_land", "country", "admin1", "place", "place_km")
+
+
+def _bar(config: BuildConfig, total: int, desc: str, unit: str) -> tqdm:
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not config.progress,
+                dynamic_ncols=True, mininterval=1.0)
+
+
+def _encode_shards(config, resolution, csv_latlng, model, work: Path, timer: _Timer) -> list[ShardFile]:
+    """Stage 1: enumerate, encode and describe every shard not yet on disk."""
+    if csv_latlng is not None:
+        parts = dict(gallery.csv_shards(csv_latlng))
+        keys = [f"rows{k:06d}" for k in parts]
+        shards = shard_files(work / "shards", keys)
+        jobs = [(s, lambda k=k: parts[k], gallery.CSV_SHARD_ROWS) for s, k in zip(shards, parts)]
+        total = len(csv_latlng)
+    else:
+        roots = gallery.h3_shard_roots(resolution)
+        keys = [h3.int_to_str(r) for r in roots]
+        shards = shard_files(work / "shards", keys)
+        jobs = [(s, lambda r=r: gallery.h3_shard(r, resolution, config.cells),
+                 h3.cell_to_children_size(h3.int_to_str(r), resolution)) for s, r in zip(shards, roots)]
+        total = h3.get_num_cells(resolution)
+    kept = 0
+    with _bar(config, total, "encode gallery", "cell") as bar:
+        for shard, make_batch, scanned in jobs:
+            if shard.exists():
+                kept += shard.count()
+            else:
+                t = time.perf_counter()
+                batch = make_batch()
+                timer.add("enumerate", t)
+                t = time.perf_counter()
+                vectors = encode_latlng(model, batch.latlng, config.batch_size) if len(batch) else \
+                    np.empty((0, EMBED_DIM), np.float32)
+                timer.add("encode", t)
+                t = time.perf_counter()
+                meta = shard_metadata(batch, resolution)
+                timer.add("geocode", t)
+                shard.write(vectors, meta)
+                kept += len(batch)
+            bar.update(min(scanned, total - bar.n))
+            bar.set_postfix(kept=f"{kept:,}", refresh=False)
+    return shards
+
+
+def _plan(factory: str, n: int, resolution: int | None, cells: np.ndarray):
+    """Resolve the factory; for IVFH3 also return the sorted parent ids (one list each)."""
+    plan = faiss_index.resolve(factory, n, resolution, n_parents=0)
+    if plan.h3_list_res is None:
+        return plan, None
+    parents = np.unique(cell_to_parent(cells, plan.h3_list_res))
+    return faiss_index.resolve(factory, n, resolution, n_parents=len(parents)), parents
+
+
+def _h3_centroids(shards: list[ShardFile], parents: np.ndarray, list_res: int) -> np.ndarray:
+    """(len(parents), 512) float32: L2-normalised mean of each parent's children."""
+    sums = np.zeros((len(parents), EMBED_DIM), dtype=np.float64)
+    for ids, xb in iter_vectors(shards):
+        lists = np.searchsorted(parents, cell_to_parent(ids, list_res))
+        order = np.argsort(lists, kind="stable")
+        lists, xb = lists[order], xb[order]
+        starts = np.flatnonzero(np.r_[True, lists[1:] != lists[:-1]])
+        sums[lists[starts]] += np.add.reduceat(xb.astype(np.float64), starts, axis=0)
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    return (sums / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _train_size(plan, index: faiss.Index, n: int) -> int:
+    if index.is_trained:
+        return 0
+    ivf = faiss.try_extract_index_ivf(index)
+    wanted = TRAIN_MIN
+    if ivf is not None and plan.h3_list_res is None:
+        wanted = max(wanted, TRAIN_PER_LIST * ivf.nlist)
+    return int(min(n, wanted, TRAIN_MAX))
+
+
+def _sample(shards: list[ShardFile], counts: list[int], size: int, seed: int) -> np.ndarray:
+    """A seeded, order-independent sample of ``size`` gallery vectors."""
+    n = sum(counts)
+    picks = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+    out = np.empty((size, EMBED_DIM), dtype=np.float32)
+    start, filled = 0, 0
+    for shard, count in zip(shards, counts):
+        lo, hi = np.searchsorted(picks, [start, start + count])
+        if hi > lo:
+            xb = shard.read("vectors")["vectors"]
+            out[filled : filled + hi - lo] = xb[picks[lo:hi] - start]
+            filled += hi - lo
+        start += count
+    return out
+
+
+def self_check(index: faiss.Index, shards: list[ShardFile], counts: list[int], seed: int) -> dict:
+    """Query the finished index with the exact vectors of up to 256 seeded gallery cells.
+
+    ``self_hit_at_1``: share whose top-1 is the cell itself; ``recall_at_10``: overlap of the
+    top-10 with exact (brute-force) top-10 over all vectors.
+    """
+    n = sum(counts)
+    m = min(CHECK_QUERIES, n)
+    xq = _sample(shards, counts, m, seed + 1)
+    rng_ids = np.concatenate([s.read("cell")["cell"] for s in shards])
+    picks = np.sort(np.random.default_rng(seed + 1).choice(n, size=m, replace=False))
+    own = rng_ids[picks]
+    k = min(10, n)
+    _, I = index.search(xq, k)
+    best_d = np.full((m, k), -np.inf, dtype=np.float32)
+    best_i = np.full((m, k), -1, dtype=np.int64)
+    for ids, xb in iter_vectors(shards):
+        d = xq @ xb.T
+        cand_d = np.concatenate([best_d, d], axis=1)
+        cand_i = np.concatenate([best_i, np.broadcast_to(ids, d.shape)], axis=1)
+        top = np.argpartition(-cand_d, k - 1, axis=1)[:, :k]
+        best_d = np.take_along_axis(cand_d, top, 1)
+        best_i = np.take_along_axis(cand_i, top, 1)
+    recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(I, best_i)])
+    return {
+        "queries": int(m),
+        "self_hit_at_1": round(float(np.mean(I[:, 0] == own)), 4),
+        "recall_at_10": round(float(recall), 4),
+    }
+
+
+def _gallery_entry(config: BuildConfig, resolution: int | None, csv_sha: str | None, n: int) -> dict:
+    if csv_sha is not None:
+        return {"kind": "csv", "path": str(config.gallery_csv), "sha256": csv_sha, "count": n}
+    return {"kind": "h3", "resolution": resolution, "cells": config.cells, "count": n}
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Rename the finished staging dir to ``out`` (replacing an old index only at the last step)."""
+    old = None
+    if out.exists():
+        if any(out.iterdir()):
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+        else:
+            out.rmdir()
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def summary_line(result: BuildResult) -> str:
+    m = result.manifest
+    g, idx, t = m["gallery"], m["index"], m["timings_s"]
+    what = f"res {g['resolution']} {g['cells']}" if g["kind"] == "h3" else f"CSV {g['path']}"
+    size_mb = sum(f["bytes"] for f in m["files"].values()) / 1e6
+    return (
+        f"built {result.path}: {g['count']:,} cells ({what}), {idx['factory']} [{idx['search'] or 'exact'}], "
+        f"{size_mb:.1f} MB, {t['total']:.1f} s, peak RSS {m['peak_rss_mib']:.0f} MiB; self-check "
+        f"recall@10 {m['self_check']['recall_at_10']:.3f}, self-hit@1 {m['self_check']['self_hit_at_1']:.3f}"
+    )
+

@@ -1,0 +1,35 @@
+"""Exceptions raised by geoindex.
+
+Every error subclasses :class:`GeoindexError` and the builtin that fits (as h3-py's
+``H3ValueError``), so callers can catch either. Messages name the bad value and the fix.
+"""
+
+from __future__ import annotations
+
+
+class GeoindexError(Exception):
+    """Base class of every geoindex error."""
+
+
+class InvalidArgumentError(GeoindexError, ValueError):
+    """A parameter (resolution, factory string, k, ...) is out of range or malformed."""
+
+
+class InvalidCoordinateError(GeoindexError, ValueError):
+    """A latitude/longitude is not a finite number inside [-90, 90] x [-180, 180]."""
+
+
+class GalleryFileError(GeoindexError, ValueError):
+    """A custom gallery CSV cannot be read or holds a bad row."""
+
+
+class WeightsNotFoundError(GeoindexError, FileNotFoundError):
+    """Pretrained weights are not on disk (and cannot be downloaded here)."""
+
+
+class IndexDirError(GeoindexError, OSError):
+    """An index directory is missing, incomplete, corrupt, or not ours to overwrite."""
+
+
+class MissingDependencyError(GeoindexError, ImportError):
+    """An optional package is needed for this feature; the message gives the pip command."""

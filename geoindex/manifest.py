@@ -1,0 +1,148 @@
+"""The index directory contract: ``DIR/manifest.json``, ``DIR/vectors.faiss``, ``DIR/cells.duckdb``.
+
+The manifest records what was built and how (gallery, encoder weights checksum, factory and
+search strings, counts, timings, versions) and the size and SHA-256 of every other file.
+:func:`open_index_dir` refuses a directory that is missing, incomplete, altered, or built from
+other weights, with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from geoindex.errors import IndexDirError
+from geoindex.weights import sha256_file
+
+FORMAT = "geoindex-index/1"
+MANIFEST = "manifest.json"
+VECTORS = "vectors.faiss"
+CELLS = "cells.duckdb"
+REQUIRED_FILES = (VECTORS, CELLS)
+
+
+@dataclass(frozen=True)
+class IndexDir:
+    """A verified index directory. ``manifest`` is the parsed manifest.json."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def vectors_path(self) -> Path:
+        return self.path / VECTORS
+
+    @property
+    def cells_path(self) -> Path:
+        return self.path / CELLS
+
+    @property
+    def factory(self) -> str:
+        return self.manifest["index"]["factory"]
+
+    @property
+    def search(self) -> str:
+        return self.manifest["index"]["search"]
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.manifest["index"]["ntotal"])
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that shapes an index, for the manifest."""
+    import duckdb
+    import faiss
+    import h3
+    import numpy
+    import torch
+
+    from geoindex import __version__
+
+    return {
+        "geoindex": __version__,
+        "python": platform.python_version(),
+        "faiss": faiss.__version__,
+        "torch": torch.__version__,
+        "h3": h3.__version__,
+        "duckdb": duckdb.__version__,
+        "numpy": numpy.__version__,
+    }
+
+
+def file_entries(folder: Path, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    return {
+        name: {"bytes": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
+        for name in names
+    }
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Write manifest.json durably (temp file, fsync, rename)."""
+    tmp = folder / (MANIFEST + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / MANIFEST)
+
+
+def _rebuild_hint(path: Path) -> str:
+    return f"rebuild it with `build_index --resolution 5 --out {path} --overwrite`"
+
+
+def open_index_dir(path: str | Path, verify: str = "size", weights_sha256: str | None = None) -> IndexDir:
+    """Open and verify an index directory.
+
+    ``verify``: ``"size"`` (file sizes, fast), ``"full"`` (sizes and SHA-256 of every file) or
+    ``"none"``. ``weights_sha256``: when given, the location-encoder weights the caller will
+    encode queries with; a mismatch means the index holds another model's vectors.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise IndexDirError(
+            f"index dir {str(path)!r} does not exist: build one with "
+            f"`build_index --resolution 5 --out {path}`"
+        )
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise IndexDirError(
+            f"index dir {str(path)!r} has no {MANIFEST}: it is not a finished geoindex index; "
+            f"run `build_index --resolution 5 --out {path}` first"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as e:
+        raise IndexDirError(f"{manifest_path} is not readable JSON ({e}): {_rebuild_hint(path)}") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise IndexDirError(
+            f"{manifest_path} has format {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
+            f"not {FORMAT!r}: {_rebuild_hint(path)}"
+        )
+    files = manifest.get("files", {})
+    for name in REQUIRED_FILES:
+        entry = files.get(name)
+        target = path / name
+        if entry is None or not target.is_file():
+            raise IndexDirError(f"index dir {str(path)!r} lacks {name}: {_rebuild_hint(path)}")
+        if verify in ("size", "full") and target.stat().st_size != entry["bytes"]:
+            raise IndexDirError(
+                f"{target} is {target.stat().st_size} bytes, the manifest says {entry['bytes']}: "
+                f"the file was changed or truncated; {_rebuild_hint(path)}"
+            )
+        if verify == "full" and sha256_file(target) != entry["sha256"]:
+            raise IndexDirError(f"{target} fails its SHA-256 check: {_rebuild_hint(path)}")
+    if weights_sha256 is not None:
+        built_with = manifest.get("encoder", {}).get("weights_sha256")
+        if built_with != weights_sha256:
+            raise IndexDirError(
+                f"index dir {str(path)!r} was built with location-encoder weights {str(built_with)[:12]}..., "
+                f"but the weights in use are {weights_sha256[:12]}...: its vectors belong to another "
+                f"model; {_rebuild_hint(path)} (or point GEOINDEX_GEOCLIP_WEIGHTS at the original weights)"
+            )
+    return IndexDir(path, manifest)

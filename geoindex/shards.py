@@ -1,0 +1,53 @@
+"""Finished shards of a build: encoded vectors plus metadata, one ``.npz`` per shard.
+
+A shard file is written to a temporary name and renamed into place, so a file that exists is
+complete: a killed build resumes from exactly the shards it finished. Strings are stored as
+fixed-width unicode, never pickled.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    key: str
+    path: Path
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def write(self, vectors: np.ndarray, meta: dict[str, np.ndarray]) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, vectors=vectors, **meta)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def read(self, *names: str) -> dict[str, np.ndarray]:
+        """Load the named arrays (all when none named)."""
+        with np.load(self.path, allow_pickle=False) as f:
+            return {name: f[name] for name in (names or f.files)}
+
+    def count(self) -> int:
+        return len(self.read("cell")["cell"])
+
+
+def shard_files(folder: Path, keys: list[str]) -> list[ShardFile]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [ShardFile(key, folder / f"{key}.npz") for key in keys]
+
+
+def iter_vectors(shards: list[ShardFile]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(cell ids (n,) int64, vectors (n, 512) float32) per non-empty shard, in shard order."""
+    for shard in shards:
+        data = shard.read("cell", "vectors")
+        if len(data["cell"]):
+            yield data["cell"], data["vectors"]

@@ -1,0 +1,42 @@
+import logging
+
+import numpy as np
+import pytest
+
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from geoindex.location_encoder import load_location_encoder
+
+    return load_location_encoder()
+
+
+@pytest.fixture(scope="session")
+def gallery_100k():
+    from geoindex.gallery import read_gallery_csv
+    from geoindex.weights import gallery_100k_path
+
+    return read_gallery_csv(gallery_100k_path())
+
+
+@pytest.fixture(scope="session")
+def built_r2(tmp_path_factory):
+    """A res-2 land index built once through the CLI entry point (IVFH3 lists, SQ8 codes)."""
+    from build_index.cli import main
+
+    out = tmp_path_factory.mktemp("idx") / "r2"
+    assert main(["--resolution", "2", "--out", str(out), "--index", "IVFH3,SQ8", "--no-progress", "-q"]) == 0
+    return out
+
+
+def brute_force_topk(xq: np.ndarray, xb: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    scores = xq @ xb.T
+    top = np.argsort(-scores, axis=1)[:, :k]
+    return ids[top]
+
+
+def recall_at(I: np.ndarray, gt: np.ndarray) -> float:
+    k = gt.shape[1]
+    return float(np.mean([len(set(a[:k]) & set(b)) / k for a, b in zip(I, gt)]))
