@@ -36,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", type=Path, required=True, help="index directory to create")
     p.add_argument("--cells", default="land", help="land (default: centre or a vertex on land) or all")
     p.add_argument("--index", default="auto", dest="factory",
-                   help="FAISS factory string; auto = Flat under 20K cells, else IVFH3,SQ8")
+                   help="FAISS factory string; auto = Flat up to res 3, else IVFH3,SQ8 (README: why)")
     p.add_argument("--search", default=None, help='search parameters stored as default, e.g. "nprobe=16"')
     p.add_argument("--batch-size", type=int, default=8192, help="points per encoder batch")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")

@@ -142,7 +142,8 @@ def build(config: BuildConfig) -> BuildResult:
     else:
         resolution = gallery.validate_resolution(config.resolution)
         gallery.validate_cells(config.cells)
-    faiss_index.check_factory(config.factory, resolution)
+    faiss_index.check_factory(config.factory, resolution, config.search,
+                              None if csv_latlng is None else len(csv_latlng))
     if config.batch_size <= 0:
         raise InvalidArgumentError(f"--batch-size {config.batch_size} must be positive: try 8192")
     _check_output(config)

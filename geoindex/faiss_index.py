@@ -11,8 +11,10 @@ two geoindex extensions, resolved into plain FAISS strings before anything is bu
   (``faiss.contrib.ivf_tools.add_preassigned``). Geography replaces k-means: no clustering cost,
   and neighbouring cells, whose fine Fourier components differ sharply, share a list.
 
-``auto`` picks the measured default: ``Flat`` (exact) under ``FLAT_MAX`` vectors, else
-``IVFH3,SQ8`` (README: recall@10 >= 0.95 against exact search at 512 bytes/vector).
+``auto`` picks the measured default: ``Flat`` (exact) for H3 resolutions <= ``FLAT_MAX_RES``
+(<= 41,162 cells) and CSV galleries under ``FLAT_MAX`` rows, else ``IVFH3,SQ8`` (``IVF,SQ8`` for
+CSV galleries); README: recall@10 >= 0.95 against exact search at 512 bytes/vector. The choice
+depends only on what is known before encoding, so search parameters are checked up front.
 Metric is always inner product on L2-normalised vectors; ids are H3 cell ids (int64).
 """
 
@@ -32,6 +34,7 @@ from geoindex.location_encoder import EMBED_DIM
 log = logging.getLogger(__name__)
 
 FLAT_MAX = 20_000
+FLAT_MAX_RES = 3
 AUTO_FACTORY = "IVFH3,SQ8"
 H3_LIST_DEPTH = 3
 DEFAULT_SEARCH = {"ivf": "nprobe=16", "hnsw": "efSearch=64", "flat": ""}
@@ -85,10 +88,18 @@ def h3_list_resolution(resolution: int | None, requested: int | None) -> int:
     return res
 
 
-def check_factory(factory: str, resolution: int | None) -> None:
-    """Fail fast on a malformed factory string, before any encoding (dummy list count)."""
+def auto_factory(resolution: int | None, n_rows: int | None = None) -> str:
+    """The default factory for an H3 resolution, or for a CSV gallery of ``n_rows`` rows."""
+    if resolution is None:
+        return "Flat" if (n_rows or 0) < FLAT_MAX else "IVF,SQ8"
+    return "Flat" if resolution <= FLAT_MAX_RES else AUTO_FACTORY
+
+
+def check_factory(factory: str, resolution: int | None, search: str | None = None,
+                  n_rows: int | None = None) -> None:
+    """Fail fast on a malformed factory or search string, before any encoding (dummy list count)."""
     if factory == "auto":
-        return
+        factory = auto_factory(resolution, n_rows)
     head, rest = _split(factory)
     if m := _IVFH3_TOKEN.match(head):
         h3_list_resolution(resolution, int(m["res"]) if m["res"] else None)
@@ -104,7 +115,9 @@ def check_factory(factory: str, resolution: int | None) -> None:
         probe = f"IVF16,{rest}" if rest else "IVF16"
     else:
         probe = factory
-    _make(probe, factory)
+    index = _make(probe, factory)
+    if search:
+        apply_search_params(index, search)
 
 
 def _faiss_reason(e: RuntimeError) -> str:
@@ -130,10 +143,7 @@ def resolve(factory: str, n: int, resolution: int | None, n_parents: int | None 
     computed by the caller from the cell ids).
     """
     if factory == "auto":
-        if n < FLAT_MAX:
-            factory = "Flat"
-        else:
-            factory = AUTO_FACTORY if resolution is not None else "IVF,SQ8"
+        factory = auto_factory(resolution, n)
     head, rest = _split(factory)
     if m := _IVFH3_TOKEN.match(head):
         res = h3_list_resolution(resolution, int(m["res"]) if m["res"] else None)

@@ -19,6 +19,8 @@ def test_nlist_rule():
 
 @pytest.mark.parametrize("factory,res,n,expected", [
     ("auto", 2, 2203, "Flat"),
+    ("auto", 3, 13_483, "Flat"),
+    ("auto", None, 5_000, "Flat"),
     ("auto", 5, 573_000, "IVFH3r2,SQ8"),
     ("auto", None, 100_000, "IVF1024,SQ8"),
     ("IVF,PQ64", 5, 573_000, "IVF4096,PQ64"),
@@ -40,6 +42,12 @@ def test_resolve(factory, res, n, expected):
 def test_bad_factories(factory, res, match):
     with pytest.raises(InvalidArgumentError, match=match):
         faiss_index.check_factory(factory, res)
+
+
+def test_search_params_checked_before_building():
+    faiss_index.check_factory("auto", 5, "nprobe=32")
+    with pytest.raises(InvalidArgumentError, match="do not fit"):
+        faiss_index.check_factory("auto", 2, "nprobe=32")  # auto is Flat at res 2
 
 
 def test_bad_search_params():
