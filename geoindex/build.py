@@ -167,7 +167,7 @@ def build(config: BuildConfig) -> BuildResult:
     t = time.perf_counter()
     cells = np.concatenate([s.read("cell")["cell"] for s in shards])
     plan, parents = _plan(config.factory, n, resolution, cells)
-    search = config.search if config.search is not None else faiss_index.default_search(plan)
+    search = config.search if config.search is not None else faiss_index.default_search(plan, resolution)
     builder = faiss_index.IndexBuilder(plan, use_gpu=None)
     faiss_index.apply_search_params(builder.cpu_index, search)
     if parents is not None:

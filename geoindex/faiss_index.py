@@ -38,6 +38,9 @@ FLAT_MAX_RES = 3
 AUTO_FACTORY = "IVFH3,SQ8"
 H3_LIST_DEPTH = 3
 DEFAULT_SEARCH = {"ivf": "nprobe=16", "hnsw": "efSearch=64", "flat": ""}
+# Measured (README, benchmarks/bench_build.py): IVFH3 at res 4 needs nprobe 32 for recall@10 >= 0.95
+# (coarse cells alias: a far cell's vector can be a near neighbour); res >= 5 reaches it at 16.
+COARSE_NPROBE = {4: "nprobe=32"}
 _IVF_TOKEN = re.compile(r"^IVF(?P<nlist>\d+)?$")
 _IVFH3_TOKEN = re.compile(r"^IVFH3(?:r(?P<res>\d+))?$")
 
@@ -156,9 +159,10 @@ def resolve(factory: str, n: int, resolution: int | None, n_parents: int | None 
     return IndexPlan(factory, factory)
 
 
-def default_search(plan: IndexPlan) -> str:
+def default_search(plan: IndexPlan, resolution: int | None = None) -> str:
+    """The search string stored when the user gives none (measured, see COARSE_NPROBE)."""
     if plan.is_ivf:
-        return DEFAULT_SEARCH["ivf"]
+        return COARSE_NPROBE.get(resolution, DEFAULT_SEARCH["ivf"])
     if "HNSW" in plan.faiss_factory:
         return DEFAULT_SEARCH["hnsw"]
     return DEFAULT_SEARCH["flat"]
