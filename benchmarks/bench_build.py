@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         out["builds"].append(row)
         print(table([row], ["resolution", "cells", "factory", "search", "wall_s", "peak_rss_mib", "index_mb",
                             "recall_at_10", "top1_km_median", "exact_top1_km_median", "km_lost_p99"]))
+        save("build.json", out)  # after every resolution: a long run keeps what it measured
         if not args.keep:
             shutil.rmtree(target)
     print()

@@ -11,6 +11,7 @@ and produces the same index (same shards, same seeded sample, same add order).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -97,6 +98,22 @@ def _fingerprint(config: BuildConfig, weights_sha: str, device: torch.device, cs
     }
 
 
+def _lock_work_dir(work: Path):
+    """Hold an exclusive lock on the work dir for this process's lifetime (one builder per DIR)."""
+    work.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = work.parent / f"{work.name}.lock"
+    handle = open(lock_path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise IndexDirError(
+            f"another build_index is writing {work.parent / work.name[1:-len('.partial')]} "
+            f"(lock {lock_path}): wait for it to finish, or stop it first"
+        ) from None
+    return handle
+
+
 def _prepare_work_dir(work: Path, fingerprint: dict) -> int:
     """Create or reuse the work dir; return how many finished shards it already holds."""
     stamp = work / "build.json"
@@ -154,6 +171,17 @@ def build(config: BuildConfig) -> BuildResult:
     model = load_location_encoder(device, config.precision)
     out = config.out.resolve()
     work = work_dir_for(out)
+    lock = _lock_work_dir(work)
+    try:
+        return _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, device,
+                             model, out, work, timer, t_total)
+    finally:
+        lock.close()
+        Path(lock.name).unlink(missing_ok=True)
+
+
+def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, device, model,
+                  out: Path, work: Path, timer: _Timer, t_total: float) -> BuildResult:
     _prepare_work_dir(work, _fingerprint(config, weights_sha, device, csv_sha))
 
     shards = _encode_shards(config, resolution, csv_latlng, model, work, timer)

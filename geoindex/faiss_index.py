@@ -216,8 +216,10 @@ class IndexBuilder:
         if want_gpu and gpu_available():
             if plan.h3_list_res is not None:
                 log.info("IVFH3 lists are pre-assigned on the CPU (no k-means to accelerate)")
-            else:
+            elif plan.is_ivf:
                 self._to_gpu()
+            else:
+                log.info("%s has no training to accelerate: adding on the CPU", plan.faiss_factory)
 
     def _to_gpu(self) -> None:
         try:

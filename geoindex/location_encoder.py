@@ -158,7 +158,7 @@ def pick_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        log.info("no CUDA device: encoding on the CPU with %d threads", torch.get_num_threads())
+        log.warning("no CUDA device: encoding on the CPU with %d threads", torch.get_num_threads())
         return torch.device("cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise InvalidArgumentError(

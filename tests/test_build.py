@@ -199,3 +199,17 @@ def test_open_index_dir_refusals(built_r2, tmp_path):
     open_index_dir(copy, verify="size")
     with pytest.raises(IndexDirError, match="SHA-256"):
         open_index_dir(copy, verify="full")
+
+
+def test_concurrent_build_of_the_same_dir_is_refused(tmp_path, capsys):
+    import fcntl
+
+    out = tmp_path / "busy"
+    lock = open(tmp_path / ".busy.partial.lock", "a+")
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        assert main(["--resolution", "0", "--out", str(out), "--no-progress", "-q"]) == 2
+        assert "another build_index is writing" in capsys.readouterr().err
+    finally:
+        lock.close()
+    assert not out.exists()
