@@ -33,3 +33,15 @@ class IndexDirError(GeoindexError, OSError):
 
 class MissingDependencyError(GeoindexError, ImportError):
     """An optional package is needed for this feature; the message gives the pip command."""
+
+
+class InvalidImageError(GeoindexError, ValueError):
+    """An input is not a readable image (empty, truncated, not an image format)."""
+
+
+class ImageTooLargeError(GeoindexError, ValueError):
+    """An image has more pixels than the configured limit (decompression-bomb guard)."""
+
+
+class InvalidQueryError(GeoindexError, ValueError):
+    """A query (embedding, k, filter, text) is malformed or out of range."""

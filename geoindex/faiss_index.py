@@ -269,3 +269,30 @@ class IndexBuilder:
             self.index = self.cpu_index
             self.on_gpu = False
         return self.cpu_index
+
+
+def per_call_params(index: faiss.Index, search: str) -> faiss.SearchParameters:
+    """A thread-safe per-query override: ``"nprobe=64"`` (IVF) or ``"efSearch=128"`` (HNSW) as a
+    SearchParameters object, leaving the index's own defaults untouched."""
+    try:
+        pairs = dict(part.split("=", 1) for part in search.split(",") if part.strip())
+        values = {k.strip(): int(v) for k, v in pairs.items()}
+    except ValueError:
+        raise InvalidArgumentError(f"search parameters {search!r} are not name=integer pairs, e.g. nprobe=64") from None
+    inner = index.index if isinstance(index, faiss.IndexIDMap) else index
+    allowed = {"nprobe"} if isinstance(inner, faiss.IndexIVF) else {"efSearch"} if isinstance(inner, faiss.IndexHNSW) else set()
+    unknown = set(values) - allowed
+    if unknown or any(v < 1 for v in values.values()):
+        raise InvalidArgumentError(
+            f"search parameters {search!r} do not fit this index: it takes "
+            f"{', '.join(sorted(allowed)) + '=N (N >= 1)' if allowed else 'no search parameters (exact)'}"
+        )
+    if "nprobe" in values:
+        params = faiss.SearchParametersIVF()
+        params.nprobe = min(values["nprobe"], inner.nlist)
+    elif "efSearch" in values:
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = values["efSearch"]
+    else:
+        params = faiss.SearchParameters()
+    return params

@@ -3,8 +3,8 @@
 Either every H3 cell at a resolution (``cells="land"`` keeps a cell when its centre or any
 boundary vertex is on land; ``cells="all"`` keeps oceans too), or the rows of a lat,lng CSV
 (for example GeoCLIP's own 100K gallery). Galleries are enumerated in shards so memory stays
-bounded at any resolution: an H3 gallery's shard is one cell at resolution ``max(0, R - 6)``
-and its children at R (at most 7^6 = 117,649 cells); a CSV gallery's shard is a run of rows.
+bounded at any resolution: an H3 gallery's shard is one cell at resolution ``max(0, R - 5)``
+and its children at R (at most 7^5 = 16,807 cells); a CSV gallery's shard is a run of rows.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from geoindex.errors import GalleryFileError, InvalidArgumentError
 from geoindex.landmask import is_land
 
 MAX_LOCAL_RESOLUTION = 9  # above this the gallery has > 4.8e9 cells: distributed build only
-SHARD_DEPTH = 6  # an H3 shard is a cell this many resolutions above the gallery
+SHARD_DEPTH = 5  # an H3 shard is a cell this many resolutions above the gallery (<= 16,807 cells)
 CSV_SHARD_ROWS = 100_000
 CELL_CHOICES = ("land", "all")
 

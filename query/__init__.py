@@ -1,1 +1,5 @@
-"""The query front door (image, text or embedding -> cells). Filled by the query-layer issue."""
+"""``geolocate``: the command-line front door of the query layer (:mod:`geoindex.geolocator`)."""
+
+from query.cli import main
+
+__all__ = ["main"]

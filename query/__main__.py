@@ -1,0 +1,5 @@
+import sys
+
+from query.cli import main
+
+sys.exit(main())

@@ -1,0 +1,123 @@
+"""``geolocate IMAGE... --index DIR``: where was this photo taken?
+
+Also ``--text "..."`` (CLIP text tower + GeoCLIP head) and ``--embedding FILE.npy`` ((n, 512)
+GeoCLIP embeddings). Output: a table (default), JSON (a list with one object per query, each
+with a ``predictions`` list, best first) or GeoJSON. Errors are one line on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from geoindex.errors import GeoindexError
+
+EPILOG = """examples:
+  geolocate photo.jpg --index idx-r5
+  geolocate a.jpg b.png --index idx-r5 --top-k 3 --country FR --country ES --format json
+  geolocate --text "a beach with palm trees and colonial houses" --index idx-r5 --confidence 0.9 --format geojson
+  geolocate --embedding queries.npy --index idx-r5 --bbox=-10,35,3,44 --aggregate-res 3
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="geolocate", description="Geolocate images, texts or GeoCLIP embeddings.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", nargs="*", help="image files")
+    p.add_argument("--index", "-i", required=True, type=Path, help="index directory (from build_index)")
+    p.add_argument("--text", action="append", default=[], help="a text query (repeatable)")
+    p.add_argument("--embedding", type=Path, help=".npy file of (n, 512) GeoCLIP embeddings")
+    p.add_argument("--top-k", "-k", type=int, default=5, help="predictions per query (default 5)")
+    p.add_argument("--candidates", type=int, default=256, help="cells the softmax runs over (default 256)")
+    p.add_argument("--search", default=None, help='FAISS search parameters, e.g. "nprobe=64"')
+    p.add_argument("--country", action="append", default=[], help="restrict to an ISO alpha-2 country (repeatable)")
+    p.add_argument("--bbox", action="append", default=[], help="restrict to west,south,east,north (repeatable; "
+                   "write --bbox=-10,35,3,44 when west is negative)")
+    p.add_argument("--cells", action="append", default=[], help="restrict to an H3 cell at any coarser resolution")
+    p.add_argument("--aggregate-res", type=int, default=None, help="sum probability into H3 parents at this res")
+    p.add_argument("--confidence", type=float, default=None, help="add the region holding this mass, e.g. 0.9")
+    p.add_argument("--format", choices=("table", "json", "geojson"), default="table")
+    p.add_argument("--clip-model", default="ViT-L-14", help="CLIP backbone (ViT-L-14; tiny-test for tests)")
+    p.add_argument("--clip-checkpoint", default=None,
+                   help="local ViT-L-14 checkpoint (else $GEOINDEX_CLIP_CHECKPOINT, else open_clip download)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse larger images (default 64 MP)")
+    return p
+
+
+def _queries(args, geolocator):
+    """(labels, embeddings) for every query given."""
+    import numpy as np
+
+    from geoindex.errors import InvalidQueryError
+
+    labels, parts = [], []
+    if args.images or args.text:
+        from geoindex.image_encoder import load_image_encoder
+        from geoindex.images import load_image
+
+        images = [load_image(p, max_pixels=args.max_pixels) for p in args.images]  # fail before model load
+        encoder = load_image_encoder(args.clip_model, args.clip_checkpoint, args.device)
+        if images:
+            parts.append(encoder.encode_images(images))
+            labels += [str(p) for p in args.images]
+        if args.text:
+            parts.append(encoder.encode_texts(args.text))
+            labels += args.text
+    if args.embedding is not None:
+        try:
+            emb = np.load(args.embedding, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise InvalidQueryError(f"--embedding {str(args.embedding)!r} is not a readable .npy array ({e})") from e
+        from geoindex.geolocator import validate_embeddings
+
+        emb = validate_embeddings(emb)
+        parts.append(emb)
+        labels += [f"{args.embedding}[{i}]" for i in range(len(emb))]
+    if not parts:
+        raise InvalidQueryError("nothing to geolocate: give image files, --text or --embedding")
+    return labels, np.concatenate(parts)
+
+
+def _table(labels, results) -> str:
+    lines = []
+    for label, res in zip(labels, results):
+        lines.append(f"{label}")
+        for rank, p in enumerate(res.predictions, 1):
+            where = " / ".join(x for x in (p.place, p.admin1, p.country) if x) or "--"
+            lines.append(f"  {rank:>2}. {p.lat:9.4f} {p.lng:10.4f}  p={p.probability:.3f}  "
+                         f"score={p.score:.3f}  {where}")
+        if res.confidence_region is not None:
+            props = res.confidence_region["properties"]
+            lines.append(f"  confidence region: {len(props['cells'])} cells hold {props['mass']:.3f} of the mass")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    from geoindex.geolocator import Geolocator, QueryOptions, results_to_geojson
+    from geoindex.regions import make_filter
+
+    try:
+        region = make_filter(args.country, args.bbox, args.cells)
+        geolocator = Geolocator(args.index)
+        options = QueryOptions(k=args.top_k, candidates=args.candidates, search=args.search,
+                               aggregate_res=args.aggregate_res, confidence=args.confidence, region=region)
+        geolocator.check_options(options)  # before loading any model
+        labels, xq = _queries(args, geolocator)
+        results = geolocator.locate(xq, options)
+    except GeoindexError as e:
+        print(f"geolocate: error: {e}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        print(json.dumps([{"query": label, **r.to_dict()} for label, r in zip(labels, results)], indent=2))
+    elif args.format == "geojson":
+        print(json.dumps(results_to_geojson(results, labels)))
+    else:
+        print(_table(labels, results))
+    return 0

@@ -1,0 +1,139 @@
+"""Image reading (modes, EXIF, damaged files, bombs) and the CLIP + GeoCLIP head encoder."""
+
+import io
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from geoindex.errors import ImageTooLargeError, InvalidArgumentError, InvalidImageError, InvalidQueryError, WeightsNotFoundError
+from geoindex.image_encoder import load_image_encoder
+from geoindex.images import load_image, to_rgb
+
+
+def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_image_encoder("tiny-test", batch_size=3)
+
+
+def test_exif_orientation_is_applied():
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    img.paste((0, 0, 255), (0, 0, 20, 20))  # left half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    out = load_image(_bytes(img, "JPEG", exif=exif.tobytes(), quality=95))
+    assert out.size == (20, 40)
+    top = np.asarray(out)[2, 10]
+    assert top[2] > 200 and top[0] < 60  # the blue half is now on top
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "LA", "CMYK", "1", "I", "F", "YCbCr", "I;16"])
+def test_every_mode_becomes_rgb(mode):
+    base = Image.new("RGB", (16, 8), (200, 100, 50))
+    img = base.convert(mode) if mode not in ("I;16",) else Image.new("I;16", (16, 8), 30000)
+    out = to_rgb(img)
+    assert out.mode == "RGB" and out.size == (16, 8)
+
+
+def test_16_bit_is_scaled_not_clipped():
+    arr = np.array([[0, 32768, 65535]], dtype=np.uint16)
+    img = Image.fromarray(arr)
+    assert img.mode == "I;16"
+    out = np.asarray(to_rgb(img))[0, :, 0]
+    assert out.tolist() == [0, 128, 255]  # a plain convert("RGB") would clip 32768 to 255
+
+
+def test_transparency_composites_on_white():
+    img = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert np.asarray(load_image(_bytes(img, "PNG")))[0, 0].tolist() == [255, 255, 255]
+    pal = Image.new("P", (4, 4), 0)
+    pal.info["transparency"] = 0
+    assert to_rgb(pal).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_truncated_jpeg():
+    data = _bytes(Image.effect_noise((256, 256), 50).convert("RGB"), "JPEG")
+    with pytest.raises(InvalidImageError, match="truncated|damaged"):
+        load_image(data[: len(data) // 2], name="half.jpg")
+
+
+@pytest.mark.parametrize("data,match", [(b"", "empty"), (b"%PDF-1.4 not an image", "not an image")])
+def test_not_images(data, match):
+    with pytest.raises(InvalidImageError, match=match):
+        load_image(data)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InvalidImageError, match="does not exist"):
+        load_image(tmp_path / "nope.jpg")
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    with pytest.raises(ImageTooLargeError, match="pixels"):
+        load_image(_png_header_only(100_000, 100_000), name="bomb.png")
+    with pytest.raises(ImageTooLargeError, match="over the limit of 100"):
+        load_image(_bytes(Image.new("RGB", (20, 20)), "PNG"), max_pixels=100)
+
+
+def test_tiny_encoder_is_deterministic_normalised_and_batch_invariant(tiny):
+    rng = np.random.default_rng(0)
+    imgs = [Image.fromarray(rng.integers(0, 255, (50 + 10 * i, 70, 3), dtype=np.uint8)) for i in range(5)]
+    a = tiny.encode_images(imgs)  # batches of 3 + 2
+    b = np.concatenate([tiny.encode_images([im]) for im in imgs])
+    assert a.shape == (5, 512) and a.dtype == np.float32
+    assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+    assert np.abs(a - b).max() < 1e-5
+    again = load_image_encoder("tiny-test").encode_images(imgs[:1])
+    assert np.abs(again - a[:1]).max() < 1e-6
+    assert not np.allclose(a[0], a[1])
+
+
+def test_text_queries(tiny):
+    t = tiny.encode_texts(["a beach with palm trees and colonial houses", "snowy mountains"])
+    assert t.shape == (2, 512) and np.allclose(np.linalg.norm(t, axis=1), 1, atol=1e-5)
+    assert not np.allclose(t[0], t[1])
+    with pytest.raises(InvalidQueryError, match="empty"):
+        tiny.encode_texts(["  "])
+    with pytest.raises(InvalidQueryError, match="characters"):
+        tiny.encode_texts(["x" * 5000])
+
+
+def test_encoder_loading_errors(tmp_path):
+    with pytest.raises(InvalidArgumentError, match="ViT-L-14"):
+        load_image_encoder("ResNet-9000")
+    with pytest.raises(WeightsNotFoundError, match="--clip-checkpoint"):
+        load_image_encoder("ViT-L-14", checkpoint=tmp_path / "missing.pt")
+    bad = tmp_path / "garbage.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsNotFoundError, match="could not be loaded"):
+        load_image_encoder("ViT-L-14", checkpoint=bad)
+    with pytest.raises(InvalidArgumentError, match="CUDA"):
+        load_image_encoder("tiny-test", device="cpu", precision="fp16")
+
+
+def test_no_download_possible_gives_the_fix():
+    """The real path: open_clip's download of OpenAI ViT-L/14, offline -> a clear one-line error."""
+    code = ("from geoindex.image_encoder import load_image_encoder\n"
+            "try:\n    load_image_encoder('ViT-L-14')\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("GEOINDEX_CLIP_CHECKPOINT", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300).stdout
+    assert out.startswith("WeightsNotFoundError") and "GEOINDEX_CLIP_CHECKPOINT" in out
