@@ -219,22 +219,24 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
     faiss_index.apply_search_params(index, search)
     timer.add("add", t)
 
+    t = time.perf_counter()
+    check = self_check(index, shards, counts, config.seed)
+    timer.add("self_check", t)
+
     staging = work / "staging"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
     t = time.perf_counter()
     faiss.write_index(index, str(staging / manifest.VECTORS))
+    ntotal, nlist, built_on_gpu = int(index.ntotal), _nlist(index), builder.on_gpu
+    del index, builder  # the codes (2 GB at res 6) leave memory before DuckDB runs
     timer.add("write_index", t)
     t = time.perf_counter()
     rows = write_cells_table(staging / manifest.CELLS, (s.read(*_META_COLUMNS) for s in shards))
     timer.add("metadata_db", t)
-    if rows != n or index.ntotal != n:
-        raise IndexDirError(f"internal count mismatch: {n} vectors, {index.ntotal} in FAISS, {rows} rows")
-
-    t = time.perf_counter()
-    check = self_check(index, shards, counts, config.seed)
-    timer.add("self_check", t)
+    if rows != n or ntotal != n:
+        raise IndexDirError(f"internal count mismatch: {n} vectors, {ntotal} in FAISS, {rows} rows")
 
     timer.seconds["total"] = time.perf_counter() - t_total
     man = {
@@ -257,11 +259,11 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
             "factory": plan.factory,
             "faiss_factory": plan.faiss_factory,
             "search": search,
-            "ntotal": int(index.ntotal),
-            "nlist": int(getattr(faiss.try_extract_index_ivf(index), "nlist", 0) or 0),
+            "ntotal": ntotal,
+            "nlist": nlist,
             "h3_list_resolution": plan.h3_list_res,
             "train_size": train_size,
-            "built_on": "gpu" if builder.on_gpu else "cpu",
+            "built_on": "gpu" if built_on_gpu else "cpu",
             "seed": config.seed,
         },
         "self_check": check,
@@ -274,6 +276,11 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
     _publish(staging, out)
     shutil.rmtree(work, ignore_errors=True)
     return BuildResult(out, man, check)
+
+
+def _nlist(index: faiss.Index) -> int:
+    ivf = faiss.try_extract_index_ivf(index)
+    return int(ivf.nlist) if ivf is not None else 0
 
 
 _META_COLUMNS = ("cell", "lat", "lng", "res", "area_km2", "is_land", "country", "admin1", "place", "place_km")

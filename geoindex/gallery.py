@@ -93,10 +93,16 @@ def h3_shard(root: int, resolution: int, cells: str) -> CellBatch:
     children = np.sort(h3n.cell_to_children(np.uint64(root), resolution)).astype(np.int64)
     centres = np.array([h3n.cell_to_latlng(c) for c in children], dtype=np.float64).reshape(-1, 2)
     land = is_land(centres[:, 0], centres[:, 1])
-    # Coastal cells: land when any boundary vertex is, even with the centre at sea.
-    for i in np.flatnonzero(~land):
-        boundary = np.asarray(h3n.cell_to_boundary(children[i]))
-        land[i] = bool(is_land(boundary[:, 0], boundary[:, 1]).any())
+    # Coastal cells: land when any boundary vertex is, even with the centre at sea. One
+    # vectorised mask lookup for all vertices of all sea-centred cells in the shard.
+    sea = np.flatnonzero(~land)
+    if len(sea):
+        boundaries = [h3n.cell_to_boundary(children[i]) for i in sea]
+        counts = np.fromiter(map(len, boundaries), np.int64, len(boundaries))
+        vertices = np.array([v for b in boundaries for v in b], dtype=np.float64)
+        hits = is_land(vertices[:, 0], vertices[:, 1]).astype(np.int64)
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        land[sea] = np.add.reduceat(hits, starts) > 0
     keep = land if cells == "land" else np.ones(len(children), dtype=bool)
     return CellBatch(children[keep], centres[keep, 0], centres[keep, 1], land[keep])
 

@@ -252,12 +252,9 @@ class Geolocator:
             groups = cell_to_parent(ids, options.aggregate_res)
         else:
             groups = ids
-        uniq, inverse = np.unique(groups, return_inverse=True)
+        # candidates arrive best first, so a group's first occurrence is its best member
+        uniq, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
         mass = np.bincount(inverse, weights=prob)
-        # best (highest-scoring) member of each group: candidates arrive sorted by score
-        first = np.full(len(uniq), -1)
-        for j in range(len(ids) - 1, -1, -1):
-            first[inverse[j]] = j
         order = np.argsort(-mass, kind="stable")
         preds = []
         for g in order[: options.k]:

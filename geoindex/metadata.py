@@ -31,6 +31,7 @@ CREATE TABLE cells (
 )
 """
 STRING_COLUMNS = ("country", "admin1", "place")
+DUCKDB_MEMORY_LIMIT = "1GB"  # the build's RSS budget is 4 GiB; DuckDB defaults to 80% of RAM
 
 
 def shard_metadata(batch: CellBatch, resolution: int | None) -> dict[str, np.ndarray]:
@@ -67,7 +68,7 @@ def write_cells_table(db_path: Path, shards: Iterable[dict[str, np.ndarray]]) ->
     import duckdb
     import pandas as pd
 
-    con = duckdb.connect(str(db_path))
+    con = duckdb.connect(str(db_path), config={"memory_limit": DUCKDB_MEMORY_LIMIT})
     try:
         con.execute(CELLS_DDL)
         rows = 0
