@@ -1,0 +1,1 @@
+"""``geoindex-serve``: the HTTP API over the query layer (FastAPI on uvicorn)."""

@@ -1,0 +1,351 @@
+"""The FastAPI application: routes, limits, error mapping, content negotiation.
+
+Models and the index are loaded once (:class:`Engine`); inference and FAISS search run off the
+event loop in bounded thread pools; image and text encoding go through micro-batchers. Every
+bad input is a 4xx with a JSON body ``{"error": {"status", "type", "message"}}``; the server keeps
+serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any
+
+import orjson
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from geoindex.errors import (GeoindexError, ImageTooLargeError, InvalidArgumentError, InvalidImageError,
+                             InvalidQueryError, WeightsNotFoundError)
+from serve.batching import MicroBatcher
+from serve.metrics import Metrics, MetricsMiddleware
+from serve.settings import ENV_VAR, ServeSettings
+
+log = logging.getLogger("geoindex.serve")
+GEOJSON = "application/geo+json"
+
+
+class Engine:
+    """Everything loaded once per process: the Geolocator, the CLIP encoder, thread pools."""
+
+    def __init__(self, settings: ServeSettings):
+        import faiss
+
+        from geoindex.geolocator import Geolocator
+
+        faiss.omp_set_num_threads(1)  # one thread per query; concurrency comes from the pool
+        self.settings = settings
+        self.geolocator = Geolocator(settings.index)
+        self.encoder = None
+        if not settings.embeddings_only:
+            from geoindex.image_encoder import load_image_encoder
+
+            self.encoder = load_image_encoder(settings.clip_model, settings.clip_checkpoint, settings.device,
+                                              batch_size=settings.max_batch)
+        self.search_pool = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="search")
+        self.decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        window = settings.batch_window_ms / 1000
+        self.image_batcher = MicroBatcher(self._encode_images, settings.max_batch, window)
+        self.text_batcher = MicroBatcher(self._encode_texts, settings.max_batch, window)
+        import duckdb
+
+        self.db = duckdb.connect(str(self.geolocator.dir.cells_path), read_only=True)
+
+    def _encode_images(self, images):
+        return self.encoder.encode_images(images)
+
+    def _encode_texts(self, texts):
+        return self.encoder.encode_texts(texts)
+
+    async def close(self) -> None:
+        await self.image_batcher.close()
+        await self.text_batcher.close()
+        self.search_pool.shutdown(wait=False)
+        self.decode_pool.shutdown(wait=False)
+        self.db.close()
+
+
+# -- request bodies ------------------------------------------------------------------------------
+class Filters(BaseModel):
+    top_k: int = Field(5, description="predictions per query")
+    candidates: int = Field(256, description="cells the softmax runs over (>= top_k)")
+    country: list[str] = Field(default_factory=list, description="ISO 3166-1 alpha-2 codes (OR)")
+    bbox: list[list[float]] | list[float] | None = Field(None, description="[w,s,e,n] or a list of them (OR)")
+    cells: list[str | int] = Field(default_factory=list, description="H3 cells at any coarser resolution (OR)")
+    aggregate_res: int | None = Field(None, description="sum probability into H3 parents at this resolution")
+    confidence: float | None = Field(None, description="also return the region holding this mass, e.g. 0.9")
+
+
+class TextRequest(Filters):
+    texts: list[str] = Field(..., description="descriptions of places", examples=[["a beach with palm trees"]])
+
+
+class EmbeddingRequest(Filters):
+    embeddings: list[list[float]] = Field(..., description="(n, 512) GeoCLIP embeddings")
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+def _error(status: int, kind: str, message: str, detail: Any = None) -> Response:
+    body = {"error": {"status": status, "type": kind, "message": message}}
+    if detail is not None:
+        body["error"]["detail"] = jsonable_encoder(detail)
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _status_for(e: GeoindexError) -> int:
+    if isinstance(e, ImageTooLargeError):
+        return 413
+    if isinstance(e, InvalidImageError):
+        return 415
+    if isinstance(e, WeightsNotFoundError):
+        return 503
+    if isinstance(e, (InvalidQueryError, InvalidArgumentError)):
+        return 422
+    return 500
+
+
+def _options(engine: Engine, f: Filters, boxes: list | None = None):
+    from geoindex.geolocator import QueryOptions
+    from geoindex.regions import make_filter
+
+    s = engine.settings
+    if not 1 <= f.top_k <= s.max_top_k:
+        raise InvalidQueryError(f"top_k = {f.top_k} must be in 1..{s.max_top_k} (this server's limit)")
+    if not 1 <= f.candidates <= s.max_candidates:
+        raise InvalidQueryError(f"candidates = {f.candidates} must be in 1..{s.max_candidates} (this server's limit)")
+    if boxes is None:
+        boxes = f.bbox or []
+        if boxes and not isinstance(boxes[0], list):
+            boxes = [boxes]
+    region = make_filter(f.country, boxes, f.cells)
+    options = QueryOptions(k=min(f.top_k, engine.geolocator.ntotal), candidates=f.candidates,
+                           aggregate_res=f.aggregate_res, confidence=f.confidence, region=region)
+    return options
+
+
+def _wants_geojson(request: Request, fmt: str | None) -> bool:
+    if fmt is not None:
+        if fmt not in ("json", "geojson"):
+            raise InvalidQueryError(f"format {fmt!r} is not json or geojson")
+        return fmt == "geojson"
+    return GEOJSON in request.headers.get("accept", "")
+
+
+async def _locate(request: Request, engine: Engine, xq, options, labels, fmt) -> Response:
+    from geoindex.geolocator import results_to_geojson
+
+    geojson = _wants_geojson(request, fmt)
+    loop = asyncio.get_running_loop()
+    results = await loop.run_in_executor(engine.search_pool, engine.geolocator.locate, xq, options)
+    if geojson:
+        return Response(orjson.dumps(results_to_geojson(results, labels)), media_type=GEOJSON)
+    return Response(orjson.dumps({"results": [r.to_dict() for r in results]}), media_type="application/json")
+
+
+def _require_encoder(engine: Engine) -> None:
+    if engine.encoder is None:
+        raise WeightsNotFoundError("this server runs with --embeddings-only: image and text queries are off; "
+                                   "restart it with CLIP weights (--clip-checkpoint PATH)")
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over ``limit`` bytes with 413, without buffering them."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            response = _error(413, "RequestTooLarge", f"request body of {int(length):,} bytes is over this server's "
+                              f"limit of {self.limit:,}: send fewer or smaller images")
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise HTTPException(413, f"request body is over this server's limit of {self.limit:,} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+# -- the app -------------------------------------------------------------------------------------------
+def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI:
+    """Build the app; loads the engine now (refusing to start on a bad index) unless one is given."""
+    engine = engine or Engine(settings)
+    metrics = Metrics()
+    engine.image_batcher.on_batch = engine.text_batcher.on_batch = metrics.batch_items.observe
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await engine.close()
+
+    app = FastAPI(title="geoindex", version=_version(), lifespan=lifespan,
+                  description="Where was this photo taken? GeoCLIP embeddings of dense H3 galleries, searched with FAISS.")
+    app.state.engine = engine
+    app.state.ready = True
+
+    @app.exception_handler(GeoindexError)
+    async def _geoindex_error(request: Request, e: GeoindexError):
+        status = _status_for(e)
+        if status >= 500:
+            log.error("request failed: %s", e)
+        return _error(status, type(e).__name__, str(e))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, e: RequestValidationError):
+        errors = e.errors()
+        first = errors[0] if errors else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return _error(422, "ValidationError", f"{where}: {first.get('msg', 'invalid request')}", errors)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, e: HTTPException):
+        return _error(e.status_code, "HTTPError", str(e.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, e: Exception):
+        log.exception("unexpected error on %s", request.url.path)
+        return _error(500, "InternalError", "unexpected server error; the request was not processed")
+
+    @app.post("/v1/locate", summary="Geolocate uploaded images (multipart)")
+    async def locate_images(
+        request: Request,
+        images: Annotated[list[UploadFile], File(description="one or more image files")],
+        top_k: Annotated[int, Form()] = 5,
+        candidates: Annotated[int, Form()] = 256,
+        country: Annotated[list[str], Form()] = [],  # noqa: B006 (FastAPI copies defaults)
+        bbox: Annotated[list[str], Form(description="w,s,e,n (repeatable)")] = [],  # noqa: B006
+        cells: Annotated[list[str], Form()] = [],  # noqa: B006
+        aggregate_res: Annotated[int | None, Form()] = None,
+        confidence: Annotated[float | None, Form()] = None,
+        format: Annotated[str | None, Query(description="json or geojson")] = None,
+    ):
+        s = engine.settings
+        _require_encoder(engine)
+        if not 1 <= len(images) <= s.max_images:
+            raise InvalidQueryError(f"{len(images)} images: send 1..{s.max_images} per request")
+        filters = Filters(top_k=top_k, candidates=candidates, country=country, aggregate_res=aggregate_res,
+                          confidence=confidence, cells=cells)
+        options = _options(engine, filters, boxes=bbox)
+        _wants_geojson(request, format)
+        engine.geolocator.check_options(options)
+        blobs = []
+        for upload in images:
+            data = await upload.read(s.max_upload_bytes + 1)
+            if len(data) > s.max_upload_bytes:
+                raise ImageTooLargeError(f"image {upload.filename!r} is over {s.max_upload_bytes:,} bytes: send a smaller file")
+            ctype = (upload.content_type or "").lower()
+            if ctype and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
+                raise InvalidImageError(f"{upload.filename!r} has content type {ctype!r}: send an image (image/jpeg, image/png, ...)")
+            blobs.append((data, upload.filename))
+        from geoindex.images import load_image
+
+        loop = asyncio.get_running_loop()
+        decoded = await asyncio.gather(*(loop.run_in_executor(
+            engine.decode_pool, lambda b=b: load_image(b[0], max_pixels=s.max_pixels, name=b[1] or "upload"))
+            for b in blobs))
+        xq = await engine.image_batcher.submit(list(decoded))
+        return await _locate(request, engine, xq, options, [b[1] or str(i) for i, b in enumerate(blobs)], format)
+
+    @app.post("/v1/locate/text", summary="Geolocate text descriptions")
+    async def locate_text(request: Request, body: TextRequest, format: Annotated[str | None, Query()] = None):
+        s = engine.settings
+        _require_encoder(engine)
+        if not 1 <= len(body.texts) <= s.max_texts:
+            raise InvalidQueryError(f"{len(body.texts)} texts: send 1..{s.max_texts} per request")
+        options = _options(engine, body)
+        _wants_geojson(request, format)
+        engine.geolocator.check_options(options)
+        for i, t in enumerate(body.texts):
+            if not t.strip() or len(t) > 1000:
+                raise InvalidQueryError(f"text {i} must be 1..1000 characters of description")
+        xq = await engine.text_batcher.submit(list(body.texts))
+        return await _locate(request, engine, xq, options, body.texts, format)
+
+    @app.post("/v1/locate/embedding", summary="Geolocate GeoCLIP embeddings")
+    async def locate_embedding(request: Request, body: EmbeddingRequest, format: Annotated[str | None, Query()] = None):
+        from geoindex.geolocator import validate_embeddings
+
+        s = engine.settings
+        if not 1 <= len(body.embeddings) <= s.max_embeddings:
+            raise InvalidQueryError(f"{len(body.embeddings)} embeddings: send 1..{s.max_embeddings} per request")
+        options = _options(engine, body)
+        xq = validate_embeddings(body.embeddings)
+        return await _locate(request, engine, xq, options, list(range(len(xq))), format)
+
+    @app.get("/v1/cells/{cell}", summary="One cell's metadata")
+    async def get_cell(cell: str):
+        import h3
+
+        try:
+            cell_id = int(cell) if cell.isdigit() else h3.str_to_int(cell)
+        except (ValueError, OverflowError, h3.H3BaseException):
+            raise InvalidQueryError(f"cell {cell!r} is not an H3 id (hex like 851fb467fffffff, or decimal)") from None
+        if not -(2**63) <= cell_id < 2**63:
+            raise InvalidQueryError(f"cell {cell!r} is out of the 64-bit id range")
+
+        def lookup():
+            cur = engine.db.cursor()
+            try:
+                return cur.execute("SELECT * FROM cells WHERE cell = ?", [cell_id]).fetchone(), [
+                    d[0] for d in cur.description]
+            finally:
+                cur.close()
+
+        row, names = await asyncio.get_running_loop().run_in_executor(engine.search_pool, lookup)
+        if row is None:
+            return _error(404, "NotFound", f"cell {cell!r} is not in this index")
+        data = dict(zip(names, row))
+        data["cell_h3"] = h3.int_to_str(data["cell"]) if data.get("res") is not None else None
+        return Response(orjson.dumps(data), media_type="application/json")
+
+    @app.get("/v1/index", summary="What this index is")
+    async def index_summary():
+        return Response(orjson.dumps(engine.geolocator.summary()), media_type="application/json")
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: index and models loaded")
+    async def readyz():
+        if not app.state.ready:
+            return _error(503, "NotReady", "loading")
+        return {"status": "ready", "images": engine.encoder is not None}
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics_route():
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def _version() -> str:
+    from geoindex import __version__
+
+    return __version__
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory for worker processes: settings come from $GEOINDEX_SERVE_SETTINGS."""
+    return create_app(ServeSettings.from_json(os.environ[ENV_VAR]))

@@ -1,0 +1,61 @@
+"""``geoindex-serve --index DIR --host H --port P``: run the HTTP API on uvicorn.
+
+The index and models load before the port opens; an invalid index dir (or missing CLIP weights,
+unless ``--embeddings-only``) stops the start with a one-line message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import fields
+
+from geoindex.errors import GeoindexError
+from serve.settings import ENV_VAR, ServeSettings
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="geoindex-serve", description="HTTP API: where was this photo taken?")
+    p.add_argument("--index", required=True, help="index directory (from build_index)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (each loads the index)")
+    p.add_argument("--log-level", default="warning")
+    defaults = ServeSettings(index="")
+    for f in fields(ServeSettings):
+        if f.name == "index":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool):
+            p.add_argument(flag, action="store_true", help=f"(default {default})")
+        else:
+            kind = type(default) if default is not None else str
+            p.add_argument(flag, type=kind, default=default, help=f"(default {default})")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    import uvicorn
+
+    from serve.app import Engine, create_app
+
+    settings = ServeSettings(**{f.name: getattr(args, f.name) for f in fields(ServeSettings)})
+    try:
+        engine = Engine(settings)  # load (and validate) before binding the port
+    except GeoindexError as e:
+        print(f"geoindex-serve: error: {e}", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        os.environ[ENV_VAR] = settings.to_json()
+        del engine  # each worker process loads its own
+        uvicorn.run("serve.app:app_from_env", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level=args.log_level)
+    else:
+        uvicorn.run(create_app(settings, engine), host=args.host, port=args.port, log_level=args.log_level)
+    return 0

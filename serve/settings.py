@@ -1,0 +1,39 @@
+"""Server settings: one typed object, built from the command line (or JSON in the environment
+for uvicorn worker processes)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+ENV_VAR = "GEOINDEX_SERVE_SETTINGS"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    index: str
+    clip_model: str = "ViT-L-14"
+    clip_checkpoint: str | None = None
+    embeddings_only: bool = False  # serve without CLIP (image and text routes answer 503)
+    device: str = "auto"
+    max_request_bytes: int = 64 * 2**20  # whole request body
+    max_upload_bytes: int = 20 * 2**20  # one image file
+    max_pixels: int = 64_000_000
+    max_images: int = 16
+    max_texts: int = 64
+    max_embeddings: int = 256
+    max_top_k: int = 100
+    max_candidates: int = 4096
+    search_threads: int = 2
+    decode_threads: int = 2
+    batch_window_ms: float = 2.0
+    max_batch: int = 16
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeSettings:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,264 @@
+"""HTTP API: every route, every bad input (4xx, never 5xx), micro-batching, metrics, OpenAPI fuzz."""
+
+import asyncio
+import io
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+from PIL import Image
+
+from serve.app import Engine, create_app
+from serve.batching import MicroBatcher
+from serve.cli import main as serve_main
+from serve.settings import ServeSettings
+
+
+@pytest.fixture(scope="module")
+def settings(built_r2):
+    return ServeSettings(index=str(built_r2), clip_model="tiny-test", max_images=4, max_embeddings=8,
+                         max_upload_bytes=200_000, max_request_bytes=1_000_000, max_pixels=4_000_000)
+
+
+@pytest.fixture(scope="module")
+def client(settings):
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+def jpeg(w=120, h=80, color=(30, 120, 200)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), color).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def gallery_vectors(client, n=3):
+    geo = client.app.state.engine.geolocator
+    from geoindex.location_encoder import encode_latlng, load_location_encoder
+
+    xb = encode_latlng(load_location_encoder(), np.column_stack((geo.table.lat[:n], geo.table.lng[:n])))
+    return geo.table.cell[:n], xb
+
+
+def test_health_ready_index(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["status"] == "ready"
+    info = client.get("/v1/index").json()
+    assert info["gallery"]["resolution"] == 2 and info["factory"].startswith("IVFH3")
+
+
+def test_locate_embedding(client):
+    cells, xb = gallery_vectors(client)
+    r = client.post("/v1/locate/embedding", json={"embeddings": xb.tolist(), "top_k": 3})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    results = r.json()["results"]
+    assert len(results) == 3
+    assert [res["predictions"][0]["cell"] for res in results] == cells.tolist()
+    for res in results:
+        preds = res["predictions"]
+        assert len(preds) == 3 and {"cell", "lat", "lng", "probability", "country", "admin1", "place"} <= set(preds[0])
+        assert [p["probability"] for p in preds] == sorted((p["probability"] for p in preds), reverse=True)
+
+
+def test_geojson_by_query_or_accept(client):
+    _, xb = gallery_vectors(client, 1)
+    body = {"embeddings": xb.tolist(), "top_k": 2, "confidence": 0.5}
+    for r in (client.post("/v1/locate/embedding?format=geojson", json=body),
+              client.post("/v1/locate/embedding", json=body, headers={"accept": "application/geo+json"})):
+        assert r.status_code == 200 and r.headers["content-type"] == "application/geo+json"
+        fc = r.json()
+        assert fc["type"] == "FeatureCollection"
+        assert [f["geometry"]["type"] for f in fc["features"]][:2] == ["Point", "Point"]
+        assert fc["features"][-1]["properties"]["kind"] == "confidence_region"
+
+
+def test_filters(client):
+    _, xb = gallery_vectors(client, 1)
+    r = client.post("/v1/locate/embedding", json={"embeddings": xb.tolist(), "top_k": 5, "country": ["FR", "DE"]})
+    assert {p["country"] for p in r.json()["results"][0]["predictions"]} <= {"FR", "DE"}
+    r = client.post("/v1/locate/embedding", json={"embeddings": xb.tolist(), "bbox": [-10, 35, 30, 60]})
+    for p in r.json()["results"][0]["predictions"]:
+        assert 35 <= p["lat"] <= 60 and -10 <= p["lng"] <= 30
+    r = client.post("/v1/locate/embedding", json={"embeddings": xb.tolist(), "cells": ["8009fffffffffff"]})
+    assert r.status_code == 200
+
+
+def test_locate_images_multipart_and_text(client):
+    files = [("images", ("a.jpg", jpeg(), "image/jpeg")), ("images", ("b.png", jpeg(color=(200, 10, 10)), "image/png"))]
+    r = client.post("/v1/locate", files=files, data={"top_k": "2", "country": ["FR"], "bbox": "-10,35,30,60"})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == 2 and all(p["country"] == "FR" for res in results for p in res["predictions"])
+    r = client.post("/v1/locate/text", json={"texts": ["a beach with palm trees"], "top_k": 2})
+    assert r.status_code == 200 and len(r.json()["results"][0]["predictions"]) == 2
+
+
+def test_cells_route(client):
+    cell = int(client.app.state.engine.geolocator.table.cell[5])
+    import h3
+
+    for key in (str(cell), h3.int_to_str(cell)):
+        r = client.get(f"/v1/cells/{key}")
+        assert r.status_code == 200 and r.json()["cell"] == cell and r.json()["cell_h3"] == h3.int_to_str(cell)
+    assert client.get("/v1/cells/851fb467fffffff").status_code == 404  # a res-5 cell: not in a res-2 index
+    assert client.get("/v1/cells/zzz").status_code == 422
+    assert client.get("/v1/cells/99999999999999999999999999").status_code == 422
+
+
+@pytest.mark.parametrize("body,status,match", [
+    ({"embeddings": [[1.0] * 511]}, 422, "512"),
+    ({"embeddings": [[float("nan")] * 512]}, 422, ""),
+    ({"embeddings": []}, 422, "1..8"),
+    ({"embeddings": [[1.0] * 512] * 9}, 422, "1..8"),
+    ({"embeddings": [[0.0] * 512]}, 422, "all zeros"),
+    ({"embeddings": [[1.0] * 512], "top_k": 0}, 422, "top_k"),
+    ({"embeddings": [[1.0] * 512], "top_k": 101}, 422, "top_k"),
+    ({"embeddings": [[1.0] * 512], "country": ["ZZ"]}, 422, "no cells"),
+    ({"embeddings": [[1.0] * 512], "bbox": [10, 50, 20, 40]}, 422, "inverted"),
+    ({"embeddings": [[1.0] * 512], "cells": ["nope"]}, 422, "H3"),
+    ({"embeddings": [[1.0] * 512], "confidence": 2}, 422, "confidence"),
+    ({"embeddings": [[1.0] * 512], "aggregate_res": 9}, 422, "aggregate_res"),
+    ({"embeddings": "x"}, 422, ""),
+    ({}, 422, "embeddings"),
+])
+def test_bad_embedding_requests(client, body, status, match):
+    r = client.post("/v1/locate/embedding", content=json.dumps(body, allow_nan=True),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["status"] == status and match in err["message"]
+
+
+def test_bad_images(client):
+    def post(files, **kw):
+        return client.post("/v1/locate", files=files, **kw)
+
+    big = jpeg()
+    cases = [
+        (post([("images", ("x.txt", b"hello", "text/plain"))]), 415),
+        (post([("images", ("x.jpg", b"not a jpeg", "image/jpeg"))]), 415),
+        (post([("images", ("t.jpg", big[: len(big) // 2], "image/jpeg"))]), 415),
+        (post([("images", ("e.jpg", b"", "image/jpeg"))]), 415),
+        (post([("images", ("h.png", _bomb(), "image/png"))]), 413),
+        (post([("images", ("b.bin", b"\xff" * 300_000, "image/jpeg"))]), 413),
+        (post([("images", ("a.jpg", big, "image/jpeg"))] * 5), 422),
+        (post([], data={"top_k": "3"}), 422),
+        (post([("images", ("a.jpg", big, "image/jpeg"))], data={"top_k": "abc"}), 422),
+        (post([("images", ("a.jpg", big, "image/jpeg"))], data={"bbox": "1,2,3"}), 422),
+        (client.post("/v1/locate", content=b"x" * 2_000_000, headers={"content-type": "multipart/form-data; boundary=zz"}), 413),
+    ]
+    for r, status in cases:
+        assert r.status_code == status, r.text
+        assert r.json()["error"]["status"] == status
+    assert client.get("/healthz").status_code == 200  # still serving
+
+
+def _bomb() -> bytes:
+    from tests.test_images import _png_header_only
+
+    return _png_header_only(50_000, 50_000)
+
+
+def test_text_errors(client):
+    assert client.post("/v1/locate/text", json={"texts": []}).status_code == 422
+    assert client.post("/v1/locate/text", json={"texts": ["  "]}).status_code == 422
+    assert client.post("/v1/locate/text", json={"texts": ["x" * 2000]}).status_code == 422
+    assert client.post("/v1/locate/text", json={"texts": ["ok"], "top_k": -1}).status_code == 422
+
+
+def test_metrics(client):
+    client.get("/healthz")
+    client.post("/v1/locate/embedding", json={"embeddings": [[1.0] * 511]})
+    text = client.get("/metrics").text
+    assert 'geoindex_http_requests_total{method="GET",route="/healthz",status="200"}' in text
+    assert 'route="/v1/locate/embedding",status="422"' in text
+    assert "geoindex_http_request_seconds_bucket" in text and "geoindex_http_in_flight_requests" in text
+    assert 'route="/v1/cells/{cell}"' in text  # templates, not raw paths
+
+
+def test_openapi_docs(client):
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/locate", "/v1/locate/text", "/v1/locate/embedding", "/v1/cells/{cell}", "/v1/index"} <= set(spec["paths"])
+    assert client.get("/docs").status_code == 200
+
+
+def test_micro_batching_merges_concurrent_requests():
+    calls = []
+
+    def encode(items):
+        calls.append(len(items))
+        return np.arange(len(items))[:, None] * np.ones((1, 2))
+
+    async def scenario():
+        batcher = MicroBatcher(encode, max_batch=16, window_s=0.02)
+        outs = await asyncio.gather(*(batcher.submit([i, i]) for i in range(6)))
+        await batcher.close()
+        return outs
+
+    outs = asyncio.run(scenario())
+    assert sum(calls) == 12 and len(calls) < 6  # merged
+    assert all(o.shape == (2, 2) for o in outs)
+
+
+def test_batch_errors_reach_each_request_and_worker_survives():
+    state = {"n": 0}
+
+    def encode(items):
+        state["n"] += 1
+        if state["n"] == 1:
+            raise RuntimeError("boom")
+        return np.zeros((len(items), 1))
+
+    async def scenario():
+        batcher = MicroBatcher(encode, max_batch=4, window_s=0.0)
+        with pytest.raises(RuntimeError):
+            await batcher.submit([1])
+        out = await batcher.submit([1, 2])
+        await batcher.close()
+        return out
+
+    assert asyncio.run(scenario()).shape == (2, 1)
+
+
+def test_refuses_to_start_on_bad_index(tmp_path, capsys):
+    assert serve_main(["--index", str(tmp_path / "nope"), "--embeddings-only"]) == 2
+    err = capsys.readouterr().err
+    assert "build_index" in err and "Traceback" not in err
+
+
+def test_embeddings_only_mode(settings):
+    from dataclasses import replace
+
+    app = create_app(replace(settings, embeddings_only=True))
+    with TestClient(app) as c:
+        assert c.post("/v1/locate/text", json={"texts": ["x"]}).status_code == 503
+        assert c.post("/v1/locate/embedding", json={"embeddings": [[1.0] * 512]}).status_code == 200
+
+
+def test_openapi_fuzz_finds_no_server_error(settings):
+    """Property-based fuzz (schemathesis strategies from the OpenAPI schema, driven by hypothesis)
+    of every operation: no generated request may cause a 5xx, and the server keeps serving."""
+    import schemathesis
+    from hypothesis import given
+
+    app = create_app(settings)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    failures, calls = [], {"n": 0}
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @given(case=operation.as_strategy())
+        @hypothesis_settings(max_examples=25, deadline=None, database=None,
+                             suppress_health_check=list(HealthCheck))
+        def run(case):
+            response = case.call()
+            calls["n"] += 1
+            if response.status_code >= 500:
+                failures.append((case.method, case.path, response.status_code, response.text[:300]))
+
+        run()
+    assert calls["n"] > 100
+    assert not failures, failures[:5]
