@@ -19,6 +19,7 @@ import orjson
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -71,6 +72,26 @@ class Engine:
         self.search_pool.shutdown(wait=False)
         self.decode_pool.shutdown(wait=False)
         self.db.close()
+
+
+class OrjsonRequest(Request):
+    """JSON bodies parsed with orjson (a 512-float embedding parses ~5x faster than with json)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            # orjson.JSONDecodeError subclasses json.JSONDecodeError: FastAPI still answers 422
+            self._json = orjson.loads(await self.body())
+        return self._json
+
+
+class OrjsonRoute(APIRoute):
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def route_handler(request: Request) -> Response:
+            return await handler(OrjsonRequest(request.scope, request.receive))
+
+        return route_handler
 
 
 # -- request bodies ------------------------------------------------------------------------------
@@ -199,6 +220,7 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
 
     app = FastAPI(title="geoindex", version=_version(), lifespan=lifespan,
                   description="Where was this photo taken? GeoCLIP embeddings of dense H3 galleries, searched with FAISS.")
+    app.router.route_class = OrjsonRoute
     app.state.engine = engine
     app.state.ready = True
 
