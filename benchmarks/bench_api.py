@@ -41,10 +41,15 @@ def free_port() -> int:
 
 
 def rss_mib(pid: int) -> float:
+    """RSS of a process and all its descendants (uvicorn workers), MiB."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total += int(line.split()[1]) / 1024
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += rss_mib(int(child))
+    return total
 
 
 class Server:
@@ -103,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--index", type=Path, default=ROOT / "indexes" / "res5-land")
     p.add_argument("--seconds", type=int, default=15)
-    p.add_argument("--connections", type=int, nargs="+", default=[4, 16, 64])
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--connections", type=int, nargs="+", default=[4, 8, 16, 64])
+    p.add_argument("--workers", type=int, default=2, help="uvicorn workers (2 = one per core here)")
     args = p.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("bench_api needs wrk: apt-get install wrk")
@@ -131,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             result["embedding"].append(row)
             print(table([row], list(row)))
         result["server_rss_mib"] = {"before": round(rss_before, 1), "after": round(rss_mib(pid), 1)}
-        if args.workers == 1:
-            result["metrics_sample"] = urllib.request.urlopen(server.url("/metrics")).read().decode()[:2000]
+        result["metrics_sample"] = urllib.request.urlopen(server.url("/metrics")).read().decode()[:1500]
     finally:
         server.stop()
 

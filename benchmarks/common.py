@@ -70,7 +70,7 @@ def haversine_km(lat1, lng1, lat2, lng2) -> np.ndarray:
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
 
 
-def exact_topk(xq: np.ndarray, xb: np.ndarray, k: int, chunk: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+def exact_topk(xq: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force inner-product top-k: (m, k) scores and row positions into xb."""
     import faiss
 
@@ -90,3 +90,62 @@ def table(rows: list[dict], cols: list[str]) -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
     lines += ["  ".join(str(r.get(c, "")).rjust(w) for c, w in zip(cols, widths)) for r in rows]
     return "\n".join(lines)
+
+
+CACHE = ROOT / "benchmarks" / ".cache"
+
+
+def land_gallery(resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cells (n,) int64, latlng (n, 2) float64, exact vectors (n, 512) float32) of the H3 land
+    gallery at ``resolution``, encoded once and cached under benchmarks/.cache (memory-mapped;
+    res 6 is 8.4 GB and ~8 min of encoding on 2 cores)."""
+    from geoindex.gallery import h3_shard, h3_shard_roots
+    from geoindex.location_encoder import encode_latlng, load_location_encoder
+
+    folder = CACHE / f"res{resolution}-land"
+    done = folder / "vectors.npy"
+    if not done.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        batches = [h3_shard(r, resolution, "land") for r in h3_shard_roots(resolution)]
+        cells = np.concatenate([b.cell for b in batches])
+        latlng = np.concatenate([b.latlng for b in batches])
+        np.save(folder / "cells.npy", cells)
+        np.save(folder / "latlng.npy", latlng)
+        model = load_location_encoder()
+        tmp = folder / "vectors.tmp.npy"
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(cells), 512))
+        for start in range(0, len(cells), 65536):
+            out[start : start + 65536] = encode_latlng(model, latlng[start : start + 65536])
+        out.flush()
+        del out
+        tmp.rename(done)
+    return (np.load(folder / "cells.npy"), np.load(folder / "latlng.npy"),
+            np.load(done, mmap_mode="r"))
+
+
+def noisy(xq: np.ndarray, target_cos: float, seed: int = 0) -> np.ndarray:
+    """Queries with image-like spread: q + n, n a random direction of norm t = sqrt(1/c^2 - 1),
+    so that cos(q_noisy, q) ~= c; then L2-normalised."""
+    rng = np.random.default_rng([seed, 7919])  # salted: never the same stream as the caller's
+    n = rng.normal(size=xq.shape).astype(np.float32)
+    n -= (n * xq).sum(axis=1, keepdims=True) * xq  # orthogonal to q
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    t = np.sqrt(1 / target_cos**2 - 1)
+    out = xq + t * n
+    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+
+def exact_search_chunked(xq: np.ndarray, xb: np.ndarray, k: int, chunk: int = 500_000) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k over a (possibly memory-mapped) base, chunk by chunk."""
+    import faiss
+
+    D = np.full((len(xq), k), -np.inf, dtype=np.float32)
+    I = np.full((len(xq), k), -1, dtype=np.int64)
+    for start in range(0, len(xb), chunk):
+        part = np.ascontiguousarray(xb[start : start + chunk])
+        d, i = faiss.knn(xq, part, k, metric=faiss.METRIC_INNER_PRODUCT)
+        d2 = np.concatenate([D, d], axis=1)
+        i2 = np.concatenate([I, i + start], axis=1)
+        top = np.argsort(-d2, axis=1)[:, :k]
+        D, I = np.take_along_axis(d2, top, 1), np.take_along_axis(i2, top, 1)
+    return D, I

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
@@ -64,7 +64,7 @@ class Prediction:
     score: float  # cosine similarity of the best cell (inner product of unit vectors)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = dict(self.__dict__)  # flat fields: no deep copy needed (asdict costs ~10x more)
         d["cell_h3"] = h3.int_to_str(self.cell) if self.cell >= 0 and _is_h3(self.cell) else None
         return d
 

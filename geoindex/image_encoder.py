@@ -43,6 +43,8 @@ class ClipSpec:
 CLIP_MODELS = {
     "ViT-L-14": ClipSpec("ViT-L-14", "openai", "OpenAI CLIP ViT-L/14, GeoCLIP's backbone"),
     "tiny-test": ClipSpec("geoindex-tiny", None, "tiny random CLIP for offline tests (meaningless output)"),
+    "ViT-L-14-random": ClipSpec("ViT-L-14", None, "ViT-L/14 shape, random weights: real compute for timing, "
+                                "meaningless output"),
 }
 
 

@@ -51,7 +51,10 @@ class Engine:
 
             self.encoder = load_image_encoder(settings.clip_model, settings.clip_checkpoint, settings.device,
                                               batch_size=settings.max_batch)
-        self.search_pool = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="search")
+        # OpenMP settings are per thread: a pool thread left at the default would start a team of
+        # spinning threads per query and oversubscribe the cores under load.
+        self.search_pool = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="search",
+                                              initializer=faiss.omp_set_num_threads, initargs=(1,))
         self.decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         window = settings.batch_window_ms / 1000
         self.image_batcher = MicroBatcher(self._encode_images, settings.max_batch, window)

@@ -1,0 +1,231 @@
+"""Recall, accuracy loss and cost against index size: which codec should an H3 land index use?
+
+For each resolution (land gallery, exact vectors cached in benchmarks/.cache) and each codec:
+exact Flat, SQ8, fp16, PQ32/64/128, PQ with re-ranking (RFlat, Refine(SQ8)), OPQ, and inverted
+lists that follow H3 parents (IVFH3) instead of k-means, over a range of nprobe:
+recall@1 and recall@10 against exact search, extra top-1 error in km against exact search
+(median, p99 = ``km_lost_p99``), bytes per vector, index size on disk, build time, ms per query
+(one thread). Queries: location embeddings of real photo locations (GeoCLIP's 100K gallery
+coordinates), and the same with image-like noise (``--noise-cos``: each query moved in a random
+direction until its cosine with the clean query is 0.5; GeoCLIP image embeddings sit far from
+the location embedding of their true place, not on it).
+
+The default codec per resolution is the one with recall@10 >= 0.95 (clean queries, default nprobe)
+that needs the fewest bytes per vector, ties to the faster. Results: benchmarks/results/recall.json
+(+ recall_vs_bytes.png, recall_vs_ms.png). ``--quick``: res 3-4 (~3 min); the default res 3-5 takes
+~20 min on 2 cores; add 6 with ``--resolutions 3 4 5 6`` (an hour or more: 8.4 GB of vectors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import faiss
+import numpy as np
+
+from common import (exact_search_chunked, haversine_km, land_gallery, machine, noisy, photo_locations, save,
+                    table, RESULTS)
+
+NPROBES = (1, 4, 16, 64, 256)
+DEFAULT_NPROBE = {3: 16, 4: 32, 5: 16, 6: 16}
+RECALL_TARGET = 0.95
+
+
+def codecs(n: int, resolution: int, full: bool) -> list[str]:
+    from geoindex.faiss_index import nlist_rule
+
+    k = nlist_rule(n)
+    out = ["Flat", f"IVF{k},SQ8", f"IVF{k},SQfp16", f"IVF{k},PQ32", f"IVF{k},PQ64", f"IVF{k},PQ128",
+           f"IVF{k},PQ64,RFlat", f"IVF{k},PQ128,Refine(SQ8)", "IVFH3,SQ8", "IVFH3,PQ64", "IVFH3,PQ128", "IVFH3,SQ4"]
+    if full:
+        out += [f"OPQ64,IVF{k},PQ64", f"OPQ128,IVF{k},PQ128"]
+    return out
+
+
+def build(factory: str, resolution: int, cells: np.ndarray, xb, shared_quantizer: dict) -> tuple[faiss.Index, float]:
+    from geoindex import faiss_index
+    from geoindex.h3ids import cell_to_parent
+
+    t = time.perf_counter()
+    n_parents = None
+    if factory.startswith("IVFH3"):
+        list_res = faiss_index.h3_list_resolution(resolution, None)
+        parents = np.unique(cell_to_parent(cells, list_res))
+        n_parents = len(parents)
+    plan = faiss_index.resolve(factory, len(cells), resolution, n_parents=n_parents)
+    builder = faiss_index.IndexBuilder(plan, use_gpu=False)
+    index = builder.cpu_index
+    lists = None
+    if plan.h3_list_res is not None:
+        lists = np.searchsorted(parents, cell_to_parent(cells, plan.h3_list_res))
+        sums = np.zeros((len(parents), 512))
+        for s in range(0, len(cells), 500_000):
+            np.add.at(sums, lists[s : s + 500_000], np.asarray(xb[s : s + 500_000], dtype=np.float64))
+        builder.set_h3_centroids((sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32))
+    elif isinstance(faiss.try_extract_index_ivf(index), faiss.IndexIVF) and not factory.startswith("OPQ"):
+        ivf = faiss.extract_index_ivf(index)
+        key = ivf.nlist
+        if key in shared_quantizer:  # k-means once per nlist, shared by every codec
+            ivf.quantizer.add(shared_quantizer[key])
+    rng = np.random.default_rng(0)
+    train_n = min(len(cells), max(65_536, 64 * getattr(faiss.try_extract_index_ivf(index), "nlist", 0)), 300_000)
+    sample = np.ascontiguousarray(xb[np.sort(rng.choice(len(cells), train_n, replace=False))])
+    if not index.is_trained:
+        builder.train(sample)
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and plan.h3_list_res is None and not factory.startswith("OPQ") and ivf.nlist not in shared_quantizer:
+        shared_quantizer[ivf.nlist] = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+    for s in range(0, len(cells), 500_000):
+        part = np.ascontiguousarray(xb[s : s + 500_000])
+        builder.add(part, cells[s : s + 500_000], None if lists is None else lists[s : s + 500_000])
+    return builder.finish(), time.perf_counter() - t
+
+
+def bytes_per_vector(index: faiss.Index) -> float:
+    with tempfile.NamedTemporaryFile() as f:
+        faiss.write_index(index, f.name)
+        size = os.path.getsize(f.name)
+    return size, size / index.ntotal
+
+
+REFINE_K_FACTOR = 8  # re-rank 8k PQ candidates with the refine codes
+
+
+def refine_of(index: faiss.Index):
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+    return inner if isinstance(inner, faiss.IndexRefine) else None
+
+
+def evaluate(index, factory, xq, gt, cells, latlng, pos_of, nprobe) -> dict:
+    if nprobe is not None:
+        faiss.ParameterSpace().set_index_parameters(index, f"nprobe={nprobe}")
+    if refine_of(index) is not None:
+        refine_of(index).k_factor = REFINE_K_FACTOR
+    faiss.omp_set_num_threads(1)
+    t = time.perf_counter()
+    _, I = index.search(xq, 10)
+    ms = 1000 * (time.perf_counter() - t) / len(xq)
+    faiss.omp_set_num_threads(os.cpu_count())
+    gt_ids = cells[gt]
+    r1 = float(np.mean(I[:, 0] == gt_ids[:, 0]))
+    r10 = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(I.tolist(), gt_ids.tolist())]))
+    ann = pos_of(I[:, 0])
+    lost = haversine_km(latlng[ann, 0], latlng[ann, 1], latlng[gt[:, 0], 0], latlng[gt[:, 0], 1])
+    return {"recall_at_1": round(r1, 4), "recall_at_10": round(r10, 4), "km_lost_median": round(float(np.median(lost)), 2),
+            "km_lost_p99": round(float(np.percentile(lost, 99)), 2), "ms_per_query": round(ms, 4)}
+
+
+def choose_default(rows: list[dict], resolution: int) -> dict | None:
+    ok = [r for r in rows if r["resolution"] == resolution and r["queries"] == "photo" and r["recall_at_10"] >= RECALL_TARGET
+          and (r["nprobe"] is None or r["nprobe"] == DEFAULT_NPROBE.get(resolution, 16))]
+    if not ok:
+        return None
+    best = min(ok, key=lambda r: (r["bytes_per_vector"], r["ms_per_query"]))
+    return {k: best[k] for k in ("resolution", "factory", "nprobe", "bytes_per_vector", "recall_at_10", "km_lost_p99", "ms_per_query")}
+
+
+def plot(rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res_list = sorted({r["resolution"] for r in rows})
+    for name, xkey, xlabel, logx in (("recall_vs_bytes.png", "bytes_per_vector", "bytes per vector", True),
+                                     ("recall_vs_ms.png", "ms_per_query", "ms per query (1 thread)", True)):
+        fig, axes = plt.subplots(1, len(res_list), figsize=(5 * len(res_list), 4.2), squeeze=False)
+        for ax, res in zip(axes[0], res_list):
+            sub = [r for r in rows if r["resolution"] == res and r["queries"] == "photo"]
+            for factory in dict.fromkeys(r["factory"] for r in sub):
+                pts = sorted((r[xkey], r["recall_at_10"]) for r in sub if r["factory"] == factory)
+                if xkey == "bytes_per_vector":
+                    pts = [max(pts, key=lambda p: p[1])] if factory == "Flat" else [
+                        (r[xkey], r["recall_at_10"]) for r in sub if r["factory"] == factory and
+                        r["nprobe"] == DEFAULT_NPROBE.get(res, 16)]
+                if pts:
+                    xs, ys = zip(*pts)
+                    ax.plot(xs, ys, "o-" if len(pts) > 1 else "o", label=factory, markersize=4)
+            ax.axhline(RECALL_TARGET, color="grey", lw=0.8, ls="--")
+            ax.set_title(f"H3 res {res} land ({sub[0]['n']:,} cells)" if sub else f"res {res}")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("recall@10 vs exact")
+            if logx:
+                ax.set_xscale("log")
+            ax.grid(alpha=0.3)
+        axes[0][-1].legend(fontsize=6, loc="lower right")
+        fig.tight_layout()
+        fig.savefig(RESULTS / name, dpi=110)
+        plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--resolutions", type=int, nargs="+", default=[3, 4, 5])
+    p.add_argument("--quick", action="store_true", help="res 3-4, no OPQ")
+    p.add_argument("--queries", type=int, default=2000)
+    p.add_argument("--noise-cos", type=float, default=0.5)
+    p.add_argument("--nprobes", type=int, nargs="+", default=list(NPROBES))
+    p.add_argument("--codecs", nargs="*", help="only these factory strings (default: the full list)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.resolutions = [3, 4]
+    from geoindex.location_encoder import encode_latlng, load_location_encoder
+
+    model = load_location_encoder()
+    photo = photo_locations(args.queries, seed=11)
+    clean = encode_latlng(model, photo)
+    query_sets = {"photo": clean, "photo+noise": noisy(clean, args.noise_cos)}
+    rows, chosen = [], []
+    params = {"queries": args.queries, "noise_cos": args.noise_cos, "nprobes": args.nprobes, "threads_search": 1}
+    for res in args.resolutions:
+        t = time.perf_counter()
+        cells, latlng, xb = land_gallery(res)
+        print(f"res {res}: {len(cells):,} cells (gallery ready in {time.perf_counter() - t:.0f} s)")
+        gts = {name: exact_search_chunked(q, xb, 10)[1] for name, q in query_sets.items()}
+
+        def pos_of(ids):
+            return np.searchsorted(cells, ids)
+
+        assert np.all(np.diff(cells) > 0)
+        shared: dict = {}
+        for factory in args.codecs or codecs(len(cells), res, full=not args.quick):
+            index, build_s = build(factory, res, cells, xb, shared)
+            size, bpv = bytes_per_vector(index)
+            name = factory if not factory.startswith("IVFH3") else index_name(factory, res)
+            if refine_of(index) is not None:
+                name += f" (k_factor {REFINE_K_FACTOR})"
+            probes = [None] if faiss.try_extract_index_ivf(index) is None else args.nprobes
+            for nprobe in probes:
+                for qname, q in query_sets.items():
+                    row = {"resolution": res, "n": len(cells), "factory": name, "nprobe": nprobe, "queries": qname,
+                           "bytes_per_vector": round(bpv, 1), "index_mb": round(size / 1e6, 1), "build_s": round(build_s, 1),
+                           **evaluate(index, name, q, gts[qname], cells, latlng, pos_of, nprobe)}
+                    rows.append(row)
+            print(table([r for r in rows if r["factory"] == name and r["resolution"] == res and r["queries"] == "photo"],
+                        ["factory", "nprobe", "bytes_per_vector", "build_s", "recall_at_1", "recall_at_10",
+                         "km_lost_p99", "ms_per_query"]))
+            del index
+            save("recall.json", {"machine": machine(), "params": params, "rows": rows, "chosen": chosen})
+        choice = choose_default(rows, res)
+        if choice:
+            chosen.append(choice)
+            print(f"res {res} default: {choice}")
+        del xb
+    save("recall.json", {"machine": machine(), "params": params, "rows": rows, "chosen": chosen})
+    plot(rows)
+    print(f"saved {RESULTS / 'recall.json'} and plots")
+    return 0
+
+
+def index_name(factory: str, resolution: int) -> str:
+    from geoindex.faiss_index import h3_list_resolution
+
+    head, _, rest = factory.partition(",")
+    return f"IVFH3r{h3_list_resolution(resolution, None)},{rest}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""The evaluation code behind the benchmarks (offline, tiny data)."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import bench_accuracy  # noqa: E402
+from common import haversine_km, noisy  # noqa: E402
+from geo_eval import Gallery100K, accuracy_table  # noqa: E402
+
+
+def test_accuracy_table_counts_thresholds():
+    t = accuracy_table(np.array([0.5, 10, 100, 500, 1000, 3000, 30, 2.0]))
+    assert t["within_1km"] == 12.5 and t["within_25km"] == 37.5 and t["within_200km"] == 62.5
+    assert t["within_750km"] == 75.0 and t["within_2500km"] == 87.5 and t["n"] == 8
+    assert t["median_km"] == 65.0
+
+
+def test_haversine_known_distance():
+    # Paris - London ~ 344 km
+    assert abs(haversine_km(48.8566, 2.3522, 51.5074, -0.1278) - 343.5) < 2
+
+
+def test_noise_hits_the_target_cosine():
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(200, 512)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    n = noisy(q, 0.5)
+    assert np.allclose(np.linalg.norm(n, axis=1), 1, atol=1e-5)
+    assert np.allclose((n * q).sum(axis=1), 0.5, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def g100k():
+    return Gallery100K()
+
+
+def test_100k_gallery_oracle_and_leave_one_out(g100k):
+    rows = np.array([0, 17, 4242, 99_999])
+    xq = g100k.vectors[rows]
+    exact = g100k.top1_latlng(xq)
+    assert np.allclose(exact, g100k.latlng[rows])  # its own point, 0 km
+    loo = g100k.top1_latlng(xq, exclude_rows=rows)
+    d = haversine_km(loo[:, 0], loo[:, 1], g100k.latlng[rows, 0], g100k.latlng[rows, 1])
+    assert (d > 0).all() or (loo != exact).any(axis=1).all()
+
+
+def test_bench_accuracy_end_to_end(tmp_path, built_r2, g100k):
+    rng = np.random.default_rng(1)
+    lines = ["image,lat,lng"]
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(tmp_path / f"{i}.jpg")
+        lat, lng = g100k.latlng[i * 1000]
+        lines.append(f"{i}.jpg,{lat},{lng}")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 nope")
+    lines.append("broken.jpg,10,10")
+    (tmp_path / "eval.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "acc.json"
+    assert bench_accuracy.main(["--csv", str(tmp_path / "eval.csv"), "--index", str(built_r2), "--gallery-100k",
+                                "--clip-model", "tiny-test", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["images"] == 7 and res["skipped"] == [str(tmp_path / "broken.jpg")]
+    index_row, gallery_row, paper = res["rows"]
+    for row, key in ((index_row, str(built_r2)), (gallery_row, "gallery_100k")):
+        errs = np.array(res["errors_km"][key])
+        assert len(errs) == 6 and row["n"] == 6
+        acc = [row[f"within_{t}km"] for t in (1, 25, 200, 750, 2500)]
+        assert acc == sorted(acc) and all(0 <= a <= 100 for a in acc)
+        assert row["median_km"] == round(float(np.median(errs)), 2)
+    assert paper["within_1km"] == 14.11
+
+
+def test_bench_accuracy_rejects_bad_csv(tmp_path):
+    (tmp_path / "bad.csv").write_text("image,lat,lng\na.jpg,north,3\n")
+    with pytest.raises(SystemExit, match="row 1"):
+        bench_accuracy.main(["--csv", str(tmp_path / "bad.csv"), "--gallery-100k", "--clip-model", "tiny-test"])
