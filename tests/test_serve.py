@@ -1,6 +1,7 @@
 """HTTP API: every route, every bad input (4xx, never 5xx), micro-batching, metrics, OpenAPI fuzz."""
 
 import asyncio
+import os
 import io
 import json
 
@@ -251,7 +252,7 @@ def test_openapi_fuzz_finds_no_server_error(settings):
         operation = result.ok()
 
         @given(case=operation.as_strategy())
-        @hypothesis_settings(max_examples=25, deadline=None, database=None,
+        @hypothesis_settings(max_examples=int(os.environ.get("GEOINDEX_FUZZ_EXAMPLES", 25)), deadline=None, database=None,
                              suppress_health_check=list(HealthCheck))
         def run(case):
             response = case.call()
