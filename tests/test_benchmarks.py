@@ -80,3 +80,22 @@ def test_bench_accuracy_rejects_bad_csv(tmp_path):
     (tmp_path / "bad.csv").write_text("image,lat,lng\na.jpg,north,3\n")
     with pytest.raises(SystemExit, match="row 1"):
         bench_accuracy.main(["--csv", str(tmp_path / "bad.csv"), "--gallery-100k", "--clip-model", "tiny-test"])
+
+
+def test_default_choice_rule():
+    import bench_recall
+
+    assert bench_recall.code_bytes("IVF1024,PQ128,Refine(SQ8) (k_factor 8)") == 640
+    assert bench_recall.code_bytes("IVFH3r2,SQ8") == 512 and bench_recall.code_bytes("Flat") == 2048
+    rows = [
+        {"resolution": 5, "queries": "photo", "factory": "Flat", "nprobe": None, "recall_at_10": 1.0, "ms_per_query": 0.9},
+        {"resolution": 5, "queries": "photo", "factory": "IVF9,SQ8", "nprobe": 16, "recall_at_10": 0.94, "ms_per_query": 0.1},
+        {"resolution": 5, "queries": "photo", "factory": "IVF9,SQ8", "nprobe": 64, "recall_at_10": 0.97, "ms_per_query": 0.3},
+        {"resolution": 5, "queries": "photo", "factory": "IVF9,SQ8", "nprobe": 256, "recall_at_10": 0.99, "ms_per_query": 1.2},
+        {"resolution": 5, "queries": "photo", "factory": "IVF9,PQ64", "nprobe": 16, "recall_at_10": 0.80, "ms_per_query": 0.1},
+        {"resolution": 5, "queries": "photo+noise", "factory": "IVF9,PQ32", "nprobe": 16, "recall_at_10": 0.99, "ms_per_query": 0.1},
+    ]
+    for r in rows:
+        r.update(bytes_per_vector=0, km_lost_p99=0)
+    choice = bench_recall.choose_default(rows, 5)
+    assert (choice["factory"], choice["nprobe"]) == ("IVF9,SQ8", 64)  # cheapest codes reaching 0.95 in 1 ms
