@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import exact_topk, haversine_km, machine, median_of, photo_locations, run_cli, save, table
+from common import exact_search_chunked, haversine_km, machine, median_of, photo_locations, run_cli, save, table
 
 
 def bench_encoder(n: int, repeats: int, batch: int) -> dict:
@@ -68,7 +68,7 @@ def evaluate_index(index_dir: Path, queries: np.ndarray) -> dict:
     xb = encode_latlng(model, np.column_stack((lat, lng)))  # exact ground truth, re-encoded
     encode_s = time.perf_counter() - t
     xq = encode_latlng(model, queries)
-    _, gt_rows = exact_topk(xq, xb, 10)
+    _, gt_rows = exact_search_chunked(xq, xb, 10)
     gt = cells[gt_rows]
     index = faiss.read_index(str(idx.vectors_path))
     apply_search_params(index, idx.search)

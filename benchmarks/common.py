@@ -19,8 +19,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-EARTH_RADIUS_KM = 6371.0088
 sys.path.insert(0, str(ROOT))
+
+from geoindex.geocode import EARTH_RADIUS_KM  # noqa: E402  (one radius for library and benchmarks)
 
 
 def machine() -> dict:
@@ -68,15 +69,6 @@ def haversine_km(lat1, lng1, lat2, lng2) -> np.ndarray:
     dlat, dlng = p2 - p1, np.radians(np.asarray(lng2) - np.asarray(lng1))
     a = np.sin(dlat / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlng / 2) ** 2
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
-
-
-def exact_topk(xq: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force inner-product top-k: (m, k) scores and row positions into xb."""
-    import faiss
-
-    index = faiss.IndexFlatIP(xb.shape[1])
-    index.add(xb)
-    return index.search(xq, k)
 
 
 def run_cli(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:

@@ -285,7 +285,7 @@ def per_call_params(index: faiss.Index, search: str) -> faiss.SearchParameters:
         values = {k.strip(): int(v) for k, v in pairs.items()}
     except ValueError:
         raise InvalidArgumentError(f"search parameters {search!r} are not name=integer pairs, e.g. nprobe=64") from None
-    inner = index.index if isinstance(index, faiss.IndexIDMap) else index
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
     allowed = {"nprobe"} if isinstance(inner, faiss.IndexIVF) else {"efSearch"} if isinstance(inner, faiss.IndexHNSW) else set()
     unknown = set(values) - allowed
     if unknown or any(v < 1 for v in values.values()):

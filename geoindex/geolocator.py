@@ -2,7 +2,7 @@
 
 ``Geolocator(DIR)`` opens an index directory (verifying its manifest), keeps the FAISS index and
 the hot columns of ``cells`` in memory, and answers :meth:`Geolocator.locate` for (n, 512)
-embeddings; :mod:`geoindex.query_models` adds images and text in front of it.
+embeddings; :mod:`geoindex.image_encoder` turns images and text into such embeddings.
 
 Probabilities. GeoCLIP scores a gallery with ``logits = exp(logit_scale) * cosine`` and a softmax
 over the whole gallery. Here the softmax runs over the ``candidates`` best cells that the index
@@ -62,11 +62,10 @@ class Prediction:
     admin1: str | None
     place: str | None
     score: float  # cosine similarity of the best cell (inner product of unit vectors)
+    cell_h3: str | None = None  # hex form of ``cell``; None for CSV galleries (row numbers)
 
     def to_dict(self) -> dict:
-        d = dict(self.__dict__)  # flat fields: no deep copy needed (asdict costs ~10x more)
-        d["cell_h3"] = h3.int_to_str(self.cell) if self.cell >= 0 and _is_h3(self.cell) else None
-        return d
+        return dict(self.__dict__)  # flat fields: no deep copy needed (asdict costs ~10x more)
 
 
 @dataclass
@@ -79,10 +78,6 @@ class LocateResult:
         if self.confidence_region is not None:
             out["confidence_region"] = self.confidence_region
         return out
-
-
-def _is_h3(cell: int) -> bool:
-    return h3.is_valid_cell(h3.int_to_str(cell))
 
 
 def validate_embeddings(xq) -> np.ndarray:
@@ -172,7 +167,7 @@ class Geolocator:
         """Raw (D, I) for normalised queries; region-restricted when ``options.region`` is set."""
         if options.region:
             ids = self.region_ids(options.region)
-            return self._search_region(xq, min(n_candidates, len(ids)), ids, options.search)
+            return self._search_region(xq, min(n_candidates, len(ids)), ids)
         if options.search:
             # A SearchParameters object, not a change to the shared index: safe across threads.
             return self.index.search(xq, n_candidates, params=per_call_params(self.index, options.search))
@@ -195,7 +190,7 @@ class Geolocator:
             self._list_of_row = list_of_row
         return self._list_of_row, self._centroids
 
-    def _search_region(self, xq, n_candidates, ids, search):
+    def _search_region(self, xq, n_candidates, ids):
         """True top-k inside the region: every inverted list holding a region cell is scanned
         (no nprobe cut-off), and an ID selector keeps only region cells."""
         selector = faiss.IDSelectorBatch(ids)  # named: FAISS holds a raw pointer to it
@@ -269,6 +264,7 @@ class Geolocator:
                 cell=cell, lat=float(lat), lng=float(lng), probability=float(mass[g]),
                 country=self.table.text("country", row), admin1=self.table.text("admin1", row),
                 place=self.table.text("place", row), score=float(scores[j]),
+                cell_h3=h3.int_to_str(cell) if self.resolution is not None else None,
             ))
         region = None
         if options.confidence is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 _RES_SHIFT = 52
-_RES_MASK = np.int64(0xF << _RES_SHIFT)
 
 
 def cell_resolution(cell: np.ndarray) -> np.ndarray:
@@ -18,10 +17,18 @@ def cell_resolution(cell: np.ndarray) -> np.ndarray:
     return (np.asarray(cell, dtype=np.int64) >> _RES_SHIFT) & 0xF
 
 
-def cell_to_parent(cell: np.ndarray, parent_res: int) -> np.ndarray:
-    """(n,) int64 H3 ids at resolution >= ``parent_res`` -> (n,) int64 parent ids."""
-    cell = np.asarray(cell, dtype=np.int64)
+def parent_masks(parent_res: int) -> tuple[int, int]:
+    """(keep, set): ``(cell & keep) | set`` is the parent at ``parent_res`` of any finer cell.
+    ``keep`` clears the resolution field and the digits below ``parent_res``; ``set`` writes the
+    new resolution and 7s into those digits. Python ints, usable in numpy and in SQL."""
     unused = 0
     for r in range(parent_res + 1, 16):
         unused |= 7 << (3 * (15 - r))
-    return (cell & ~_RES_MASK) | np.int64(parent_res << _RES_SHIFT) | np.int64(unused)
+    keep = ~((0xF << _RES_SHIFT) | unused) & 0x7FFFFFFFFFFFFFFF
+    return keep, (parent_res << _RES_SHIFT) | unused
+
+
+def cell_to_parent(cell: np.ndarray, parent_res: int) -> np.ndarray:
+    """(n,) int64 H3 ids at resolution >= ``parent_res`` -> (n,) int64 parent ids."""
+    keep, bits = parent_masks(parent_res)
+    return (np.asarray(cell, dtype=np.int64) & np.int64(keep)) | np.int64(bits)

@@ -65,6 +65,17 @@ def load_geoclip_head() -> nn.Sequential:
     return head.eval().requires_grad_(False)
 
 
+def validate_texts(texts: list[str]) -> None:
+    """Each text non-empty and at most MAX_TEXT_CHARS; InvalidQueryError names the first bad one."""
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidQueryError(f"text query {i} is empty: give a description such as 'a beach with palm trees'")
+        if len(text) > MAX_TEXT_CHARS:
+            raise InvalidQueryError(
+                f"text query {i} has {len(text)} characters, over {MAX_TEXT_CHARS}: CLIP reads 77 tokens; shorten it"
+            )
+
+
 class ImageEncoder:
     """CLIP + GeoCLIP head. Use :func:`load_image_encoder` to build one."""
 
@@ -95,13 +106,7 @@ class ImageEncoder:
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Texts -> (n, 512) float32, L2-normalised (CLIP text tower + the same head)."""
-        for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise InvalidQueryError(f"text query {i} is empty: give a description such as 'a beach with palm trees'")
-            if len(text) > MAX_TEXT_CHARS:
-                raise InvalidQueryError(
-                    f"text query {i} has {len(text)} characters, over {MAX_TEXT_CHARS}: CLIP reads 77 tokens; shorten it"
-                )
+        validate_texts(texts)
         out = []
         with torch.inference_mode(), self._autocast():
             for start in range(0, len(texts), self.batch_size):

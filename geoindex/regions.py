@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from geoindex.errors import InvalidQueryError
+from geoindex.h3ids import parent_masks
 
 _CC = re.compile(r"^[A-Z]{2}$")
 
@@ -85,12 +86,9 @@ def make_filter(countries=(), bboxes=(), cells=()) -> RegionFilter:
 
 
 def _parent_sql(res: int) -> str:
-    """SQL expression: the parent of ``cell`` at ``res`` (bit arithmetic on the H3 id)."""
-    unused = 0
-    for r in range(res + 1, 16):
-        unused |= 7 << (3 * (15 - r))
-    keep = ~((0xF << 52) | unused) & 0x7FFFFFFFFFFFFFFF
-    return f"((cell & {keep}) | {(res << 52) | unused})"
+    """SQL expression: the parent of ``cell`` at ``res`` (the bit arithmetic of h3ids)."""
+    keep, bits = parent_masks(res)
+    return f"((cell & {keep}) | {bits})"
 
 
 def region_ids(db_path: Path, region: RegionFilter, index_res: int | None, known_countries: set[str]) -> np.ndarray:

@@ -48,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _queries(args, geolocator):
+def _queries(args):
     """(labels, embeddings) for every query given."""
     import numpy as np
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         options = QueryOptions(k=args.top_k, candidates=args.candidates, search=args.search,
                                aggregate_res=args.aggregate_res, confidence=args.confidence, region=region)
         geolocator.check_options(options)  # before loading any model
-        labels, xq = _queries(args, geolocator)
+        labels, xq = _queries(args)
         results = geolocator.locate(xq, options)
     except GeoindexError as e:
         print(f"geolocate: error: {e}", file=sys.stderr)

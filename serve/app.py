@@ -26,6 +26,7 @@ from starlette.responses import Response
 
 from geoindex.errors import (GeoindexError, ImageTooLargeError, InvalidArgumentError, InvalidImageError,
                              InvalidQueryError, WeightsNotFoundError)
+from geoindex.image_encoder import validate_texts
 from serve.batching import MicroBatcher
 from serve.metrics import Metrics, MetricsMiddleware
 from serve.settings import ENV_VAR, ServeSettings
@@ -163,10 +164,9 @@ def _wants_geojson(request: Request, fmt: str | None) -> bool:
     return GEOJSON in request.headers.get("accept", "")
 
 
-async def _locate(request: Request, engine: Engine, xq, options, labels, fmt) -> Response:
+async def _locate(engine: Engine, xq, options, labels, geojson: bool) -> Response:
     from geoindex.geolocator import results_to_geojson
 
-    geojson = _wants_geojson(request, fmt)
     loop = asyncio.get_running_loop()
     results = await loop.run_in_executor(engine.search_pool, engine.geolocator.locate, xq, options)
     if geojson:
@@ -270,7 +270,7 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
         filters = Filters(top_k=top_k, candidates=candidates, country=country, aggregate_res=aggregate_res,
                           confidence=confidence, cells=cells)
         options = _options(engine, filters, boxes=bbox)
-        _wants_geojson(request, format)
+        geojson = _wants_geojson(request, format)
         engine.geolocator.check_options(options)
         blobs = []
         for upload in images:
@@ -288,7 +288,7 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
             engine.decode_pool, lambda b=b: load_image(b[0], max_pixels=s.max_pixels, name=b[1] or "upload"))
             for b in blobs))
         xq = await engine.image_batcher.submit(list(decoded))
-        return await _locate(request, engine, xq, options, [b[1] or str(i) for i, b in enumerate(blobs)], format)
+        return await _locate(engine, xq, options, [b[1] or str(i) for i, b in enumerate(blobs)], geojson)
 
     @app.post("/v1/locate/text", summary="Geolocate text descriptions")
     async def locate_text(request: Request, body: TextRequest, format: Annotated[str | None, Query()] = None):
@@ -297,13 +297,11 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
         if not 1 <= len(body.texts) <= s.max_texts:
             raise InvalidQueryError(f"{len(body.texts)} texts: send 1..{s.max_texts} per request")
         options = _options(engine, body)
-        _wants_geojson(request, format)
+        geojson = _wants_geojson(request, format)
         engine.geolocator.check_options(options)
-        for i, t in enumerate(body.texts):
-            if not t.strip() or len(t) > 1000:
-                raise InvalidQueryError(f"text {i} must be 1..1000 characters of description")
+        validate_texts(body.texts)  # here, not in the batch: one bad text must not fail its batch-mates
         xq = await engine.text_batcher.submit(list(body.texts))
-        return await _locate(request, engine, xq, options, body.texts, format)
+        return await _locate(engine, xq, options, body.texts, geojson)
 
     @app.post("/v1/locate/embedding", summary="Geolocate GeoCLIP embeddings")
     async def locate_embedding(request: Request, body: EmbeddingRequest, format: Annotated[str | None, Query()] = None):
@@ -314,7 +312,7 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
             raise InvalidQueryError(f"{len(body.embeddings)} embeddings: send 1..{s.max_embeddings} per request")
         options = _options(engine, body)
         xq = validate_embeddings(body.embeddings)
-        return await _locate(request, engine, xq, options, list(range(len(xq))), format)
+        return await _locate(engine, xq, options, list(range(len(xq))), _wants_geojson(request, format))
 
     @app.get("/v1/cells/{cell}", summary="One cell's metadata")
     async def get_cell(cell: str):

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from PIL import Image
 
-from serve.app import Engine, create_app
+from serve.app import create_app
 from serve.batching import MicroBatcher
 from serve.cli import main as serve_main
 from serve.settings import ServeSettings
