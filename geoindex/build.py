@@ -195,7 +195,7 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
     t = time.perf_counter()
     cells = np.concatenate([s.read("cell")["cell"] for s in shards])
     plan, parents = _plan(config.factory, n, resolution, cells)
-    search = config.search if config.search is not None else faiss_index.default_search(plan, resolution)
+    search = config.search if config.search is not None else faiss_index.default_search(config.factory, plan, resolution, n)
     builder = faiss_index.IndexBuilder(plan, use_gpu=None)
     faiss_index.apply_search_params(builder.cpu_index, search)
     if parents is not None:

@@ -11,10 +11,13 @@ two geoindex extensions, resolved into plain FAISS strings before anything is bu
   (``faiss.contrib.ivf_tools.add_preassigned``). Geography replaces k-means: no clustering cost,
   and neighbouring cells, whose fine Fourier components differ sharply, share a list.
 
-``auto`` picks the measured default: ``Flat`` (exact) for H3 resolutions <= ``FLAT_MAX_RES``
-(<= 41,162 cells) and CSV galleries under ``FLAT_MAX`` rows, else ``IVFH3,SQ8`` (``IVF,SQ8`` for
-CSV galleries); README: recall@10 >= 0.95 against exact search at 512 bytes/vector. The choice
-depends only on what is known before encoding, so search parameters are checked up front.
+``auto`` picks the measured default (``MEASURED_DEFAULTS``, chosen by benchmarks/bench_recall.py
+and tied to its results/recall.json by a test): per H3 resolution the codec that reaches
+recall@10 >= 0.95 against exact search with the fewest code bytes per vector, and the smallest
+nprobe that reaches it. Below the measured range (res <= 2, a few thousand cells) and for CSV
+galleries under ``FLAT_MAX`` rows: ``Flat`` (exact); above it, res 6's choice; larger CSV
+galleries: ``IVF,SQ8``. The choice depends only on what is known before encoding, so search
+parameters are checked up front.
 Metric is always inner product on L2-normalised vectors; ids are H3 cell ids (int64).
 """
 
@@ -34,13 +37,17 @@ from geoindex.location_encoder import EMBED_DIM
 log = logging.getLogger(__name__)
 
 FLAT_MAX = 20_000
-FLAT_MAX_RES = 3
-AUTO_FACTORY = "IVFH3,SQ8"
 H3_LIST_DEPTH = 3
 DEFAULT_SEARCH = {"ivf": "nprobe=16", "hnsw": "efSearch=64", "flat": ""}
-# Measured (README, benchmarks/bench_build.py): IVFH3 at res 4 needs nprobe 32 for recall@10 >= 0.95
-# (coarse cells alias: a far cell's vector can be a near neighbour); res >= 5 reaches it at 16.
-COARSE_NPROBE = {4: "nprobe=32"}
+# (factory, search) per H3 resolution, from benchmarks/results/recall.json "chosen" (README,
+# "Choosing the default"): k-means lists + SQ8 (512 code bytes) is the least memory reaching
+# recall@10 >= 0.95 at every measured resolution; no PQ code of <= 128 bytes reaches it.
+MEASURED_DEFAULTS: dict[int, tuple[str, str]] = {
+    3: ("IVF,SQ8", "nprobe=64"),
+    4: ("IVF,SQ8", "nprobe=16"),
+    5: ("IVF,SQ8", "nprobe=4"),
+    6: ("IVF,SQ8", "nprobe=16"),
+}
 _IVF_TOKEN = re.compile(r"^IVF(?P<nlist>\d+)?$")
 _IVFH3_TOKEN = re.compile(r"^IVFH3(?:r(?P<res>\d+))?$")
 
@@ -91,11 +98,17 @@ def h3_list_resolution(resolution: int | None, requested: int | None) -> int:
     return res
 
 
-def auto_factory(resolution: int | None, n_rows: int | None = None) -> str:
-    """The default factory for an H3 resolution, or for a CSV gallery of ``n_rows`` rows."""
+def auto_choice(resolution: int | None, n_rows: int | None = None) -> tuple[str, str]:
+    """The default (factory, search) for an H3 resolution, or for a CSV gallery of ``n_rows`` rows."""
     if resolution is None:
-        return "Flat" if (n_rows or 0) < FLAT_MAX else "IVF,SQ8"
-    return "Flat" if resolution <= FLAT_MAX_RES else AUTO_FACTORY
+        return ("Flat", "") if (n_rows or 0) < FLAT_MAX else ("IVF,SQ8", DEFAULT_SEARCH["ivf"])
+    if resolution < min(MEASURED_DEFAULTS):
+        return "Flat", ""
+    return MEASURED_DEFAULTS[min(resolution, max(MEASURED_DEFAULTS))]
+
+
+def auto_factory(resolution: int | None, n_rows: int | None = None) -> str:
+    return auto_choice(resolution, n_rows)[0]
 
 
 def check_factory(factory: str, resolution: int | None, search: str | None = None,
@@ -159,10 +172,13 @@ def resolve(factory: str, n: int, resolution: int | None, n_parents: int | None 
     return IndexPlan(factory, factory)
 
 
-def default_search(plan: IndexPlan, resolution: int | None = None) -> str:
-    """The search string stored when the user gives none (measured, see COARSE_NPROBE)."""
+def default_search(factory: str, plan: IndexPlan, resolution: int | None = None, n_rows: int | None = None) -> str:
+    """The search string stored when the user gives none: the measured one for ``auto``, else
+    FAISS-family defaults (nprobe 16, efSearch 64)."""
+    if factory == "auto":
+        return auto_choice(resolution, n_rows)[1]
     if plan.is_ivf:
-        return COARSE_NPROBE.get(resolution, DEFAULT_SEARCH["ivf"])
+        return DEFAULT_SEARCH["ivf"]
     if "HNSW" in plan.faiss_factory:
         return DEFAULT_SEARCH["hnsw"]
     return DEFAULT_SEARCH["flat"]

@@ -94,8 +94,12 @@ def test_default_choice_rule():
         {"resolution": 5, "queries": "photo", "factory": "IVF9,SQ8", "nprobe": 256, "recall_at_10": 0.99, "ms_per_query": 1.2},
         {"resolution": 5, "queries": "photo", "factory": "IVF9,PQ64", "nprobe": 16, "recall_at_10": 0.80, "ms_per_query": 0.1},
         {"resolution": 5, "queries": "photo+noise", "factory": "IVF9,PQ32", "nprobe": 16, "recall_at_10": 0.99, "ms_per_query": 0.1},
+        # fewer code bytes, but slower than exact search: no reason to exist
+        {"resolution": 5, "queries": "photo", "factory": "IVF9,SQ4", "nprobe": 64, "recall_at_10": 0.96, "ms_per_query": 0.95},
     ]
     for r in rows:
-        r.update(bytes_per_vector=0, km_lost_p99=0)
+        r.update(bytes_per_vector=0, km_lost_p99=0, build_s=0)
     choice = bench_recall.choose_default(rows, 5)
     assert (choice["factory"], choice["nprobe"]) == ("IVF9,SQ8", 64)  # cheapest codes reaching 0.95 in 1 ms
+    rows[-1]["ms_per_query"] = 0.5
+    assert bench_recall.choose_default(rows, 5)["factory"] == "IVF9,SQ4"
