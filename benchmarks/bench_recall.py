@@ -10,15 +10,21 @@ coordinates), and the same with image-like noise (``--noise-cos``: each query mo
 direction until its cosine with the clean query is 0.5; GeoCLIP image embeddings sit far from
 the location embedding of their true place, not on it).
 
-The default codec per resolution: for each codec the smallest nprobe reaching recall@10 >= 0.95
-(clean queries) within 1 ms per query, then the fewest code bytes per vector, ties to the faster. Results: benchmarks/results/recall.json
-(+ recall_vs_bytes.png, recall_vs_ms.png). ``--quick``: res 3-4 (~3 min); the default res 3-5 takes
-~20 min on 2 cores; add 6 with ``--resolutions 3 4 5 6`` (an hour or more: 8.4 GB of vectors).
+The default codec per resolution (``choose_default``): for each codec the smallest nprobe reaching
+recall@10 >= 0.95 (clean queries) within 1 ms per query and no slower than exact search, then the
+fewest code bytes per vector, ties to the faster; geoindex.faiss_index.MEASURED_DEFAULTS must
+match it (a test checks). Also per resolution: the energy spectrum of the gallery vectors (share
+of the total held by the best k-dimensional subspace), which bounds what PCA or PQ can keep.
+Results: benchmarks/results/recall.json (+ recall_vs_bytes.png, recall_vs_ms.png);
+``--report`` prints the README tables from it. ``--quick``: res 3-4 (~3 min); res 3-5 ~30 min on
+2 cores; res 6 (``--resolutions 6 --append``: a reduced codec list, 8.4 GB of cached vectors,
+~8 min to encode once) about an hour.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -30,11 +36,11 @@ from common import (exact_search_chunked, haversine_km, land_gallery, machine, n
                     table, RESULTS)
 
 NPROBES = (1, 4, 16, 32, 64, 256)
-DEFAULT_NPROBE = {3: 16, 4: 32, 5: 16, 6: 16}
+REPORT_NPROBE = 16  # one nprobe for the per-codec tables and the bytes plot, comparable across res
 RECALL_TARGET = 0.95
 
 
-def codecs(n: int, resolution: int, full: bool) -> list[str]:
+def codecs(n: int, resolution: int, opq: str = "64") -> list[str]:
     from geoindex.faiss_index import nlist_rule
 
     k = nlist_rule(n)
@@ -45,8 +51,10 @@ def codecs(n: int, resolution: int, full: bool) -> list[str]:
         return ["IVFH3,SQ8", "IVFH3,SQ4", "IVFH3,PQ64", "IVFH3,PQ128", f"IVF{k},SQ8", f"IVF{k},PQ128"]
     out = ["Flat", f"IVF{k},SQ8", f"IVF{k},SQfp16", f"IVF{k},PQ32", f"IVF{k},PQ64", f"IVF{k},PQ128",
            f"IVF{k},PQ64,RFlat", f"IVF{k},PQ128,Refine(SQ8)", "IVFH3,SQ8", "IVFH3,PQ64", "IVFH3,PQ128", "IVFH3,SQ4"]
-    if full:
-        out += [f"OPQ64,IVF{k},PQ64", f"OPQ128,IVF{k},PQ128"]
+    if opq in ("64", "all"):
+        out.append(f"OPQ64,IVF{k},PQ64")
+    if opq == "all":
+        out.append(f"OPQ128,IVF{k},PQ128")
     return out
 
 
@@ -182,6 +190,20 @@ def choose_default(rows: list[dict], resolution: int) -> dict | None:
     return out
 
 
+SPECTRUM_DIMS = (32, 64, 128, 256, 384)
+
+
+def energy_spectrum(xb, sample: int = 200_000) -> dict[str, float]:
+    """Share of the vectors' energy (sum of squared norms) that the best k-dimensional linear
+    subspace keeps, for k in SPECTRUM_DIMS: eigenvalues of the uncentred second-moment matrix
+    of a seeded sample. A code of b bytes that keeps recall must keep most of this energy."""
+    rng = np.random.default_rng(5)
+    pick = np.sort(rng.choice(len(xb), min(sample, len(xb)), replace=False))
+    x = np.asarray(xb[pick], dtype=np.float64)
+    w = np.linalg.eigvalsh(x.T @ x)[::-1]
+    return {str(k): round(float(w[:k].sum() / w.sum()), 4) for k in SPECTRUM_DIMS}
+
+
 def chosen_all(rows: list[dict]) -> list[dict]:
     return [c for c in (choose_default(rows, r) for r in sorted({row["resolution"] for row in rows})) if c]
 
@@ -203,7 +225,7 @@ def plot(rows: list[dict]) -> None:
                 if xkey == "bytes_per_vector":
                     pts = [max(pts, key=lambda p: p[1])] if factory == "Flat" else [
                         (r[xkey], r["recall_at_10"]) for r in sub if r["factory"] == factory and
-                        r["nprobe"] == DEFAULT_NPROBE.get(res, 16)]
+                        r["nprobe"] == REPORT_NPROBE]
                 if pts:
                     xs, ys = zip(*pts)
                     ax.plot(xs, ys, "o-" if len(pts) > 1 else "o", label=factory, markersize=4)
@@ -220,6 +242,51 @@ def plot(rows: list[dict]) -> None:
         plt.close(fig)
 
 
+def report(rows: list[dict]) -> str:
+    """README tables from saved rows: per resolution every codec at REPORT_NPROBE, then the
+    chosen default per resolution."""
+    def fmt(v, digits=3):
+        return "" if v is None else f"{v:,.{digits}f}" if isinstance(v, float) else f"{v:,}"
+
+    out = []
+    for res in sorted({r["resolution"] for r in rows}):
+        here = [r for r in rows if r["resolution"] == res and r["nprobe"] in (None, REPORT_NPROBE)]
+        noisy_r10 = {r["factory"]: r["recall_at_10"] for r in here if r["queries"] == "photo+noise"}
+        out += [f"res {res} land ({here[0]['n']:,} cells), nprobe {REPORT_NPROBE} (Flat: exact scan):", "",
+                "| codec | bytes/vector | build s | recall@1 | recall@10 | km lost p99 | ms/query | recall@10, noisy queries |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in here:
+            if r["queries"] == "photo":
+                out.append(f"| {r['factory']} | {r['bytes_per_vector']:,.0f} | {r['build_s']:,.1f} | {r['recall_at_1']:.3f} | "
+                           f"{r['recall_at_10']:.3f} | {r['km_lost_p99']:,.0f} | {r['ms_per_query']:.3f} | "
+                           f"{fmt(noisy_r10.get(r['factory']))} |")
+        out.append("")
+    out += ["| res | default (least code bytes at recall@10 >= 0.95) | nprobe | bytes/vector | recall@10 | km lost p99 | ms/query | build s |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for c in chosen_all(rows):
+        out.append(f"| {c['resolution']} | {c['factory']} | {c['nprobe']} | {c['bytes_per_vector']:,.0f} | "
+                   f"{c['recall_at_10']:.3f} | {c['km_lost_p99']:,.0f} | {c['ms_per_query']:.3f} | {c['build_s']:,.1f} |")
+    out += ["", "| res | best code of <= 128 B (recall@10 within 1 ms) | nprobe | recall@10 | km lost p99 | H3 edge km |",
+            "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for res in sorted({r["resolution"] for r in rows}):
+        small = [r for r in rows if r["resolution"] == res and r["queries"] == "photo" and r["ms_per_query"] <= MAX_MS
+                 and code_bytes(r["factory"]) <= GOAL_BYTES]
+        if small:
+            b = max(small, key=lambda r: (r["recall_at_10"], -r["ms_per_query"]))
+            out.append(f"| {res} | {b['factory']} | {b['nprobe']} | {b['recall_at_10']:.3f} | {b['km_lost_p99']:,.1f} | "
+                       f"{edge_km(res):.1f} |")
+    return "\n".join(out)
+
+
+GOAL_BYTES = 128  # the issue's goal at res 6: recall@10 >= 0.95, km lost p99 <= one edge, <= 128 B
+
+
+def edge_km(resolution: int) -> float:
+    import h3
+
+    return h3.average_hexagon_edge_length(resolution, "km")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--resolutions", type=int, nargs="+", default=[3, 4, 5])
@@ -228,12 +295,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise-cos", type=float, default=0.5)
     p.add_argument("--nprobes", type=int, nargs="+", default=list(NPROBES))
     p.add_argument("--codecs", nargs="*", help="only these factory strings (default: the full list)")
-    p.add_argument("--no-opq", action="store_true", help="skip OPQ codecs (their rotation training is slow)")
+    p.add_argument("--opq", choices=("none", "64", "all"), default="64",
+                   help="OPQ codecs to measure: their rotation training is slow (OPQ64 ~2.5 min a resolution "
+                        "on 2 cores; all adds OPQ128)")
     p.add_argument("--append", action="store_true",
                    help="keep rows of other resolutions already in results/recall.json")
+    p.add_argument("--spectrum-only", action="store_true",
+                   help="only (re)compute the energy spectrum of --resolutions into results/recall.json")
+    p.add_argument("--report", action="store_true",
+                   help="print the README tables from results/recall.json and exit (measures nothing)")
     args = p.parse_args(argv)
+    saved = json.loads((RESULTS / "recall.json").read_text()) if (RESULTS / "recall.json").exists() else {}
+    if args.report:
+        print(report(saved["rows"]))
+        return 0
     if args.quick:
         args.resolutions = [3, 4]
+    spectrum = saved.get("spectrum", {}) if (args.append or args.spectrum_only) else {}
+    if args.spectrum_only:
+        for res in args.resolutions:
+            spectrum[str(res)] = energy_spectrum(land_gallery(res)[2])
+            print(f"res {res} energy kept by the best k dims: {spectrum[str(res)]}")
+        save("recall.json", {**saved, "spectrum": spectrum})
+        return 0
     from geoindex.location_encoder import encode_latlng, load_location_encoder
 
     model = load_location_encoder()
@@ -241,16 +325,14 @@ def main(argv: list[str] | None = None) -> int:
     clean = encode_latlng(model, photo)
     query_sets = {"photo": clean, "photo+noise": noisy(clean, args.noise_cos)}
     rows: list[dict] = []
-    if args.append and (RESULTS / "recall.json").exists():
-        import json
-
-        previous = json.loads((RESULTS / "recall.json").read_text())
-        rows = previous["rows"]  # a codec measured again replaces its earlier rows at that resolution
+    if args.append and saved:
+        rows = saved["rows"]  # a codec measured again replaces its earlier rows at that resolution
     params = {"queries": args.queries, "noise_cos": args.noise_cos, "nprobes": args.nprobes, "threads_search": 1}
     for res in args.resolutions:
         t = time.perf_counter()
         cells, latlng, xb = land_gallery(res)
         print(f"res {res}: {len(cells):,} cells (gallery ready in {time.perf_counter() - t:.0f} s)")
+        spectrum[str(res)] = energy_spectrum(xb)
         gts = {name: exact_search_chunked(q, xb, 10)[1] for name, q in query_sets.items()}
 
         def pos_of(ids):
@@ -258,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
 
         assert np.all(np.diff(cells) > 0)
         shared: dict = {}
-        for factory in args.codecs or codecs(len(cells), res, full=not (args.quick or args.no_opq)):
+        for factory in args.codecs or codecs(len(cells), res, "none" if args.quick else args.opq):
             index, build_s = build(factory, res, cells, xb, shared)
             size, bpv = bytes_per_vector(index)
             name = factory if not factory.startswith("IVFH3") else index_name(factory, res)
@@ -276,11 +358,12 @@ def main(argv: list[str] | None = None) -> int:
                         ["factory", "nprobe", "bytes_per_vector", "build_s", "recall_at_1", "recall_at_10",
                          "km_lost_p99", "ms_per_query"]))
             del index
-            save("recall.json", {"machine": machine(), "params": params, "rows": rows, "chosen": chosen_all(rows)})
+            save("recall.json", {"machine": machine(), "params": params, "rows": rows, "chosen": chosen_all(rows),
+                                  "spectrum": spectrum})
         print(f"res {res} default: {choose_default(rows, res)}")
         del xb
     chosen = chosen_all(rows)
-    save("recall.json", {"machine": machine(), "params": params, "rows": rows, "chosen": chosen})
+    save("recall.json", {"machine": machine(), "params": params, "rows": rows, "chosen": chosen, "spectrum": spectrum})
     plot(rows)
     print(f"saved {RESULTS / 'recall.json'} and plots")
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 from geoindex.errors import GeoindexError
 
 EPILOG = """examples:
-  build_index --resolution 3 --out idx-r3              # 13K land cells, IVF345,SQ8, nprobe 64
+  build_index --resolution 3 --out idx-r3              # 13K land cells, IVF345,SQ8, nprobe 32
   build_index --resolution 3 --index Flat --out idx-r3 # the same cells, exact search
   build_index --resolution 5 --out idx-r5              # 594K land cells, IVF4096,SQ8, nprobe 4
   build_index --resolution 2 --cells all --out idx     # oceans too
@@ -37,8 +37,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", type=Path, required=True, help="index directory to create")
     p.add_argument("--cells", default="land", help="land (default: centre or a vertex on land) or all")
     p.add_argument("--index", default="auto", dest="factory",
-                   help="FAISS factory string; auto = the measured default per resolution: "
-                        "IVF,SQ8 from res 3 with its nprobe, Flat below (README: why)")
+                   help="FAISS factory string; auto = the measured default per resolution: Flat to res 2, "
+                        "IVF,SQ8 at res 3-5, IVFH3,SQ4 from res 6, each with its nprobe (README: why)")
     p.add_argument("--search", default=None, help='search parameters stored as default, e.g. "nprobe=16"')
     p.add_argument("--batch-size", type=int, default=8192, help="points per encoder batch")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")

@@ -40,13 +40,14 @@ FLAT_MAX = 20_000
 H3_LIST_DEPTH = 3
 DEFAULT_SEARCH = {"ivf": "nprobe=16", "hnsw": "efSearch=64", "flat": ""}
 # (factory, search) per H3 resolution, from benchmarks/results/recall.json "chosen" (README,
-# "Choosing the default"): k-means lists + SQ8 (512 code bytes) is the least memory reaching
-# recall@10 >= 0.95 at every measured resolution; no PQ code of <= 128 bytes reaches it.
+# "Index factories and the default"): the fewest code bytes reaching recall@10 >= 0.95. SQ8
+# (512 B) at res 3-5; at res 6 cells are dense enough for 4-bit SQ (256 B) on H3-parent lists.
+# No PQ code of <= 128 B reaches 0.95 at any measured resolution (best: PQ128, 0.85-0.92).
 MEASURED_DEFAULTS: dict[int, tuple[str, str]] = {
-    3: ("IVF,SQ8", "nprobe=64"),
+    3: ("IVF,SQ8", "nprobe=32"),
     4: ("IVF,SQ8", "nprobe=16"),
     5: ("IVF,SQ8", "nprobe=4"),
-    6: ("IVF,SQ8", "nprobe=16"),
+    6: ("IVFH3,SQ4", "nprobe=4"),
 }
 _IVF_TOKEN = re.compile(r"^IVF(?P<nlist>\d+)?$")
 _IVFH3_TOKEN = re.compile(r"^IVFH3(?:r(?P<res>\d+))?$")

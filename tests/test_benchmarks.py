@@ -103,3 +103,22 @@ def test_default_choice_rule():
     assert (choice["factory"], choice["nprobe"]) == ("IVF9,SQ8", 64)  # cheapest codes reaching 0.95 in 1 ms
     rows[-1]["ms_per_query"] = 0.5
     assert bench_recall.choose_default(rows, 5)["factory"] == "IVF9,SQ4"
+
+
+def test_builder_defaults_are_the_measured_choice():
+    """faiss_index.MEASURED_DEFAULTS must be what bench_recall chose from results/recall.json:
+    re-deciding from the saved rows with the current rule gives the same codec and nprobe."""
+    import bench_recall
+
+    from geoindex import faiss_index
+
+    saved = json.loads((Path(bench_recall.RESULTS) / "recall.json").read_text())
+    chosen = {c["resolution"]: c for c in bench_recall.chosen_all(saved["rows"])}
+    assert chosen == {c["resolution"]: c for c in saved["chosen"]}, "recall.json's 'chosen' is stale: rerun bench_recall"
+    assert sorted(chosen) == sorted(faiss_index.MEASURED_DEFAULTS)
+    for res, c in chosen.items():
+        n = next(r["n"] for r in saved["rows"] if r["resolution"] == res)
+        factory, search = faiss_index.auto_choice(res)
+        plan = faiss_index.resolve(factory, n, res, n_parents=1)  # IVFH3 names no list count
+        assert plan.factory == c["factory"].split(" (")[0], res
+        assert search == f"nprobe={c['nprobe']}", res
