@@ -2,7 +2,8 @@
 
 On an index directory (default ``indexes/res5-land``, built if missing): p50/p99 latency of one
 embedding -> top-10 predictions with metadata through ``Geolocator.locate`` (the hot path), with
-10 and with the default 256 softmax candidates; in the same run, exact flat search over the same
+10 and with the default 256 softmax candidates, and with per-call search strings (``--search``:
+exact re-ranking of the top 16 and 32 by default); in the same run, exact flat search over the same
 vectors, the same top-10 with one DuckDB row lookup per result (what the in-memory columns avoid),
 and the reference GeoCLIP ``predict()`` gallery step (re-encode its 100K gallery, score, top-k).
 Queries: location embeddings of real photo locations (GeoCLIP's 100K gallery coordinates).
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference-repeats", type=int, default=3)
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--skip-exact", action="store_true", help="skip exact flat search (re-encodes the gallery: 8 min at res 6)")
+    p.add_argument("--search", nargs="*", default=["rerank=16", "rerank=32"],
+                   help="also time locate with these per-call search strings (exact re-ranking by default)")
     args = p.parse_args(argv)
 
     if not (args.index / "manifest.json").exists():
@@ -93,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         opts = QueryOptions(k=10, candidates=cands)
         geo.locate(xq[:50], opts)  # warm-up
         rows.append({"method": f"geoindex locate (k=10, {cands} candidates)", **percentiles(time_each(lambda q: geo.locate(q, opts), xq))})
+
+    for search in args.search:  # torch uses its default threads for the re-rank encoder (2 here)
+        opts = QueryOptions(k=10, candidates=256, search=search)
+        geo.locate(xq[:50], opts)  # warm-up (loads the encoder for rerank)
+        rows.append({"method": f"geoindex locate (k=10, 256 candidates, {search})",
+                     **percentiles(time_each(lambda q: geo.locate(q, opts), xq[:500]))})
 
     con = duckdb.connect(str(geo.dir.cells_path), read_only=True)
 

@@ -39,7 +39,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--index", default="auto", dest="factory",
                    help="FAISS factory string; auto = the measured default per resolution: Flat to res 2, "
                         "IVF,SQ8 at res 3-5, IVFH3,SQ4 from res 6, each with its nprobe (README: why)")
-    p.add_argument("--search", default=None, help='search parameters stored as default, e.g. "nprobe=16"')
+    p.add_argument("--search", default=None,
+                   help='search parameters stored as default, e.g. "nprobe=16"; add rerank=R to re-score '
+                        'the R best candidates exactly at query time, e.g. "nprobe=16,rerank=32"')
     p.add_argument("--batch-size", type=int, default=8192, help="points per encoder batch")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="fp32", help="fp32 (exact); fp16 or bf16 on CUDA only")

@@ -34,6 +34,7 @@ from geoindex.errors import IndexDirError, InvalidArgumentError
 from geoindex.h3ids import cell_to_parent
 from geoindex.location_encoder import EMBED_DIM, encode_latlng, load_location_encoder, pick_device
 from geoindex.metadata import shard_metadata, write_cells_table
+from geoindex.rerank import ExactReranker, split_search
 from geoindex.shards import ShardFile, iter_vectors, shard_files
 from geoindex.weights import geoclip_files, sha256_file
 
@@ -220,7 +221,7 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
     timer.add("add", t)
 
     t = time.perf_counter()
-    check = self_check(index, shards, counts, config.seed)
+    check = self_check(index, shards, counts, config.seed, split_search(search)[1] or 0, model)
     timer.add("self_check", t)
 
     staging = work / "staging"
@@ -377,8 +378,10 @@ def _sample(shards: list[ShardFile], counts: list[int], size: int, seed: int) ->
     return out
 
 
-def self_check(index: faiss.Index, shards: list[ShardFile], counts: list[int], seed: int) -> dict:
-    """Query the finished index with the exact vectors of up to 256 seeded gallery cells.
+def self_check(index: faiss.Index, shards: list[ShardFile], counts: list[int], seed: int,
+               rerank: int = 0, model=None) -> dict:
+    """Query the finished index with the exact vectors of up to 256 seeded gallery cells, as a
+    query would: with the stored search parameters, re-ranking the top ``rerank`` exactly.
 
     ``self_hit_at_1``: share whose top-1 is the cell itself; ``recall_at_10``: overlap of the
     top-10 with exact (brute-force) top-10 over all vectors.
@@ -390,7 +393,19 @@ def self_check(index: faiss.Index, shards: list[ShardFile], counts: list[int], s
     picks = np.sort(np.random.default_rng(seed + 1).choice(n, size=m, replace=False))
     own = rng_ids[picks]
     k = min(10, n)
-    _, I = index.search(xq, k)
+    D, I = index.search(xq, max(k, min(rerank, n)))
+    if rerank:
+        meta = [s.read("lat", "lng") for s in shards]
+        order = np.argsort(rng_ids)
+        lat, lng = np.concatenate([d["lat"] for d in meta])[order], np.concatenate([d["lng"] for d in meta])[order]
+        sorted_ids = rng_ids[order]
+
+        def latlng_of(ids):
+            rows = np.searchsorted(sorted_ids, ids)
+            return np.column_stack((lat[rows], lng[rows]))
+
+        D, I = ExactReranker(latlng_of, model=model).rerank(xq, D, I, rerank)
+    I = I[:, :k]
     best_d = np.full((m, k), -np.inf, dtype=np.float32)
     best_i = np.full((m, k), -1, dtype=np.int64)
     for ids, xb in iter_vectors(shards):

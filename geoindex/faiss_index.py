@@ -33,6 +33,7 @@ import numpy as np
 
 from geoindex.errors import InvalidArgumentError
 from geoindex.location_encoder import EMBED_DIM
+from geoindex.rerank import split_search
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,9 @@ def default_search(factory: str, plan: IndexPlan, resolution: int | None = None,
 
 
 def apply_search_params(index: faiss.Index, search: str) -> None:
-    """Set ``"nprobe=16,efSearch=64"`` style parameters; InvalidArgumentError when FAISS refuses."""
+    """Set ``"nprobe=16,efSearch=64"`` style parameters; InvalidArgumentError when FAISS refuses.
+    A ``rerank=R`` part is geoindex's (:mod:`geoindex.rerank`): checked here, applied at query time."""
+    search, _ = split_search(search)
     if not search:
         return
     try:
@@ -296,7 +299,9 @@ class IndexBuilder:
 
 def per_call_params(index: faiss.Index, search: str) -> faiss.SearchParameters:
     """A thread-safe per-query override: ``"nprobe=64"`` (IVF) or ``"efSearch=128"`` (HNSW) as a
-    SearchParameters object, leaving the index's own defaults untouched."""
+    SearchParameters object, leaving the index's own defaults untouched. A ``rerank=R`` part is
+    checked and left to the caller (:mod:`geoindex.rerank`)."""
+    search, _ = split_search(search)
     try:
         pairs = dict(part.split("=", 1) for part in search.split(",") if part.strip())
         values = {k.strip(): int(v) for k, v in pairs.items()}
@@ -308,7 +313,8 @@ def per_call_params(index: faiss.Index, search: str) -> faiss.SearchParameters:
     if unknown or any(v < 1 for v in values.values()):
         raise InvalidArgumentError(
             f"search parameters {search!r} do not fit this index: it takes "
-            f"{', '.join(sorted(allowed)) + '=N (N >= 1)' if allowed else 'no search parameters (exact)'}"
+            f"{', '.join(sorted(allowed)) + '=N (N >= 1)' if allowed else 'no FAISS search parameters (exact)'}"
+            ", and rerank=R for exact re-ranking"
         )
     if "nprobe" in values:
         params = faiss.SearchParametersIVF()

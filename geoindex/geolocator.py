@@ -30,6 +30,7 @@ from geoindex.h3ids import cell_to_parent
 from geoindex.location_encoder import EMBED_DIM, location_weights_sha256
 from geoindex.manifest import open_index_dir
 from geoindex.regions import RegionFilter, region_ids
+from geoindex.rerank import ExactReranker, split_search
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class Geolocator:
         m = self.dir.manifest
         self.index = faiss.read_index(str(self.dir.vectors_path))
         apply_search_params(self.index, self.dir.search)
+        self.rerank_depth = split_search(self.dir.search)[1] or 0  # the index's default; per call: search="rerank=R"
         self.table = load_cell_table(self.dir.cells_path)
         self.logit_scale = float(math.exp(m["encoder"]["logit_scale"]))
         self.resolution: int | None = m["gallery"].get("resolution")
@@ -118,6 +120,12 @@ class Geolocator:
         self._list_of_row: np.ndarray | None = None
         self._centroids: np.ndarray | None = None
         self._region_cache: dict[RegionFilter, np.ndarray] = {}
+        self.reranker = ExactReranker(self._latlng_of)
+
+    def _latlng_of(self, ids: np.ndarray) -> np.ndarray:
+        """(m,) ids -> (m, 2) float64 lat, lng: the points the builder encoded."""
+        rows = self.table.rows(ids)
+        return np.column_stack((self.table.lat[rows], self.table.lng[rows]))
 
     def region_ids(self, region: RegionFilter) -> np.ndarray:
         """Sorted ids inside ``region`` (DuckDB), cached for the last REGION_CACHE filters."""
@@ -164,11 +172,20 @@ class Geolocator:
 
     # -- search ---------------------------------------------------------------------------------
     def search(self, xq: np.ndarray, n_candidates: int, options: QueryOptions) -> tuple[np.ndarray, np.ndarray]:
-        """Raw (D, I) for normalised queries; region-restricted when ``options.region`` is set."""
+        """(D, I) for normalised queries, best first; region-restricted when ``options.region`` is
+        set; the first ``rerank`` candidates re-scored exactly when the search string asks."""
+        rerank = split_search(options.search)[1]
+        rerank = self.rerank_depth if rerank is None else rerank
+        D, I = self._search(xq, max(n_candidates, min(rerank, self.ntotal)), options)
+        if rerank:
+            D, I = self.reranker.rerank(xq, D, I, rerank)
+        return D[:, :n_candidates], I[:, :n_candidates]
+
+    def _search(self, xq: np.ndarray, n_candidates: int, options: QueryOptions) -> tuple[np.ndarray, np.ndarray]:
         if options.region:
             ids = self.region_ids(options.region)
             return self._search_region(xq, min(n_candidates, len(ids)), ids)
-        if options.search:
+        if split_search(options.search)[0]:
             # A SearchParameters object, not a change to the shared index: safe across threads.
             return self.index.search(xq, n_candidates, params=per_call_params(self.index, options.search))
         return self.index.search(xq, n_candidates)

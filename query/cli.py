@@ -32,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding", type=Path, help=".npy file of (n, 512) GeoCLIP embeddings")
     p.add_argument("--top-k", "-k", type=int, default=5, help="predictions per query (default 5)")
     p.add_argument("--candidates", type=int, default=256, help="cells the softmax runs over (default 256)")
-    p.add_argument("--search", default=None, help='FAISS search parameters, e.g. "nprobe=64"')
+    p.add_argument("--search", default=None, help='search parameters overriding the index default, e.g. "nprobe=64" or "rerank=32" (exact re-ranking; 0: off)')
     p.add_argument("--country", action="append", default=[], help="restrict to an ISO alpha-2 country (repeatable)")
     p.add_argument("--bbox", action="append", default=[], help="restrict to west,south,east,north (repeatable; "
                    "write --bbox=-10,35,3,44 when west is negative)")

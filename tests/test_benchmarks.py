@@ -122,3 +122,31 @@ def test_builder_defaults_are_the_measured_choice():
         plan = faiss_index.resolve(factory, n, res, n_parents=1)  # IVFH3 names no list count
         assert plan.factory == c["factory"].split(" (")[0], res
         assert search == f"nprobe={c['nprobe']}", res
+
+
+def test_best_compact_code_and_the_goal():
+    """The <= 128 B goal table: plain codes within 1 ms by recall; re-ranked ones by speed among
+    those meeting recall@10 >= 0.95 and km lost p99 <= one H3 edge (res 6: 3.7 km)."""
+    import bench_recall
+
+    base = {"resolution": 6, "queries": "photo", "recall_at_1": 0.9}
+    rows = [
+        {**base, "factory": "IVFH3r3,PQ128", "nprobe": 16, "recall_at_10": 0.92, "km_lost_p99": 6.8, "ms_per_query": 0.5},
+        {**base, "factory": "IVFH3r3,PQ128", "nprobe": 256, "recall_at_10": 0.93, "km_lost_p99": 6.8, "ms_per_query": 4.8},
+        {**base, "factory": "IVFH3r3,SQ4", "nprobe": 16, "recall_at_10": 0.97, "km_lost_p99": 6.6, "ms_per_query": 0.4},
+        {**base, "factory": "IVFH3r3,PQ64 (rerank 16)", "nprobe": 4, "rerank": 16, "recall_at_10": 0.93,
+         "km_lost_p99": 0.0, "ms_per_query": 2.8},
+        {**base, "factory": "IVFH3r3,PQ64 (rerank 32)", "nprobe": 16, "rerank": 32, "recall_at_10": 0.976,
+         "km_lost_p99": 0.0, "ms_per_query": 5.1},
+        {**base, "factory": "IVFH3r3,PQ64 (rerank 32)", "nprobe": 4, "rerank": 32, "recall_at_10": 0.969,
+         "km_lost_p99": 4.0, "ms_per_query": 5.0},  # over one edge: not the goal
+        {**base, "factory": "IVFH3r3,PQ128 (rerank 64)", "nprobe": 4, "rerank": 64, "recall_at_10": 0.99,
+         "km_lost_p99": 0.0, "ms_per_query": 9.0},
+    ]
+    plain = bench_recall.best_compact(rows, 6, rerank=False)
+    assert (plain["factory"], plain["nprobe"]) == ("IVFH3r3,PQ128", 16)  # SQ4 is 256 B; nprobe 256 is over 1 ms
+    best = bench_recall.best_compact(rows, 6, rerank=True)
+    assert (best["factory"], best["nprobe"]) == ("IVFH3r3,PQ64 (rerank 32)", 16)
+    assert bench_recall.code_bytes(best["factory"]) == 64
+    assert bench_recall.best_compact([r for r in rows if r.get("rerank") != 32 and r.get("rerank") != 64], 6,
+                                     rerank=True)["factory"] == "IVFH3r3,PQ64 (rerank 16)"  # none meets: best recall
