@@ -20,6 +20,7 @@ EPILOG = """examples:
   build_index --resolution 2 --cells all --out idx     # oceans too
   build_index --gallery-csv coordinates_100K.csv --out idx-100k
   build_index --resolution 5 --index IVF,PQ64,RFlat --search nprobe=32 --out idx-pq
+  build_index --resolution 6 --index IVFH3,PQ64 --search nprobe=16,rerank=32 --out idx-r6-small
 """
 
 
