@@ -27,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resolutions", type=int, nargs="+", default=[3, 4, 5])
     p.add_argument("--queries", type=int, default=5000)
     p.add_argument("--indexes", type=Path, default=ROOT / "indexes", help="folder with res{R}-land index dirs")
+    p.add_argument("--quick", action="store_true", help="res 3-4 only (~1 min); res 6 adds ~15 min to encode its gallery once")
     args = p.parse_args(argv)
+    if args.quick:
+        args.resolutions = [3, 4]
 
     from geoindex.geolocator import Geolocator, QueryOptions
     from geoindex.location_encoder import encode_latlng, load_location_encoder

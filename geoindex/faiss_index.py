@@ -43,7 +43,9 @@ DEFAULT_SEARCH = {"ivf": "nprobe=16", "hnsw": "efSearch=64", "flat": ""}
 # (factory, search) per H3 resolution, from benchmarks/results/recall.json "chosen" (README,
 # "Index factories and the default"): the fewest code bytes reaching recall@10 >= 0.95. SQ8
 # (512 B) at res 3-5; at res 6 cells are dense enough for 4-bit SQ (256 B) on H3-parent lists.
-# No PQ code of <= 128 B reaches 0.95 at any measured resolution (best: PQ128, 0.85-0.92).
+# No PQ code of <= 128 B reaches 0.95 on its own at any measured resolution (best: PQ128,
+# 0.85-0.92); with exact re-ranking (search "rerank=R", geoindex.rerank) PQ64 does at res 6, at
+# 3-10 ms a query on one core: over the 1 ms a default may cost, so an option, not the default.
 MEASURED_DEFAULTS: dict[int, tuple[str, str]] = {
     3: ("IVF,SQ8", "nprobe=32"),
     4: ("IVF,SQ8", "nprobe=16"),

@@ -4,8 +4,9 @@ Every gallery vector is the location encoder applied to its cell's centre, and t
 in the cell table. So the exact score of a candidate needs no stored bytes, only one encoder
 pass (~19 MFLOP a point: three 512-1024-1024-1024-512 MLPs). A compact index (PQ codes of
 <= 128 B) finds the neighbourhood; re-ranking its top R candidates exactly recovers the order
-that its codes lost. The cost is R encoder passes per query (CPU: a few ms for R = 32 on two
-cores; a GPU makes it negligible), measured in benchmarks/bench_recall.py.
+that its codes lost. The cost is R encoder passes per query: ~0.15 ms of one CPU core each
+(benchmarks/bench_recall.py, res 6: PQ64 + rerank=32 answers in ~5 ms); on CUDA, when torch
+sees a GPU, far less (not measured: no GPU on this project's machines).
 
 Search strings carry it beside FAISS's own parameters: ``"nprobe=16,rerank=32"``. Semantics
 follow FAISS's refine indexes: the R best approximate candidates are re-scored with their
