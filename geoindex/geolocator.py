@@ -171,14 +171,20 @@ class Geolocator:
             raise InvalidQueryError("the region filter matches no cells in this index: widen it")
 
     # -- search ---------------------------------------------------------------------------------
-    def search(self, xq: np.ndarray, n_candidates: int, options: QueryOptions) -> tuple[np.ndarray, np.ndarray]:
-        """(D, I) for normalised queries, best first; region-restricted when ``options.region`` is
-        set; the first ``rerank`` candidates re-scored exactly when the search string asks."""
+    def rerank_for(self, options: QueryOptions) -> int:
+        """The re-ranking depth of a call: its search string's ``rerank=R``, else the index's."""
         rerank = split_search(options.search)[1]
-        rerank = self.rerank_depth if rerank is None else rerank
-        D, I = self._search(xq, max(n_candidates, min(rerank, self.ntotal)), options)
-        if rerank:
-            D, I = self.reranker.rerank(xq, D, I, rerank)
+        return self.rerank_depth if rerank is None else rerank
+
+    def search(self, xq: np.ndarray, n_candidates: int, options: QueryOptions,
+               depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(D, I) for normalised queries, best first; region-restricted when ``options.region`` is
+        set. The best ``depth`` candidates (default: the call's rerank R) are re-scored exactly and
+        sorted; later ones keep their approximate scores (which run low: codes lose energy)."""
+        depth = min(self.rerank_for(options) if depth is None else depth, self.ntotal)
+        if not depth:
+            return self._search(xq, n_candidates, options)
+        D, I = self.reranker.rerank(xq, *self._search(xq, max(n_candidates, depth), options), depth)
         return D[:, :n_candidates], I[:, :n_candidates]
 
     def _search(self, xq: np.ndarray, n_candidates: int, options: QueryOptions) -> tuple[np.ndarray, np.ndarray]:
@@ -248,7 +254,10 @@ class Geolocator:
         self.check_options(options)
         xq = validate_embeddings(xq)
         n_candidates = min(max(options.k, options.candidates), self.ntotal)
-        D, I = self.search(xq, n_candidates, options)
+        rerank = self.rerank_for(options)
+        # every prediction returned is re-ranked (k > R re-ranks k); the softmax tail beyond keeps
+        # approximate scores: some mass there is closer to the truth than none
+        D, I = self.search(xq, n_candidates, options, depth=max(rerank, options.k) if rerank else 0)
         return [self._rank(D[i], I[i], options) for i in range(len(xq))]
 
     def _rank(self, scores: np.ndarray, ids: np.ndarray, options: QueryOptions) -> LocateResult:

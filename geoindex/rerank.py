@@ -10,7 +10,8 @@ sees a GPU, far less (not measured: no GPU on this project's machines).
 
 Search strings carry it beside FAISS's own parameters: ``"nprobe=16,rerank=32"``. Semantics
 follow FAISS's refine indexes: the R best approximate candidates are re-scored with their
-exact cosine and sorted; candidates after the first R keep their approximate scores and order.
+exact cosine and sorted; candidates after the first R keep their approximate order and scores,
+capped just below the lowest exact score of the first R (so they never outrank a re-scored one).
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ class ExactReranker:
 
     def rerank(self, xq: np.ndarray, D: np.ndarray, I: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
         """(n, 512) float32 L2-normalised queries and FAISS's (n, c) D, I -> D, I with the first
-        min(r, c) columns re-scored exactly and sorted best first; -1 ids stay at the end."""
+        min(r, c) columns re-scored exactly and sorted best first, the rest capped just below the
+        lowest of those (order kept); -1 ids stay at the end."""
         from geoindex.location_encoder import encode_latlng
 
         r = min(r, I.shape[1])
@@ -97,4 +99,7 @@ class ExactReranker:
         D, I = D.copy(), I.copy()
         D[:, :r] = np.take_along_axis(np.where(head >= 0, exact, D[:, :r]), order, 1)
         I[:, :r] = np.take_along_axis(head, order, 1)
+        # a candidate the codes ranked below the head never outranks (nor ties) it: approximate
+        # scores reaching the head's lowest exact score are capped just below it, so D stays sorted
+        D[:, r:] = np.minimum(D[:, r:], np.nextafter(D[:, r - 1 : r], np.float32(-np.inf)))
         return D, I

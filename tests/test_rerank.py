@@ -86,6 +86,23 @@ def test_rerank_through_locate_gives_exact_scores_and_probabilities(exact):
         assert np.allclose(scores, xb[geo.table.rows(np.array(top))] @ xq[q], atol=1e-5)
 
 
+def test_probabilities_use_exact_scores_for_the_reranked_head(exact):
+    geo, xq, ids, xb = exact
+    res = geo.locate(xq[:10], QueryOptions(k=5, candidates=256, search="rerank=20"))
+    D, I = geo.search(xq[:10], 256, QueryOptions(search="rerank=20"))
+    for q, r in enumerate(res):
+        assert np.allclose(D[q, :20], xb[geo.table.rows(I[q, :20])] @ xq[q], atol=1e-5)  # the head: exact
+        soft = np.exp(geo.logit_scale * (D[q] - D[q].max()))
+        soft /= soft.sum()
+        assert np.allclose([p.probability for p in r.predictions], soft[:5], atol=1e-6)
+        assert [p.cell for p in r.predictions] == I[q, :5].tolist()
+    # more predictions than the re-ranking depth: all of them re-ranked, scores exact and sorted
+    [wide] = geo.locate(xq[:1], QueryOptions(k=40, search="rerank=20"))
+    scores = [p.score for p in wide.predictions]
+    assert len(scores) == 40 and scores == sorted(scores, reverse=True)
+    assert np.allclose(scores, xb[geo.table.rows(np.array([p.cell for p in wide.predictions]))] @ xq[0], atol=1e-5)
+
+
 def test_rerank_inside_a_region(exact):
     geo, xq, ids, xb = exact
     region = make_filter(bboxes=["-10,35,30,60"])
