@@ -1,0 +1,95 @@
+"""Presentation of benchmarks/results/recall.json: the README tables and the two plots.
+
+Kept apart from bench_recall.py, which measures; ``bench_recall.py --report`` calls these.
+"""
+
+from __future__ import annotations
+
+from bench_recall import RECALL_TARGET, REPORT_NPROBE, best_compact, chosen_all, edge_km
+from common import RESULTS
+
+
+def plot(rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import re
+
+    def codec_of(factory: str) -> str:  # one colour per codec across panels: IVF345 and IVF4096 alike
+        return re.sub(r"^(OPQ\d+,)?IVF(H3r)?\d+", lambda m: (m[1] or "") + ("IVFH3" if m[2] else "IVF"), factory)
+
+    palette = plt.get_cmap("tab20").colors
+    colour = {c: palette[i % len(palette)] for i, c in enumerate(sorted({codec_of(r["factory"]) for r in rows}))}
+    res_list = sorted({r["resolution"] for r in rows})
+    for name, xkey, xlabel, logx in (("recall_vs_bytes.png", "bytes_per_vector", "bytes per vector", True),
+                                     ("recall_vs_ms.png", "ms_per_query", "ms per query (1 thread)", True)):
+        fig, axes = plt.subplots(1, len(res_list), figsize=(5 * len(res_list), 4.2), squeeze=False)
+        for ax, res in zip(axes[0], res_list):
+            sub = [r for r in rows if r["resolution"] == res and r["queries"] == "photo"]
+            for factory in dict.fromkeys(r["factory"] for r in sub):
+                pts = sorted((r[xkey], r["recall_at_10"]) for r in sub if r["factory"] == factory)
+                if xkey == "bytes_per_vector":
+                    pts = [max(pts, key=lambda p: p[1])] if factory == "Flat" else [
+                        (r[xkey], r["recall_at_10"]) for r in sub if r["factory"] == factory and
+                        r["nprobe"] == REPORT_NPROBE]
+                if pts:
+                    xs, ys = zip(*pts)
+                    marker = "s" if "rerank" in factory else "^" if "IVFH3" in factory else "o"
+                    ax.plot(xs, ys, marker + ("-" if len(pts) > 1 else ""), label=factory, markersize=4,
+                            color=colour[codec_of(factory)])
+            ax.axhline(RECALL_TARGET, color="grey", lw=0.8, ls="--")
+            ax.set_title(f"H3 res {res} land ({sub[0]['n']:,} cells)" if sub else f"res {res}")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("recall@10 vs exact")
+            if logx:
+                ax.set_xscale("log")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=5.5, loc="lower right")
+        fig.suptitle(f"recall@10 against exact search, real photo locations ("
+                     f"{'nprobe ' + str(REPORT_NPROBE) if xkey == 'bytes_per_vector' else 'every nprobe'}; "
+                     "o k-means lists, ^ H3-parent lists, s exact re-ranking)", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(RESULTS / name, dpi=110)
+        plt.close(fig)
+
+
+def report(rows: list[dict]) -> str:
+    """README tables from saved rows: per resolution every codec at REPORT_NPROBE, then the
+    chosen default per resolution."""
+    def fmt(v, digits=3):
+        return "" if v is None else f"{v:,.{digits}f}" if isinstance(v, float) else f"{v:,}"
+
+    out = []
+    for res in sorted({r["resolution"] for r in rows}):
+        here = [r for r in rows if r["resolution"] == res and r["nprobe"] in (None, REPORT_NPROBE)]
+        noisy_r10 = {r["factory"]: r["recall_at_10"] for r in here if r["queries"] == "photo+noise"}
+        out += [f"res {res} land ({here[0]['n']:,} cells), nprobe {REPORT_NPROBE} (Flat: exact scan):", "",
+                "| codec | bytes/vector | build s | recall@1 | recall@10 | km lost p99 | ms/query | recall@10, noisy queries |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in here:
+            if r["queries"] == "photo":
+                out.append(f"| {r['factory']} | {r['bytes_per_vector']:,.0f} | {r['build_s']:,.1f} | {r['recall_at_1']:.3f} | "
+                           f"{r['recall_at_10']:.3f} | {r['km_lost_p99']:,.0f} | {r['ms_per_query']:.3f} | "
+                           f"{fmt(noisy_r10.get(r['factory']))} |")
+        out.append("")
+    out += ["| res | default (least code bytes at recall@10 >= 0.95) | nprobe | bytes/vector | recall@10 | km lost p99 | ms/query | build s |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for c in chosen_all(rows):
+        out.append(f"| {c['resolution']} | {c['factory']} | {c['nprobe']} | {c['bytes_per_vector']:,.0f} | "
+                   f"{c['recall_at_10']:.3f} | {c['km_lost_p99']:,.0f} | {c['ms_per_query']:.3f} | {c['build_s']:,.1f} |")
+    out += ["", "| res | code of <= 128 B | nprobe | bytes/vector | recall@1 | recall@10 | km lost p99 | ms/query (batch) | "
+                "ms one query (p50) | H3 edge km | goal met |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for res in sorted({r["resolution"] for r in rows}):
+        picks = [best_compact(rows, res, rerank=False), best_compact(rows, res, rerank=True),
+                 best_compact(rows, res, rerank=True, by="bytes_per_vector")]
+        for i, best in enumerate(picks):
+            if best and best not in picks[:i]:
+                met = best["recall_at_10"] >= RECALL_TARGET and best["km_lost_p99"] <= edge_km(res)
+                out.append(f"| {res} | {best['factory']} | {best['nprobe']} | {best['bytes_per_vector']:,.0f} | {best['recall_at_1']:.3f} | "
+                           f"{best['recall_at_10']:.3f} | {best['km_lost_p99']:,.1f} | {best['ms_per_query']:.3f} | "
+                           f"{fmt(best.get('ms_single_p50'))} | "
+                           f"{edge_km(res):.1f} | {'yes' if met else 'no'} |")
+    return "\n".join(out)
