@@ -246,10 +246,15 @@ def best_compact(rows: list[dict], resolution: int, rerank: bool, by: str = "ms_
     if not rerank:
         here = [r for r in here if r["ms_per_query"] <= MAX_MS]
         return max(here, key=lambda r: (r["recall_at_10"], -r["ms_per_query"]), default=None)
-    met = [r for r in here if r["recall_at_10"] >= RECALL_TARGET and r["km_lost_p99"] <= edge_km(resolution)]
+    met = [r for r in here if meets_goal(r)]
     if met:
         return min(met, key=lambda r: (r[by], r["ms_per_query"]))
     return max(here, key=lambda r: (r["recall_at_10"], -r["ms_per_query"]), default=None)
+
+
+def meets_goal(row: dict) -> bool:
+    """The issue's res-6 goal for a row: recall@10 >= 0.95 and km lost p99 <= one H3 edge."""
+    return row["recall_at_10"] >= RECALL_TARGET and row["km_lost_p99"] <= edge_km(row["resolution"])
 
 
 def edge_km(resolution: int) -> float:
