@@ -4,17 +4,18 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch/torchvision: the releases on this workplace's disk; any recent release works elsewhere.
-TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# torch/torchvision: empty = tools/pick_torch.py decides (an installed torch, else a local wheel in
+# pip's find-links, else the registry's); set it to force one, e.g. TORCH_SPEC='torch torchvision'.
+TORCH_SPEC ?=
 DEMO_RES ?= 3
 DEMO_DIR ?= indexes/res$(DEMO_RES)-land
 
 .PHONY: install demo test test-all bench-build clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml tools/pick_torch.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q $(or $(TORCH_SPEC),$$($(PY) tools/pick_torch.py))
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 

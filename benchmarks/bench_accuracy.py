@@ -68,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("give --index DIR and/or --gallery-100k")
 
     from geoindex.errors import GeoindexError
-    from geoindex.geolocator import Geolocator, QueryOptions
-    from geoindex.image_encoder import load_image_encoder
-    from geoindex.images import load_image
+    from geoindex import Geolocator, QueryOptions
+    from geoindex.encoders.clip import load_image_encoder
+    from geoindex.encoders.images import load_image
 
     paths, truth = read_eval_csv(args.csv)
     encoder = load_image_encoder(args.clip_model, args.clip_checkpoint, batch_size=args.batch_size)

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(proc.stderr)
 
     sys.path.insert(0, str(ROOT))
-    from geoindex.location_encoder import encode_latlng, load_location_encoder
+    from geoindex.encoders.location import encode_latlng, load_location_encoder
 
     emb = encode_latlng(load_location_encoder(), photo_locations(1, seed=3))
     body = json.dumps({"embeddings": emb.tolist(), "top_k": 10}).encode()

@@ -29,7 +29,7 @@ def bench_encoder(n: int, repeats: int, batch: int) -> dict:
     import torch
     from geoclip.model.location_encoder import LocationEncoder as Reference
 
-    from geoindex.location_encoder import load_location_encoder
+    from geoindex.encoders.location import load_location_encoder
 
     ours, ref = load_location_encoder(), Reference().eval()
     rng = np.random.default_rng(0)
@@ -57,9 +57,9 @@ def evaluate_index(index_dir: Path, queries: np.ndarray, resolution: int | None 
     import duckdb
     import faiss
 
-    from geoindex.faiss_index import apply_search_params
-    from geoindex.location_encoder import encode_latlng, load_location_encoder
-    from geoindex.manifest import open_index_dir
+    from geoindex.index.search import apply_search_settings
+    from geoindex.encoders.location import encode_latlng, load_location_encoder
+    from geoindex.store.manifest import open_index_dir
 
     idx = open_index_dir(index_dir, verify="size")
     con = duckdb.connect(str(idx.cells_path), read_only=True)
@@ -78,7 +78,7 @@ def evaluate_index(index_dir: Path, queries: np.ndarray, resolution: int | None 
     _, gt_rows = exact_search_chunked(xq, xb, 10)
     gt = cells[gt_rows]
     index = faiss.read_index(str(idx.vectors_path))
-    apply_search_params(index, idx.search)
+    apply_search_settings(index, idx.search)
     t = time.perf_counter()
     _, I = index.search(xq, 10)
     search_s = time.perf_counter() - t

@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.resolutions = [3, 4]
 
-    from geoindex.geolocator import Geolocator, QueryOptions
-    from geoindex.location_encoder import encode_latlng, load_location_encoder
+    from geoindex import Geolocator, QueryOptions
+    from geoindex.encoders.location import encode_latlng, load_location_encoder
 
     g100k = Gallery100K()
     rows_idx = np.random.default_rng(21).choice(len(g100k.latlng), args.queries, replace=False)
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             geo = Geolocator(index_dir)
             res_ = geo.locate(xq, QueryOptions(k=1, candidates=1))
             pred = np.array([[r.predictions[0].lat, r.predictions[0].lng] for r in res_])
-            rows.append({"gallery": f"H3 res {res} land ({len(cells):,})", "search": geo.dir.factory + " " + geo.dir.search,
+            rows.append({"gallery": f"H3 res {res} land ({len(cells):,})", "search": f"{geo.dir.factory} {geo.dir.search}",
                          **accuracy_table(haversine_km(truth[:, 0], truth[:, 1], pred[:, 0], pred[:, 1]))})
         del xb
     print(table(rows, ["gallery", "search", "median_km", "p90_km", "within_1km", "within_25km", "within_200km",

@@ -46,8 +46,8 @@ def reference_gallery_step(repeats: int) -> float:
     import torch.nn.functional as F
     from geoclip.model.location_encoder import LocationEncoder as Reference
 
-    from geoindex.gallery import read_gallery_csv
-    from geoindex.weights import gallery_100k_path
+    from geoindex.cells.csv_gallery import read_gallery_csv
+    from geoindex.encoders.weights import gallery_100k_path
 
     ref = Reference().eval()
     gallery = torch.from_numpy(read_gallery_csv(gallery_100k_path()).astype(np.float32))
@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     import duckdb
     import faiss
 
-    from geoindex.geolocator import Geolocator, QueryOptions
-    from geoindex.location_encoder import encode_latlng, load_location_encoder
+    from geoindex import Geolocator, QueryOptions
+    from geoindex.encoders.location import encode_latlng, load_location_encoder
 
     faiss.omp_set_num_threads(1)  # one query at a time: threads only add overhead (and serve per-request)
     geo = Geolocator(args.index)

@@ -12,8 +12,8 @@ the location embedding of their true place, not on it).
 
 The default codec per resolution (``choose_default``): for each codec the smallest nprobe reaching
 recall@10 >= 0.95 (clean queries) within 1 ms per query and no slower than exact search, then the
-fewest code bytes per vector, ties to the faster; geoindex.faiss_index.MEASURED_DEFAULTS must
-match it (a test checks). Also per resolution: the energy spectrum of the gallery vectors (share
+fewest code bytes per vector, ties to the faster (benchmarks/recall_rules.py);
+geoindex.index.factory.MEASURED_DEFAULTS must match it (a test checks). Also per resolution: the energy spectrum of the gallery vectors (share
 of the total held by the best k-dimensional subspace), which bounds what PCA or PQ can keep.
 Results: benchmarks/results/recall.json (+ recall_vs_bytes.png, recall_vs_ms.png);
 ``--report`` prints the README tables from it. ``--quick``: res 3-4 (~3 min); res 3-5 ~30 min on
@@ -34,14 +34,14 @@ import numpy as np
 
 from common import (exact_search_chunked, haversine_km, land_gallery, machine, noisy, photo_locations, save,
                     table, RESULTS)
+from recall_report import plot, report
+from recall_rules import GOAL_BYTES, chosen_all, choose_default, code_bytes
 
 NPROBES = (1, 4, 16, 32, 64, 256)
-REPORT_NPROBE = 16  # one nprobe for the per-codec tables and the bytes plot, comparable across res
-RECALL_TARGET = 0.95
 
 
 def codecs(n: int, resolution: int, opq: str = "64") -> list[str]:
-    from geoindex.faiss_index import nlist_rule
+    from geoindex.index.factory import nlist_rule
 
     k = nlist_rule(n)
     if resolution >= 6:
@@ -62,25 +62,23 @@ def build(factory: str, resolution: int, cells: np.ndarray, xb, shared_quantizer
     """Build ``factory`` over the gallery; returns the index and the seconds a standalone build
     would take: k-means lists are trained once per list count and shared by every codec, and the
     training time is charged to each codec that reuses them."""
-    from geoindex import faiss_index
-    from geoindex.h3ids import cell_to_parent
+    from geoindex.index.builder import IndexBuilder
+    from geoindex.index.factory import h3_list_resolution, resolve
+    from geoindex.index.h3lists import h3_centroids, list_numbers, list_parents
 
     t = time.perf_counter()
     n_parents = None
     if factory.startswith("IVFH3"):
-        list_res = faiss_index.h3_list_resolution(resolution, None)
-        parents = np.unique(cell_to_parent(cells, list_res))
+        parents = list_parents(cells, h3_list_resolution(resolution, None))
         n_parents = len(parents)
-    plan = faiss_index.resolve(factory, len(cells), resolution, n_parents=n_parents)
-    builder = faiss_index.IndexBuilder(plan, use_gpu=False)
+    plan = resolve(factory, len(cells), resolution, n_parents=n_parents)
+    builder = IndexBuilder(plan, use_gpu=False)
     index = builder.cpu_index
     lists = None
     if plan.h3_list_res is not None:
-        lists = np.searchsorted(parents, cell_to_parent(cells, plan.h3_list_res))
-        sums = np.zeros((len(parents), 512))
-        for s in range(0, len(cells), 500_000):
-            np.add.at(sums, lists[s : s + 500_000], np.asarray(xb[s : s + 500_000], dtype=np.float64))
-        builder.set_h3_centroids((sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32))
+        lists = list_numbers(cells, parents, plan.h3_list_res)
+        chunks = ((cells[s : s + 500_000], np.asarray(xb[s : s + 500_000])) for s in range(0, len(cells), 500_000))
+        builder.set_h3_centroids(h3_centroids(chunks, parents, plan.h3_list_res))  # as build_index does
     elif isinstance(faiss.try_extract_index_ivf(index), faiss.IndexIVF) and not factory.startswith("OPQ"):
         ivf = faiss.extract_index_ivf(index)
         key = ivf.nlist
@@ -165,56 +163,6 @@ def evaluate(index, factory, xq, gt, cells, latlng, pos_of, nprobe, rerank: int 
             "ms_single_p50": round(float(np.median(single)), 4), "ms_single_p99": round(float(np.percentile(single, 99)), 4)}
 
 
-MAX_MS = 1.0  # a default must answer within 1 ms per query (one thread)
-
-
-def code_bytes(factory: str) -> int:
-    """Bytes of codes per vector that a codec keeps (ids and list overhead excluded), from the
-    factory string: memory is dominated by these, list overhead differs by a few bytes."""
-    import re
-
-    total = 0
-    for part in factory.split(" (")[0].split(","):
-        part = part.strip()
-        if part == "Flat" or part == "RFlat":
-            total += 2048
-        elif part == "SQ8" or part == "Refine(SQ8)":
-            total += 512
-        elif part in ("SQfp16", "Refine(SQfp16)"):
-            total += 1024
-        elif part == "SQ4":
-            total += 256
-        elif m := re.fullmatch(r"PQ(\d+)(x\d+)?(np)?", part):
-            total += int(m[1])
-    return total
-
-
-def choose_default(rows: list[dict], resolution: int) -> dict | None:
-    """The issue's rule: recall@10 >= 0.95 (clean photo queries) with the least memory.
-
-    Per codec, the smallest measured nprobe reaching recall@10 >= 0.95 within MAX_MS per query
-    and no slower than exact search at that resolution (an approximate index slower than Flat has
-    no reason to exist); then the codec with the fewest code bytes per vector (the memory that
-    grows with the gallery: ids, centroids and list overhead differ by < 3% between the IVF
-    flavours of one codec), ties to the faster."""
-    here = [r for r in rows if r["resolution"] == resolution and r["queries"] == "photo"]
-    flat_ms = min((r["ms_per_query"] for r in here if r["factory"] == "Flat"), default=MAX_MS)
-    best_per_codec: dict[str, dict] = {}
-    for r in here:
-        if r["factory"] == "Flat" or r["recall_at_10"] < RECALL_TARGET or r["ms_per_query"] > min(MAX_MS, flat_ms):
-            continue
-        prev = best_per_codec.get(r["factory"])
-        if prev is None or (r["nprobe"] or 0) < (prev["nprobe"] or 0):
-            best_per_codec[r["factory"]] = r
-    if not best_per_codec:
-        return None
-    best = min(best_per_codec.values(), key=lambda r: (code_bytes(r["factory"]), r["ms_per_query"]))
-    out = {k: best[k] for k in ("resolution", "factory", "nprobe", "bytes_per_vector", "recall_at_10", "km_lost_p99",
-                                "ms_per_query", "build_s")}
-    out["code_bytes"] = code_bytes(best["factory"])
-    return out
-
-
 SPECTRUM_DIMS = (32, 64, 128, 256, 384)
 
 
@@ -227,40 +175,6 @@ def energy_spectrum(xb, sample: int = 200_000) -> dict[str, float]:
     x = np.asarray(xb[pick], dtype=np.float64)
     w = np.linalg.eigvalsh(x.T @ x)[::-1]
     return {str(k): round(float(w[:k].sum() / w.sum()), 4) for k in SPECTRUM_DIMS}
-
-
-def chosen_all(rows: list[dict]) -> list[dict]:
-    return [c for c in (choose_default(rows, r) for r in sorted({row["resolution"] for row in rows})) if c]
-
-
-GOAL_BYTES = 128  # the issue's goal at res 6: recall@10 >= 0.95, km lost p99 <= one edge, <= 128 B
-
-
-def best_compact(rows: list[dict], resolution: int, rerank: bool, by: str = "ms_per_query") -> dict | None:
-    """The best code of <= GOAL_BYTES at ``resolution`` (clean queries). Without re-ranking:
-    the highest recall@10 within MAX_MS. With it: among rows meeting the goal (recall@10 >= 0.95
-    and km lost p99 <= one H3 edge) the least ``by`` (ms_per_query, or bytes_per_vector: codes,
-    ids and lists), ties to the faster; when none meets it, the highest recall@10."""
-    here = [r for r in rows if r["resolution"] == resolution and r["queries"] == "photo"
-            and code_bytes(r["factory"]) <= GOAL_BYTES and bool(r.get("rerank")) == rerank]
-    if not rerank:
-        here = [r for r in here if r["ms_per_query"] <= MAX_MS]
-        return max(here, key=lambda r: (r["recall_at_10"], -r["ms_per_query"]), default=None)
-    met = [r for r in here if meets_goal(r)]
-    if met:
-        return min(met, key=lambda r: (r[by], r["ms_per_query"]))
-    return max(here, key=lambda r: (r["recall_at_10"], -r["ms_per_query"]), default=None)
-
-
-def meets_goal(row: dict) -> bool:
-    """The issue's res-6 goal for a row: recall@10 >= 0.95 and km lost p99 <= one H3 edge."""
-    return row["recall_at_10"] >= RECALL_TARGET and row["km_lost_p99"] <= edge_km(row["resolution"])
-
-
-def edge_km(resolution: int) -> float:
-    import h3
-
-    return h3.average_hexagon_edge_length(resolution, "km")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,8 +200,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="print the README tables and redraw the plots from results/recall.json (measures nothing)")
     args = p.parse_args(argv)
     saved = json.loads((RESULTS / "recall.json").read_text()) if (RESULTS / "recall.json").exists() else {}
-    from recall_report import plot, report
-
     if args.report:
         print(report(saved["rows"]))
         plot(saved["rows"])
@@ -301,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"res {res} energy kept by the best k dims: {spectrum[str(res)]}")
         save("recall.json", {**saved, "spectrum": spectrum})
         return 0
-    from geoindex.location_encoder import encode_latlng, load_location_encoder
-    from geoindex.rerank import ExactReranker
+    from geoindex.encoders.location import encode_latlng, load_location_encoder
+    from geoindex.locate.rerank import ExactReranker
 
     model = load_location_encoder()
     photo = photo_locations(args.queries, seed=11)
@@ -334,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             if refine_of(index) is not None:
                 name += f" (k_factor {REFINE_K_FACTOR})"
             probes = [None] if faiss.try_extract_index_ivf(index) is None else args.nprobes
-            # compact codes also with exact re-ranking of their top R (geoindex.rerank), at fewer nprobes
+            # compact codes also with exact re-ranking of their top R (geoindex.locate.rerank), at fewer nprobes
             variants = [(name, 0, probes)] + [
                 (f"{name} (rerank {r})", r, [p for p in probes if p in args.rerank_nprobes])
                 for r in (args.rerank if code_bytes(name) <= GOAL_BYTES and refine_of(index) is None else [])]
@@ -363,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def index_name(factory: str, resolution: int) -> str:
-    from geoindex.faiss_index import h3_list_resolution
+    from geoindex.index.factory import h3_list_resolution
 
     head, _, rest = factory.partition(",")
     return f"IVFH3r{h3_list_resolution(resolution, None)},{rest}"

@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     from geoclip import GeoCLIP
     from PIL import Image
 
-    from geoindex.geolocator import Geolocator, QueryOptions
-    from geoindex.image_encoder import load_image_encoder
-    from geoindex.images import load_image
+    from geoindex import Geolocator, QueryOptions
+    from geoindex.encoders.clip import load_image_encoder
+    from geoindex.encoders.images import load_image
 
     torch.manual_seed(0)
     reference = GeoCLIP(from_pretrained=True, clip_pretrained=args.clip == "real").eval()

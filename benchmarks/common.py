@@ -21,11 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
-from geoindex.geocode import EARTH_RADIUS_KM  # noqa: E402  (one radius for library and benchmarks)
+from geoindex.cells.geocode import EARTH_RADIUS_KM  # noqa: E402  (one radius for library and benchmarks)
 
 
 def machine() -> dict:
-    from geoindex.manifest import versions
+    from geoindex.store.manifest import versions
 
     cpu = "unknown"
     try:
@@ -57,8 +57,8 @@ def median_of(fn, repeats: int) -> tuple[float, list[float]]:
 
 def photo_locations(m: int, seed: int = 0) -> np.ndarray:
     """(m, 2) lat, lng of real photo locations: a seeded sample of GeoCLIP's 100K gallery."""
-    from geoindex.gallery import read_gallery_csv
-    from geoindex.weights import gallery_100k_path
+    from geoindex.cells.csv_gallery import read_gallery_csv
+    from geoindex.encoders.weights import gallery_100k_path
 
     pts = read_gallery_csv(gallery_100k_path())
     return pts[np.random.default_rng(seed).choice(len(pts), m, replace=False)]
@@ -91,8 +91,8 @@ def land_gallery(resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(cells (n,) int64, latlng (n, 2) float64, exact vectors (n, 512) float32) of the H3 land
     gallery at ``resolution``, encoded once and cached under benchmarks/.cache (memory-mapped;
     res 6 is 8.4 GB and ~8 min of encoding on 2 cores)."""
-    from geoindex.gallery import h3_shard, h3_shard_roots
-    from geoindex.location_encoder import encode_latlng, load_location_encoder
+    from geoindex.cells.gallery import h3_shard, h3_shard_roots
+    from geoindex.encoders.location import encode_latlng, load_location_encoder
 
     folder = CACHE / f"res{resolution}-land"
     done = folder / "vectors.npy"

@@ -29,9 +29,9 @@ class Gallery100K:
     def __init__(self):
         import faiss
 
-        from geoindex.gallery import read_gallery_csv
-        from geoindex.location_encoder import encode_latlng, load_location_encoder
-        from geoindex.weights import gallery_100k_path
+        from geoindex.cells.csv_gallery import read_gallery_csv
+        from geoindex.encoders.location import encode_latlng, load_location_encoder
+        from geoindex.encoders.weights import gallery_100k_path
 
         self.latlng = read_gallery_csv(gallery_100k_path())
         self.vectors = encode_latlng(load_location_encoder(), self.latlng)

@@ -1,12 +1,13 @@
 """Presentation of benchmarks/results/recall.json: the README tables and the two plots.
 
-Kept apart from bench_recall.py, which measures; ``bench_recall.py --report`` calls these.
+Kept apart from bench_recall.py, which measures; ``bench_recall.py --report`` calls these. The
+decision rules both use are in recall_rules.py.
 """
 
 from __future__ import annotations
 
-from bench_recall import RECALL_TARGET, REPORT_NPROBE, best_compact, chosen_all, edge_km, meets_goal
 from common import RESULTS
+from recall_rules import RECALL_TARGET, REPORT_NPROBE, best_compact, chosen_all, edge_km, meets_goal
 
 
 def plot(rows: list[dict]) -> None:

@@ -1,4 +1,4 @@
-"""``build_index``: the command-line front door of :mod:`geoindex.build`."""
+"""``build_index``: the command-line front door of :mod:`geoindex.build.pipeline`."""
 
 from build_index.cli import main
 

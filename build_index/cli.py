@@ -1,7 +1,8 @@
 """``build_index --resolution R --out DIR``: build a geoindex index directory.
 
-Loose input (argv) becomes a typed :class:`geoindex.build.BuildConfig` here; errors become one
-line on stderr and exit status 2, never a traceback.
+Loose input (argv) becomes a typed :class:`geoindex.build.BuildConfig` here (the search string a
+:class:`geoindex.index.search.SearchSettings`); errors become one line on stderr and exit status
+2, never a traceback.
 """
 
 from __future__ import annotations
@@ -60,22 +61,23 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     # Heavy imports after argument parsing: --help stays instant.
     from geoindex.build import BuildConfig, build, summary_line, work_dir_for
+    from geoindex.index.search import SearchSettings
 
-    config = BuildConfig(
-        out=args.out,
-        resolution=args.resolution,
-        cells=args.cells,
-        gallery_csv=args.gallery_csv,
-        factory=args.factory,
-        search=args.search,
-        batch_size=args.batch_size,
-        device=args.device,
-        precision=args.precision,
-        overwrite=args.overwrite,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
     try:
+        config = BuildConfig(
+            out=args.out,
+            resolution=args.resolution,
+            cells=args.cells,
+            gallery_csv=args.gallery_csv,
+            factory=args.factory,
+            search=None if args.search is None else SearchSettings.parse(args.search),
+            batch_size=args.batch_size,
+            device=args.device,
+            precision=args.precision,
+            overwrite=args.overwrite,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
         result = build(config)
     except GeoindexError as e:
         print(f"build_index: error: {e}", file=sys.stderr)

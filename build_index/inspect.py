@@ -34,22 +34,22 @@ def main(argv: list[str] | None = None) -> int:
     import faiss
     import numpy as np
 
-    from geoindex.faiss_index import apply_search_params
-    from geoindex.location_encoder import encode_latlng, load_location_encoder, location_weights_sha256
-    from geoindex.manifest import open_index_dir
+    from geoindex.encoders.location import encode_latlng, load_location_encoder, location_weights_sha256
+    from geoindex.index.search import apply_search_settings
+    from geoindex.store.manifest import open_index_dir
 
     try:
         idx = open_index_dir(args.index_dir, verify="full", weights_sha256=location_weights_sha256())
         m = idx.manifest
         g, ix = m["gallery"], m["index"]
         print(f"{idx.path}: {g['count']:,} cells ({g.get('resolution', 'csv')} {g.get('cells', '')}), "
-              f"{ix['factory']} [{ix['search'] or 'exact'}], checksums ok")
+              f"{ix['factory']} [{idx.search or 'exact'}], checksums ok")
         print(f"self-check at build: recall@10 {m['self_check']['recall_at_10']:.3f}, "
               f"self-hit@1 {m['self_check']['self_hit_at_1']:.3f} over {m['self_check']['queries']} cells")
         if not args.lookup:
             return 0
         index = faiss.read_index(str(idx.vectors_path))
-        apply_search_params(index, idx.search)
+        apply_search_settings(index, idx.search)
         xq = encode_latlng(load_location_encoder(), np.array(args.lookup))
         D, I = index.search(xq, args.k)
         con = duckdb.connect(str(idx.cells_path), read_only=True)

@@ -1,9 +1,52 @@
 """geoindex: planet-scale image geolocation as a vector database, built on GeoCLIP.
 
-The library: H3 galleries (:mod:`geoindex.gallery`), the GeoCLIP location encoder
-(:mod:`geoindex.location_encoder`), FAISS indexes (:mod:`geoindex.faiss_index`), DuckDB cell
-metadata (:mod:`geoindex.metadata`), the index directory contract (:mod:`geoindex.manifest`) and
-the streaming builder (:mod:`geoindex.build`). No CLI or web framework is imported here.
+The library follows the data flow, one subpackage a stage:
+
+- :mod:`geoindex.cells`: H3 galleries (or CSV rows), land mask, reverse geocoding, H3 ids;
+- :mod:`geoindex.encoders`: the GeoCLIP location encoder, CLIP + GeoCLIP head, image reading;
+- :mod:`geoindex.index`: FAISS factory strings, search settings, IVFH3 lists, train/add;
+- :mod:`geoindex.store`: the index directory (manifest, DuckDB cells, hot columns, shards);
+- :mod:`geoindex.build`: the streaming, resumable builder;
+- :mod:`geoindex.locate`: the Geolocator (search, probabilities, regions, re-ranking, GeoJSON).
+
+The entry points are importable from here (``from geoindex import Geolocator, QueryOptions``);
+they load on first use, so ``import geoindex`` stays light. No CLI or web framework is imported.
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+# name -> (module, attribute)
+_EXPORTS = {
+    "Geolocator": ("geoindex.locate.geolocator", "Geolocator"),
+    "QueryOptions": ("geoindex.locate.options", "QueryOptions"),
+    "LocateResult": ("geoindex.locate.options", "LocateResult"),
+    "Prediction": ("geoindex.locate.options", "Prediction"),
+    "results_to_geojson": ("geoindex.locate.geojson", "results_to_geojson"),
+    "make_filter": ("geoindex.locate.regions", "make_filter"),
+    "SearchSettings": ("geoindex.index.search", "SearchSettings"),
+    "BuildConfig": ("geoindex.build.pipeline", "BuildConfig"),
+    "build_index": ("geoindex.build.pipeline", "build"),
+    "load_image_encoder": ("geoindex.encoders.clip", "load_image_encoder"),
+    "load_image": ("geoindex.encoders.images", "load_image"),
+    "load_location_encoder": ("geoindex.encoders.location", "load_location_encoder"),
+    "encode_latlng": ("geoindex.encoders.location", "encode_latlng"),
+    "open_index_dir": ("geoindex.store.manifest", "open_index_dir"),
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'geoindex' has no attribute {name!r}")
+    module, attribute = _EXPORTS[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,4 +1,4 @@
-"""``geolocate``: the command-line front door of the query layer (:mod:`geoindex.geolocator`)."""
+"""``geolocate``: the command-line front door of the query layer (:mod:`geoindex.locate.geolocator`)."""
 
 from query.cli import main
 

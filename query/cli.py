@@ -56,8 +56,8 @@ def _queries(args):
 
     labels, parts = [], []
     if args.images or args.text:
-        from geoindex.image_encoder import load_image_encoder
-        from geoindex.images import load_image
+        from geoindex.encoders.clip import load_image_encoder
+        from geoindex.encoders.images import load_image
 
         images = [load_image(p, max_pixels=args.max_pixels) for p in args.images]  # fail before model load
         encoder = load_image_encoder(args.clip_model, args.clip_checkpoint, args.device)
@@ -72,7 +72,7 @@ def _queries(args):
             emb = np.load(args.embedding, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise InvalidQueryError(f"--embedding {str(args.embedding)!r} is not a readable .npy array ({e})") from e
-        from geoindex.geolocator import validate_embeddings
+        from geoindex.locate.options import validate_embeddings
 
         emb = validate_embeddings(emb)
         parts.append(emb)
@@ -100,13 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-    from geoindex.geolocator import Geolocator, QueryOptions, results_to_geojson
-    from geoindex.regions import make_filter
+    from geoindex.index.search import SearchSettings
+    from geoindex.locate.geojson import results_to_geojson
+    from geoindex.locate.geolocator import Geolocator
+    from geoindex.locate.options import QueryOptions
+    from geoindex.locate.regions import make_filter
 
     try:
         region = make_filter(args.country, args.bbox, args.cells)
         geolocator = Geolocator(args.index)
-        options = QueryOptions(k=args.top_k, candidates=args.candidates, search=args.search,
+        options = QueryOptions(k=args.top_k, candidates=args.candidates, search=SearchSettings.parse(args.search),
                                aggregate_res=args.aggregate_res, confidence=args.confidence, region=region)
         geolocator.check_options(options)  # before loading any model
         labels, xq = _queries(args)

@@ -24,9 +24,15 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from geoindex.errors import (GeoindexError, ImageTooLargeError, InvalidArgumentError, InvalidImageError,
-                             InvalidQueryError, WeightsNotFoundError)
-from geoindex.image_encoder import validate_texts
+from geoindex.encoders.clip import validate_texts
+from geoindex.errors import (
+    GeoindexError,
+    ImageTooLargeError,
+    InvalidArgumentError,
+    InvalidImageError,
+    InvalidQueryError,
+    WeightsNotFoundError,
+)
 from serve.batching import MicroBatcher
 from serve.metrics import Metrics, MetricsMiddleware
 from serve.settings import ENV_VAR, ServeSettings
@@ -41,14 +47,14 @@ class Engine:
     def __init__(self, settings: ServeSettings):
         import faiss
 
-        from geoindex.geolocator import Geolocator
+        from geoindex.locate.geolocator import Geolocator
 
         faiss.omp_set_num_threads(1)  # one thread per query; concurrency comes from the pool
         self.settings = settings
         self.geolocator = Geolocator(settings.index)
         self.encoder = None
         if not settings.embeddings_only:
-            from geoindex.image_encoder import load_image_encoder
+            from geoindex.encoders.clip import load_image_encoder
 
             self.encoder = load_image_encoder(settings.clip_model, settings.clip_checkpoint, settings.device,
                                               batch_size=settings.max_batch)
@@ -138,8 +144,8 @@ def _status_for(e: GeoindexError) -> int:
 
 
 def _options(engine: Engine, f: Filters, boxes: list | None = None):
-    from geoindex.geolocator import QueryOptions
-    from geoindex.regions import make_filter
+    from geoindex.locate.options import QueryOptions
+    from geoindex.locate.regions import make_filter
 
     s = engine.settings
     if not 1 <= f.top_k <= s.max_top_k:
@@ -165,7 +171,7 @@ def _wants_geojson(request: Request, fmt: str | None) -> bool:
 
 
 async def _locate(engine: Engine, xq, options, labels, geojson: bool) -> Response:
-    from geoindex.geolocator import results_to_geojson
+    from geoindex.locate.geojson import results_to_geojson
 
     loop = asyncio.get_running_loop()
     results = await loop.run_in_executor(engine.search_pool, engine.geolocator.locate, xq, options)
@@ -281,7 +287,7 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
             if ctype and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
                 raise InvalidImageError(f"{upload.filename!r} has content type {ctype!r}: send an image (image/jpeg, image/png, ...)")
             blobs.append((data, upload.filename))
-        from geoindex.images import load_image
+        from geoindex.encoders.images import load_image
 
         loop = asyncio.get_running_loop()
         decoded = await asyncio.gather(*(loop.run_in_executor(
@@ -305,7 +311,7 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
 
     @app.post("/v1/locate/embedding", summary="Geolocate GeoCLIP embeddings")
     async def locate_embedding(request: Request, body: EmbeddingRequest, format: Annotated[str | None, Query()] = None):
-        from geoindex.geolocator import validate_embeddings
+        from geoindex.locate.options import validate_embeddings
 
         s = engine.settings
         if not 1 <= len(body.embeddings) <= s.max_embeddings:

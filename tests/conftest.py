@@ -8,15 +8,15 @@ logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 @pytest.fixture(scope="session")
 def encoder():
-    from geoindex.location_encoder import load_location_encoder
+    from geoindex.encoders.location import load_location_encoder
 
     return load_location_encoder()
 
 
 @pytest.fixture(scope="session")
 def gallery_100k():
-    from geoindex.gallery import read_gallery_csv
-    from geoindex.weights import gallery_100k_path
+    from geoindex.cells.csv_gallery import read_gallery_csv
+    from geoindex.encoders.weights import gallery_100k_path
 
     return read_gallery_csv(gallery_100k_path())
 

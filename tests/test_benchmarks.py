@@ -83,7 +83,7 @@ def test_bench_accuracy_rejects_bad_csv(tmp_path):
 
 
 def test_default_choice_rule():
-    import bench_recall
+    import recall_rules as bench_recall
 
     assert bench_recall.code_bytes("IVF1024,PQ128,Refine(SQ8) (k_factor 8)") == 640
     assert bench_recall.code_bytes("IVFH3r2,SQ8") == 512 and bench_recall.code_bytes("Flat") == 2048
@@ -106,13 +106,15 @@ def test_default_choice_rule():
 
 
 def test_builder_defaults_are_the_measured_choice():
-    """faiss_index.MEASURED_DEFAULTS must be what bench_recall chose from results/recall.json:
-    re-deciding from the saved rows with the current rule gives the same codec and nprobe."""
-    import bench_recall
+    """MEASURED_DEFAULTS (geoindex.index.factory) must be what bench_recall chose from
+    results/recall.json: re-deciding from the saved rows with the current rule gives the same
+    codec and nprobe."""
+    import recall_rules as bench_recall
+    from common import RESULTS
 
-    from geoindex import faiss_index
+    from geoindex.index import factory as faiss_index
 
-    saved = json.loads((Path(bench_recall.RESULTS) / "recall.json").read_text())
+    saved = json.loads((Path(RESULTS) / "recall.json").read_text())
     chosen = {c["resolution"]: c for c in bench_recall.chosen_all(saved["rows"])}
     assert chosen == {c["resolution"]: c for c in saved["chosen"]}, "recall.json's 'chosen' is stale: rerun bench_recall"
     assert sorted(chosen) == sorted(faiss_index.MEASURED_DEFAULTS)
@@ -121,13 +123,13 @@ def test_builder_defaults_are_the_measured_choice():
         factory, search = faiss_index.auto_choice(res)
         plan = faiss_index.resolve(factory, n, res, n_parents=1)  # IVFH3 names no list count
         assert plan.factory == c["factory"].split(" (")[0], res
-        assert search == f"nprobe={c['nprobe']}", res
+        assert str(search) == f"nprobe={c['nprobe']}", res
 
 
 def test_best_compact_code_and_the_goal():
     """The <= 128 B goal table: plain codes within 1 ms by recall; re-ranked ones by speed among
     those meeting recall@10 >= 0.95 and km lost p99 <= one H3 edge (res 6: 3.7 km)."""
-    import bench_recall
+    import recall_rules as bench_recall
 
     base = {"resolution": 6, "queries": "photo", "recall_at_1": 0.9}
     rows = [

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from build_index.cli import main
-from geoindex import shards as shards_mod
-from geoindex.build import work_dir_for
+from geoindex.store import shards as shards_mod
+from geoindex.build.pipeline import work_dir_for
 from geoindex.errors import IndexDirError
-from geoindex.location_encoder import encode_latlng, location_weights_sha256
-from geoindex.manifest import open_index_dir
+from geoindex.encoders.location import encode_latlng, location_weights_sha256
+from geoindex.store.manifest import open_index_dir
 
 
 def sha(path):

@@ -1,11 +1,13 @@
 import numpy as np
 import pytest
 
-from geoindex import faiss_index
+from geoindex.cells.gallery import h3_shard, h3_shard_roots
+from geoindex.cells.h3ids import cell_to_parent
+from geoindex.encoders.location import encode_latlng
 from geoindex.errors import InvalidArgumentError
-from geoindex.gallery import h3_shard, h3_shard_roots
-from geoindex.h3ids import cell_to_parent
-from geoindex.location_encoder import encode_latlng
+from geoindex.index import factory as faiss_index
+from geoindex.index.builder import IndexBuilder
+from geoindex.index.search import SearchSettings, apply_search_settings
 from tests.conftest import brute_force_topk, recall_at
 
 
@@ -47,15 +49,15 @@ def test_bad_factories(factory, res, match):
 
 
 def test_search_params_checked_before_building():
-    faiss_index.check_factory("auto", 5, "nprobe=32")
+    faiss_index.check_factory("auto", 5, SearchSettings.parse("nprobe=32"))
     with pytest.raises(InvalidArgumentError, match="do not fit"):
-        faiss_index.check_factory("auto", 2, "nprobe=32")  # auto is Flat at res 2
+        faiss_index.check_factory("auto", 2, SearchSettings.parse("nprobe=32"))  # auto is Flat at res 2
 
 
 def test_bad_search_params():
     index = faiss_index.new_index(faiss_index.resolve("IVF16,SQ8", 1000, 3))
     with pytest.raises(InvalidArgumentError, match="nprobe=16"):
-        faiss_index.apply_search_params(index, "efSearch=12")
+        apply_search_settings(index, SearchSettings.parse("efSearch=12"))
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,7 @@ def test_ann_recall_against_brute_force(encoder, res3_land, factory, search, bou
     ids, xb, latlng = res3_land
     plan = faiss_index.resolve(factory, len(ids), 3, n_parents=None if "H3" not in factory else
                                len(np.unique(cell_to_parent(ids, 0))))
-    builder = faiss_index.IndexBuilder(plan, use_gpu=False)
+    builder = IndexBuilder(plan, use_gpu=False)
     lists = None
     if plan.h3_list_res is not None:
         parents = np.unique(cell_to_parent(ids, plan.h3_list_res))
@@ -97,7 +99,7 @@ def test_ann_recall_against_brute_force(encoder, res3_land, factory, search, bou
     builder.train(xb)
     builder.add(xb, ids, lists)
     index = builder.finish()
-    faiss_index.apply_search_params(index, search)
+    apply_search_settings(index, SearchSettings.parse(search))
     assert index.ntotal == len(ids)
     xq = _queries(encoder, latlng)
     _, I = index.search(xq, 10)

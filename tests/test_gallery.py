@@ -3,10 +3,10 @@ import h3.api.basic_int as h3i
 import numpy as np
 import pytest
 
-from geoindex import gallery
+from geoindex.cells import csv_gallery, gallery
 from geoindex.errors import GalleryFileError, InvalidArgumentError
-from geoindex.h3ids import cell_to_parent
-from geoindex.landmask import is_land
+from geoindex.cells.h3ids import cell_to_parent
+from geoindex.cells.landmask import is_land
 
 
 def test_land_mask_agrees_with_package():
@@ -70,7 +70,7 @@ def test_csv_gallery_with_and_without_header(tmp_path):
     c = tmp_path / "c.csv"
     c.write_text("48.85,2.35\n-33.86,151.21\n")
     for f in (a, b, c):
-        assert np.allclose(gallery.read_gallery_csv(f), [[48.85, 2.35], [-33.86, 151.21]])
+        assert np.allclose(csv_gallery.read_gallery_csv(f), [[48.85, 2.35], [-33.86, 151.21]])
 
 
 @pytest.mark.parametrize("text,match", [
@@ -86,4 +86,4 @@ def test_csv_errors_name_the_row(tmp_path, text, match):
     f = tmp_path / "g.csv"
     f.write_text(text)
     with pytest.raises(GalleryFileError, match=match):
-        gallery.read_gallery_csv(f)
+        csv_gallery.read_gallery_csv(f)

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from geoindex.errors import ImageTooLargeError, InvalidArgumentError, InvalidImageError, InvalidQueryError, WeightsNotFoundError
-from geoindex.image_encoder import load_image_encoder
-from geoindex.images import load_image, to_rgb
+from geoindex.encoders.clip import load_image_encoder
+from geoindex.encoders.images import load_image, to_rgb
 
 
 def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -131,7 +131,7 @@ def test_encoder_loading_errors(tmp_path):
 
 def test_no_download_possible_gives_the_fix():
     """The real path: open_clip's download of OpenAI ViT-L/14, offline -> a clear one-line error."""
-    code = ("from geoindex.image_encoder import load_image_encoder\n"
+    code = ("from geoindex.encoders.clip import load_image_encoder\n"
             "try:\n    load_image_encoder('ViT-L-14')\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("GEOINDEX_CLIP_CHECKPOINT", None)

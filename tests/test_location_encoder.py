@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from geoindex.errors import InvalidArgumentError, InvalidCoordinateError
-from geoindex.location_encoder import encode_latlng, equal_earth, load_location_encoder, validate_latlng
+from geoindex.encoders.location import encode_latlng, equal_earth, load_location_encoder, validate_latlng
 
 
 def test_parity_with_reference_on_100k_gallery(encoder, gallery_100k):

@@ -12,9 +12,10 @@ import pytest
 
 from build_index.cli import main as build_main
 from geoindex.errors import IndexDirError, InvalidQueryError
-from geoindex.geolocator import Geolocator, QueryOptions, validate_embeddings
-from geoindex.location_encoder import encode_latlng
-from geoindex.regions import make_filter
+from geoindex import Geolocator, QueryOptions
+from geoindex.locate.options import validate_embeddings
+from geoindex.encoders.location import encode_latlng
+from geoindex.locate.regions import make_filter
 from query.cli import main as geolocate
 
 

@@ -6,10 +6,10 @@ import pytest
 
 from build_index.cli import main as build_main
 from geoindex.errors import InvalidArgumentError
-from geoindex.geolocator import Geolocator, QueryOptions
-from geoindex.location_encoder import encode_latlng
-from geoindex.regions import make_filter
-from geoindex.rerank import split_search
+from geoindex import Geolocator, QueryOptions
+from geoindex.encoders.location import encode_latlng
+from geoindex.locate.regions import make_filter
+from geoindex.index.search import SearchSettings
 
 NLIST_R0 = 122  # res-0 cells: IVFH3 lists of a res-2 gallery
 
@@ -120,6 +120,12 @@ def test_bad_rerank_is_refused_at_query_and_build(exact, tmp_path, capsys, searc
     out = tmp_path / "never"
     assert build_main(["--resolution", "0", "--out", str(out), "--search", search, "--no-progress", "-q"]) == 2
     assert "rerank takes an integer" in capsys.readouterr().err and not out.exists()
+
+
+def split_search(search):
+    """(FAISS's part, rerank) of a search string, through the one parser."""
+    settings = SearchSettings.parse(search)
+    return settings.faiss_string(), settings.rerank
 
 
 def test_split_search():

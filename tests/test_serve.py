@@ -38,7 +38,7 @@ def jpeg(w=120, h=80, color=(30, 120, 200)) -> bytes:
 
 def gallery_vectors(client, n=3):
     geo = client.app.state.engine.geolocator
-    from geoindex.location_encoder import encode_latlng, load_location_encoder
+    from geoindex.encoders.location import encode_latlng, load_location_encoder
 
     xb = encode_latlng(load_location_encoder(), np.column_stack((geo.table.lat[:n], geo.table.lng[:n])))
     return geo.table.cell[:n], xb

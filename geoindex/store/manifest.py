@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from geoindex.errors import IndexDirError
-from geoindex.weights import sha256_file
+from geoindex.encoders.weights import sha256_file
+from geoindex.errors import IndexDirError, InvalidArgumentError
+from geoindex.index.search import SearchSettings
 
 FORMAT = "geoindex-index/1"
 MANIFEST = "manifest.json"
@@ -27,10 +28,12 @@ REQUIRED_FILES = (VECTORS, CELLS)
 
 @dataclass(frozen=True)
 class IndexDir:
-    """A verified index directory. ``manifest`` is the parsed manifest.json."""
+    """A verified index directory. ``manifest`` is the parsed manifest.json; ``search`` the
+    index's default search settings, parsed from it once."""
 
     path: Path
     manifest: dict[str, Any]
+    search: SearchSettings
 
     @property
     def vectors_path(self) -> Path:
@@ -45,12 +48,18 @@ class IndexDir:
         return self.manifest["index"]["factory"]
 
     @property
-    def search(self) -> str:
-        return self.manifest["index"]["search"]
-
-    @property
     def ntotal(self) -> int:
         return int(self.manifest["index"]["ntotal"])
+
+    @property
+    def resolution(self) -> int | None:
+        """The gallery's H3 resolution; None for CSV galleries."""
+        return self.manifest["gallery"].get("resolution")
+
+    @property
+    def logit_scale(self) -> float:
+        """GeoCLIP's learnt logit scale (log space: the softmax multiplies cosines by its exp)."""
+        return float(self.manifest["encoder"]["logit_scale"])
 
 
 def versions() -> dict[str, str]:
@@ -145,4 +154,8 @@ def open_index_dir(path: str | Path, verify: str = "size", weights_sha256: str |
                 f"but the weights in use are {weights_sha256[:12]}...: its vectors belong to another "
                 f"model; {_rebuild_hint(path)} (or point GEOINDEX_GEOCLIP_WEIGHTS at the original weights)"
             )
-    return IndexDir(path, manifest)
+    try:
+        search = SearchSettings.parse(manifest.get("index", {}).get("search"))
+    except InvalidArgumentError as e:
+        raise IndexDirError(f"{manifest_path} holds a bad search string ({e}): {_rebuild_hint(path)}") from e
+    return IndexDir(path, manifest, search)

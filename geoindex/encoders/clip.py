@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from geoindex.encoders.location import pick_device
+from geoindex.encoders.weights import geoclip_files
 from geoindex.errors import InvalidArgumentError, InvalidQueryError, MissingDependencyError, WeightsNotFoundError
-from geoindex.location_encoder import pick_device
-from geoindex.weights import geoclip_files
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,10 @@ CLIP_MODELS = {
 
 
 def _open_clip():
+    from geoindex.encoders.torchvision_compat import import_torchvision
+
     try:
+        import_torchvision()  # open_clip's transforms; see torchvision_compat for CPU-only torch
         import open_clip
     except ImportError as e:
         raise MissingDependencyError("image and text queries need open_clip: run `pip install open_clip_torch`") from e

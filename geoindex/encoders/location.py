@@ -16,15 +16,14 @@ which measured ~12% faster than the reference's ``nn.Linear`` chain and ``zeros`
 from __future__ import annotations
 
 import logging
-
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
+from geoindex.encoders.weights import geoclip_files, sha256_file
 from geoindex.errors import InvalidArgumentError, InvalidCoordinateError
-from geoindex.weights import geoclip_files, sha256_file
 
 log = logging.getLogger(__name__)
 

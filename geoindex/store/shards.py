@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from geoindex.encoders.location import EMBED_DIM
+
 
 @dataclass(frozen=True)
 class ShardFile:
@@ -51,3 +53,19 @@ def iter_vectors(shards: list[ShardFile]) -> Iterator[tuple[np.ndarray, np.ndarr
         data = shard.read("cell", "vectors")
         if len(data["cell"]):
             yield data["cell"], data["vectors"]
+
+
+def sample_vectors(shards: list[ShardFile], counts: list[int], size: int, seed: int) -> np.ndarray:
+    """A seeded, order-independent sample of ``size`` gallery vectors."""
+    n = sum(counts)
+    picks = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+    out = np.empty((size, EMBED_DIM), dtype=np.float32)
+    start, filled = 0, 0
+    for shard, count in zip(shards, counts):
+        lo, hi = np.searchsorted(picks, [start, start + count])
+        if hi > lo:
+            xb = shard.read("vectors")["vectors"]
+            out[filled : filled + hi - lo] = xb[picks[lo:hi] - start]
+            filled += hi - lo
+        start += count
+    return out

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from geoindex.gallery import CellBatch, cell_areas_km2
-from geoindex.geocode import reverse_geocode
+from geoindex.cells.gallery import CellBatch, cell_areas_km2
+from geoindex.cells.geocode import reverse_geocode
 
 CELLS_DDL = """
 CREATE TABLE cells (

@@ -2,28 +2,24 @@
 
 Either every H3 cell at a resolution (``cells="land"`` keeps a cell when its centre or any
 boundary vertex is on land; ``cells="all"`` keeps oceans too), or the rows of a lat,lng CSV
-(for example GeoCLIP's own 100K gallery). Galleries are enumerated in shards so memory stays
-bounded at any resolution: an H3 gallery's shard is one cell at resolution ``max(0, R - 5)``
-and its children at R (at most 7^5 = 16,807 cells); a CSV gallery's shard is a run of rows.
+(:mod:`geoindex.cells.csv_gallery`, for example GeoCLIP's own 100K gallery). Galleries are
+enumerated in shards so memory stays bounded at any resolution: an H3 gallery's shard is one
+cell at resolution ``max(0, R - 5)`` and its children at R (at most 7^5 = 16,807 cells).
 """
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import h3
 import h3.api.numpy_int as h3n
 import numpy as np
 
-from geoindex.errors import GalleryFileError, InvalidArgumentError
-from geoindex.landmask import is_land
+from geoindex.cells.landmask import is_land
+from geoindex.errors import InvalidArgumentError
 
 MAX_LOCAL_RESOLUTION = 9  # above this the gallery has > 4.8e9 cells: distributed build only
 SHARD_DEPTH = 5  # an H3 shard is a cell this many resolutions above the gallery (<= 16,807 cells)
-CSV_SHARD_ROWS = 100_000
 CELL_CHOICES = ("land", "all")
 
 
@@ -110,66 +106,3 @@ def h3_shard(root: int, resolution: int, cells: str) -> CellBatch:
 def cell_areas_km2(cell: np.ndarray) -> np.ndarray:
     """(n,) int64 H3 ids -> (n,) float64 exact cell areas in km^2."""
     return np.fromiter((h3n.cell_area(np.uint64(c), "km^2") for c in cell), np.float64, len(cell))
-
-
-def read_gallery_csv(path: str | Path) -> np.ndarray:
-    """A CSV of lat,lng rows (header optional; columns named lat/latitude and lng/lon/longitude
-    picked by name when a header exists) -> (n, 2) float64 lat, lng degrees.
-
-    Raises GalleryFileError naming the first bad row (1-based line number) and the fix.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise GalleryFileError(f"gallery CSV {str(path)!r} does not exist: give a path to a lat,lng CSV")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        raise GalleryFileError(f"gallery CSV {str(path)!r} is empty: it needs lat,lng rows")
-    lat_col, lng_col, start = 0, 1, 0
-    header = [h.strip().lower() for h in rows[0]]
-    if not _is_number(header[0] if header else ""):
-        lat_names, lng_names = ("lat", "latitude"), ("lng", "lon", "long", "longitude")
-        try:
-            lat_col = next(i for i, h in enumerate(header) if h in lat_names)
-            lng_col = next(i for i, h in enumerate(header) if h in lng_names)
-        except StopIteration:
-            raise GalleryFileError(
-                f"gallery CSV {str(path)!r} header {rows[0]} has no lat and lng/lon columns: "
-                "name them lat,lng (or LAT,LON) or drop the header"
-            ) from None
-        start = 1
-    out = np.empty((len(rows) - start, 2), dtype=np.float64)
-    for k, row in enumerate(rows[start:]):
-        line = k + start + 1
-        try:
-            lat, lng = float(row[lat_col]), float(row[lng_col])
-        except (ValueError, IndexError):
-            raise GalleryFileError(
-                f"gallery CSV {str(path)!r} line {line}: {','.join(row)!r} is not a lat,lng pair of "
-                "numbers: fix or delete that line"
-            ) from None
-        if not (np.isfinite(lat) and np.isfinite(lng) and abs(lat) <= 90 and abs(lng) <= 180):
-            raise GalleryFileError(
-                f"gallery CSV {str(path)!r} line {line}: lat, lng = {lat}, {lng} is outside "
-                "[-90, 90] x [-180, 180]: fix that line (is it lng,lat?)"
-            )
-        out[k] = lat, lng
-    if len(out) == 0:
-        raise GalleryFileError(f"gallery CSV {str(path)!r} has a header but no rows")
-    return out
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def csv_shards(latlng: np.ndarray) -> Iterator[tuple[int, CellBatch]]:
-    """(shard number, batch) over a CSV gallery; ids are row numbers."""
-    for shard, start in enumerate(range(0, len(latlng), CSV_SHARD_ROWS)):
-        part = latlng[start : start + CSV_SHARD_ROWS]
-        ids = np.arange(start, start + len(part), dtype=np.int64)
-        yield shard, CellBatch(ids, part[:, 0].copy(), part[:, 1].copy(), is_land(part[:, 0], part[:, 1]))

@@ -8,10 +8,11 @@ that its codes lost. The cost is R encoder passes per query: ~0.15 ms of one CPU
 (benchmarks/bench_recall.py, res 6: PQ64 + rerank=32 answers in ~5 ms); on CUDA, when torch
 sees a GPU, far less (not measured: no GPU on this project's machines).
 
-Search strings carry it beside FAISS's own parameters: ``"nprobe=16,rerank=32"``. Semantics
-follow FAISS's refine indexes: the R best approximate candidates are re-scored with their
-exact cosine and sorted; candidates after the first R keep their approximate order and scores,
-capped just below the lowest exact score of the first R (so they never outrank a re-scored one).
+Search strings carry it beside FAISS's own parameters: ``"nprobe=16,rerank=32"``
+(:class:`geoindex.index.search.SearchSettings`). Semantics follow FAISS's refine indexes: the R
+best approximate candidates are re-scored with their exact cosine and sorted; candidates after
+the first R keep their approximate order and scores, capped just below the lowest exact score of
+the first R (so they never outrank a re-scored one).
 """
 
 from __future__ import annotations
@@ -20,35 +21,6 @@ import threading
 from collections.abc import Callable
 
 import numpy as np
-
-from geoindex.errors import InvalidArgumentError
-
-RERANK_KEY = "rerank"
-MAX_RERANK = 4096
-
-
-def split_search(search: str | None) -> tuple[str, int | None]:
-    """``"nprobe=16,rerank=32"`` -> ``("nprobe=16", 32)``: FAISS's part and the re-rank depth
-    (0: off; None: not named). InvalidArgumentError for a rerank value that is not an integer
-    in 0..MAX_RERANK."""
-    if not search:
-        return "", None
-    keep, rerank = [], None
-    for part in search.split(","):
-        name, _, value = part.partition("=")
-        if name.strip() != RERANK_KEY:
-            keep.append(part.strip())
-            continue
-        try:
-            rerank = int(value)
-        except ValueError:
-            rerank = -1
-        if not 0 <= rerank <= MAX_RERANK:
-            raise InvalidArgumentError(
-                f"search parameter {part.strip()!r}: rerank takes an integer 0..{MAX_RERANK}, the candidates "
-                "re-scored exactly per query, e.g. rerank=32 (0: off)"
-            )
-    return ",".join(p for p in keep if p), rerank
 
 
 class ExactReranker:
@@ -72,7 +44,7 @@ class ExactReranker:
             if self._model is None:
                 import torch
 
-                from geoindex.location_encoder import load_location_encoder
+                from geoindex.encoders.location import load_location_encoder
 
                 device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
                 self._model = load_location_encoder(device)
@@ -82,7 +54,7 @@ class ExactReranker:
         """(n, 512) float32 L2-normalised queries and FAISS's (n, c) D, I -> D, I with the first
         min(r, c) columns re-scored exactly and sorted best first, the rest capped just below the
         lowest of those (order kept); -1 ids stay at the end."""
-        from geoindex.location_encoder import encode_latlng
+        from geoindex.encoders.location import encode_latlng
 
         r = min(r, I.shape[1])
         if r == 0:

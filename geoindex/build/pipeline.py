@@ -11,10 +11,7 @@ and produces the same index (same shards, same seeded sample, same add order).
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
-import os
 import resource
 import shutil
 import time
@@ -29,33 +26,39 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from geoindex import faiss_index, gallery, manifest
+from geoindex.build.self_check import self_check
+from geoindex.build.workdir import check_output, fresh_staging, lock_work_dir, prepare_work_dir, publish, work_dir_for
+from geoindex.cells import csv_gallery, gallery
+from geoindex.encoders.location import EMBED_DIM, encode_latlng, load_location_encoder, pick_device
+from geoindex.encoders.weights import geoclip_files, sha256_file
 from geoindex.errors import IndexDirError, InvalidArgumentError
-from geoindex.h3ids import cell_to_parent
-from geoindex.location_encoder import EMBED_DIM, encode_latlng, load_location_encoder, pick_device
-from geoindex.metadata import shard_metadata, write_cells_table
-from geoindex.rerank import ExactReranker, split_search
-from geoindex.shards import ShardFile, iter_vectors, shard_files
-from geoindex.weights import geoclip_files, sha256_file
+from geoindex.index import factory as index_factory
+from geoindex.index.builder import IndexBuilder
+from geoindex.index.h3lists import h3_centroids, list_numbers, list_parents
+from geoindex.index.search import SearchSettings, apply_search_settings
+from geoindex.store import manifest
+from geoindex.store.cells_db import shard_metadata, write_cells_table
+from geoindex.store.shards import ShardFile, iter_vectors, sample_vectors, shard_files
 
 log = logging.getLogger(__name__)
 
 TRAIN_MIN = 65_536
 TRAIN_PER_LIST = 64
 TRAIN_MAX = 300_000
-CHECK_QUERIES = 256
 
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """Everything that decides an index. ``resolution`` for H3 galleries, or ``gallery_csv``."""
+    """Everything that decides an index. ``resolution`` for H3 galleries, or ``gallery_csv``.
+    ``search``: the index's default search settings (a search string is parsed here, once);
+    None: the factory's default."""
 
     out: Path
     resolution: int | None = None
     cells: str = "land"
     gallery_csv: Path | None = None
     factory: str = "auto"
-    search: str | None = None
+    search: SearchSettings | None = None
     batch_size: int = 8192
     device: str = "auto"
     precision: str = "fp32"
@@ -63,27 +66,16 @@ class BuildConfig:
     seed: int = 1234
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        if isinstance(self.search, str):
+            object.__setattr__(self, "search", SearchSettings.parse(self.search))
+
 
 @dataclass
 class BuildResult:
     path: Path
     manifest: dict[str, Any]
     check: dict[str, Any] = field(default_factory=dict)
-
-
-def work_dir_for(out: Path) -> Path:
-    return out.parent / f".{out.name}.partial"
-
-
-def _check_output(config: BuildConfig) -> None:
-    out = config.out
-    if out.exists() and not out.is_dir():
-        raise IndexDirError(f"--out {str(out)!r} is a file: give a directory path")
-    if out.is_dir() and any(out.iterdir()) and not config.overwrite:
-        raise IndexDirError(
-            f"--out {str(out)!r} exists and is not empty: pass --overwrite to replace it, "
-            "or choose another directory"
-        )
 
 
 def _fingerprint(config: BuildConfig, weights_sha: str, device: torch.device, csv_sha: str | None) -> dict:
@@ -97,43 +89,6 @@ def _fingerprint(config: BuildConfig, weights_sha: str, device: torch.device, cs
         "batch_size": config.batch_size,
         "shard_depth": gallery.SHARD_DEPTH,
     }
-
-
-def _lock_work_dir(work: Path):
-    """Hold an exclusive lock on the work dir for this process's lifetime (one builder per DIR)."""
-    work.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = work.parent / f"{work.name}.lock"
-    handle = open(lock_path, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise IndexDirError(
-            f"another build_index is writing {work.parent / work.name[1:-len('.partial')]} "
-            f"(lock {lock_path}): wait for it to finish, or stop it first"
-        ) from None
-    return handle
-
-
-def _prepare_work_dir(work: Path, fingerprint: dict) -> int:
-    """Create or reuse the work dir; return how many finished shards it already holds."""
-    stamp = work / "build.json"
-    if work.is_dir():
-        try:
-            previous = json.loads(stamp.read_text())
-        except (OSError, ValueError):
-            previous = None
-        if previous == fingerprint:
-            done = len(list((work / "shards").glob("*.npz")))
-            if done:
-                log.info("resuming: %d finished shards in %s", done, work)
-            return done
-        log.warning("%s holds shards of a different build (%s): starting afresh", work,
-                    "no build.json" if previous is None else "options or weights changed")
-        shutil.rmtree(work)
-    (work / "shards").mkdir(parents=True)
-    stamp.write_text(json.dumps(fingerprint, indent=2))
-    return 0
 
 
 def _max_rss_mib() -> float:
@@ -154,17 +109,17 @@ def build(config: BuildConfig) -> BuildResult:
     timer = _Timer()
     csv_latlng, csv_sha = None, None
     if config.gallery_csv is not None:
-        csv_latlng = gallery.read_gallery_csv(config.gallery_csv)
+        csv_latlng = csv_gallery.read_gallery_csv(config.gallery_csv)
         csv_sha = sha256_file(Path(config.gallery_csv))
         resolution = None
     else:
         resolution = gallery.validate_resolution(config.resolution)
         gallery.validate_cells(config.cells)
-    faiss_index.check_factory(config.factory, resolution, config.search,
-                              None if csv_latlng is None else len(csv_latlng))
+    index_factory.check_factory(config.factory, resolution, config.search,
+                                None if csv_latlng is None else len(csv_latlng))
     if config.batch_size <= 0:
         raise InvalidArgumentError(f"--batch-size {config.batch_size} must be positive: try 8192")
-    _check_output(config)
+    check_output(config.out, config.overwrite)
 
     files = geoclip_files()
     weights_sha = sha256_file(files.location_encoder)
@@ -172,7 +127,7 @@ def build(config: BuildConfig) -> BuildResult:
     model = load_location_encoder(device, config.precision)
     out = config.out.resolve()
     work = work_dir_for(out)
-    lock = _lock_work_dir(work)
+    lock = lock_work_dir(work)
     try:
         return _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, device,
                              model, out, work, timer, t_total)
@@ -183,7 +138,7 @@ def build(config: BuildConfig) -> BuildResult:
 
 def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, device, model,
                   out: Path, work: Path, timer: _Timer, t_total: float) -> BuildResult:
-    _prepare_work_dir(work, _fingerprint(config, weights_sha, device, csv_sha))
+    prepare_work_dir(work, _fingerprint(config, weights_sha, device, csv_sha))
 
     shards = _encode_shards(config, resolution, csv_latlng, model, work, timer)
     counts = [s.count() for s in shards]
@@ -196,14 +151,15 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
     t = time.perf_counter()
     cells = np.concatenate([s.read("cell")["cell"] for s in shards])
     plan, parents = _plan(config.factory, n, resolution, cells)
-    search = config.search if config.search is not None else faiss_index.default_search(config.factory, plan, resolution, n)
-    builder = faiss_index.IndexBuilder(plan, use_gpu=None)
-    faiss_index.apply_search_params(builder.cpu_index, search)
+    search = config.search if config.search is not None else \
+        index_factory.default_search(config.factory, plan, resolution, n)
+    builder = IndexBuilder(plan, use_gpu=None)
+    apply_search_settings(builder.cpu_index, search)
     if parents is not None:
-        builder.set_h3_centroids(_h3_centroids(shards, parents, plan.h3_list_res))
+        builder.set_h3_centroids(h3_centroids(iter_vectors(shards), parents, plan.h3_list_res))
     train_size = _train_size(plan, builder.cpu_index, n)
     if not builder.index.is_trained:
-        sample = _sample(shards, counts, train_size, config.seed)
+        sample = sample_vectors(shards, counts, train_size, config.seed)
         builder.train(sample)
         del sample
     timer.add("train", t)
@@ -213,21 +169,18 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
         for ids, xb in iter_vectors(shards):
             lists = None
             if parents is not None:
-                lists = np.searchsorted(parents, cell_to_parent(ids, plan.h3_list_res))
+                lists = list_numbers(ids, parents, plan.h3_list_res)
             builder.add(xb, ids, lists)
             bar.update(len(ids))
     index = builder.finish()
-    faiss_index.apply_search_params(index, search)
+    apply_search_settings(index, search)
     timer.add("add", t)
 
     t = time.perf_counter()
-    check = self_check(index, shards, counts, config.seed, split_search(search)[1] or 0, model)
+    check = self_check(index, shards, counts, config.seed, search.rerank_depth, model)
     timer.add("self_check", t)
 
-    staging = work / "staging"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
+    staging = fresh_staging(work)
     t = time.perf_counter()
     faiss.write_index(index, str(staging / manifest.VECTORS))
     ntotal, nlist, built_on_gpu = int(index.ntotal), _nlist(index), builder.on_gpu
@@ -259,7 +212,7 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
             "factory_requested": config.factory,
             "factory": plan.factory,
             "faiss_factory": plan.faiss_factory,
-            "search": search,
+            "search": str(search),
             "ntotal": ntotal,
             "nlist": nlist,
             "h3_list_resolution": plan.h3_list_res,
@@ -274,7 +227,7 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
         "files": manifest.file_entries(staging, manifest.REQUIRED_FILES),
     }
     manifest.write_manifest(staging, man)
-    _publish(staging, out)
+    publish(staging, out)
     shutil.rmtree(work, ignore_errors=True)
     return BuildResult(out, man, check)
 
@@ -295,10 +248,10 @@ def _bar(config: BuildConfig, total: int, desc: str, unit: str) -> tqdm:
 def _encode_shards(config, resolution, csv_latlng, model, work: Path, timer: _Timer) -> list[ShardFile]:
     """Stage 1: enumerate, encode and describe every shard not yet on disk."""
     if csv_latlng is not None:
-        parts = dict(gallery.csv_shards(csv_latlng))
+        parts = dict(csv_gallery.csv_shards(csv_latlng))
         keys = [f"rows{k:06d}" for k in parts]
         shards = shard_files(work / "shards", keys)
-        jobs = [(s, lambda k=k: parts[k], gallery.CSV_SHARD_ROWS) for s, k in zip(shards, parts)]
+        jobs = [(s, lambda k=k: parts[k], csv_gallery.CSV_SHARD_ROWS) for s, k in zip(shards, parts)]
         total = len(csv_latlng)
     else:
         roots = gallery.h3_shard_roots(resolution)
@@ -332,24 +285,11 @@ def _encode_shards(config, resolution, csv_latlng, model, work: Path, timer: _Ti
 
 def _plan(factory: str, n: int, resolution: int | None, cells: np.ndarray):
     """Resolve the factory; for IVFH3 also return the sorted parent ids (one list each)."""
-    plan = faiss_index.resolve(factory, n, resolution, n_parents=0)
+    plan = index_factory.resolve(factory, n, resolution, n_parents=0)
     if plan.h3_list_res is None:
         return plan, None
-    parents = np.unique(cell_to_parent(cells, plan.h3_list_res))
-    return faiss_index.resolve(factory, n, resolution, n_parents=len(parents)), parents
-
-
-def _h3_centroids(shards: list[ShardFile], parents: np.ndarray, list_res: int) -> np.ndarray:
-    """(len(parents), 512) float32: L2-normalised mean of each parent's children."""
-    sums = np.zeros((len(parents), EMBED_DIM), dtype=np.float64)
-    for ids, xb in iter_vectors(shards):
-        lists = np.searchsorted(parents, cell_to_parent(ids, list_res))
-        order = np.argsort(lists, kind="stable")
-        lists, xb = lists[order], xb[order]
-        starts = np.flatnonzero(np.r_[True, lists[1:] != lists[:-1]])
-        sums[lists[starts]] += np.add.reduceat(xb.astype(np.float64), starts, axis=0)
-    norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    return (sums / np.maximum(norms, 1e-12)).astype(np.float32)
+    parents = list_parents(cells, plan.h3_list_res)
+    return index_factory.resolve(factory, n, resolution, n_parents=len(parents)), parents
 
 
 def _train_size(plan, index: faiss.Index, n: int) -> int:
@@ -362,85 +302,10 @@ def _train_size(plan, index: faiss.Index, n: int) -> int:
     return int(min(n, wanted, TRAIN_MAX))
 
 
-def _sample(shards: list[ShardFile], counts: list[int], size: int, seed: int) -> np.ndarray:
-    """A seeded, order-independent sample of ``size`` gallery vectors."""
-    n = sum(counts)
-    picks = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-    out = np.empty((size, EMBED_DIM), dtype=np.float32)
-    start, filled = 0, 0
-    for shard, count in zip(shards, counts):
-        lo, hi = np.searchsorted(picks, [start, start + count])
-        if hi > lo:
-            xb = shard.read("vectors")["vectors"]
-            out[filled : filled + hi - lo] = xb[picks[lo:hi] - start]
-            filled += hi - lo
-        start += count
-    return out
-
-
-def self_check(index: faiss.Index, shards: list[ShardFile], counts: list[int], seed: int,
-               rerank: int = 0, model=None) -> dict:
-    """Query the finished index with the exact vectors of up to 256 seeded gallery cells, as a
-    query would: with the stored search parameters, re-ranking the top ``rerank`` exactly.
-
-    ``self_hit_at_1``: share whose top-1 is the cell itself; ``recall_at_10``: overlap of the
-    top-10 with exact (brute-force) top-10 over all vectors.
-    """
-    n = sum(counts)
-    m = min(CHECK_QUERIES, n)
-    xq = _sample(shards, counts, m, seed + 1)
-    rng_ids = np.concatenate([s.read("cell")["cell"] for s in shards])
-    picks = np.sort(np.random.default_rng(seed + 1).choice(n, size=m, replace=False))
-    own = rng_ids[picks]
-    k = min(10, n)
-    D, I = index.search(xq, max(k, min(rerank, n)))
-    if rerank:
-        meta = [s.read("lat", "lng") for s in shards]
-        order = np.argsort(rng_ids)
-        lat, lng = np.concatenate([d["lat"] for d in meta])[order], np.concatenate([d["lng"] for d in meta])[order]
-        sorted_ids = rng_ids[order]
-
-        def latlng_of(ids):
-            rows = np.searchsorted(sorted_ids, ids)
-            return np.column_stack((lat[rows], lng[rows]))
-
-        D, I = ExactReranker(latlng_of, model=model).rerank(xq, D, I, rerank)
-    I = I[:, :k]
-    best_d = np.full((m, k), -np.inf, dtype=np.float32)
-    best_i = np.full((m, k), -1, dtype=np.int64)
-    for ids, xb in iter_vectors(shards):
-        d = xq @ xb.T
-        cand_d = np.concatenate([best_d, d], axis=1)
-        cand_i = np.concatenate([best_i, np.broadcast_to(ids, d.shape)], axis=1)
-        top = np.argpartition(-cand_d, k - 1, axis=1)[:, :k]
-        best_d = np.take_along_axis(cand_d, top, 1)
-        best_i = np.take_along_axis(cand_i, top, 1)
-    recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(I, best_i)])
-    return {
-        "queries": int(m),
-        "self_hit_at_1": round(float(np.mean(I[:, 0] == own)), 4),
-        "recall_at_10": round(float(recall), 4),
-    }
-
-
 def _gallery_entry(config: BuildConfig, resolution: int | None, csv_sha: str | None, n: int) -> dict:
     if csv_sha is not None:
         return {"kind": "csv", "path": str(config.gallery_csv), "sha256": csv_sha, "count": n}
     return {"kind": "h3", "resolution": resolution, "cells": config.cells, "count": n}
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Rename the finished staging dir to ``out`` (replacing an old index only at the last step)."""
-    old = None
-    if out.exists():
-        if any(out.iterdir()):
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        else:
-            out.rmdir()
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def summary_line(result: BuildResult) -> str:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from geoindex.cells.h3ids import parent_masks
 from geoindex.errors import InvalidQueryError
-from geoindex.h3ids import parent_masks
 
 _CC = re.compile(r"^[A-Z]{2}$")
 

@@ -1,0 +1,99 @@
+"""Train then add: an empty FAISS index for a resolved plan, filled on the GPU when faiss-gpu and a
+GPU are present (k-means lists), else on the CPU, and handed back as a CPU index to write.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faiss
+import numpy as np
+
+from geoindex.errors import InvalidArgumentError
+from geoindex.index.factory import IndexPlan, new_index
+from geoindex.index.search import faiss_reason
+
+log = logging.getLogger(__name__)
+
+
+def gpu_available() -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+class IndexBuilder:
+    """Train then add, on the GPU when faiss-gpu and a GPU are present, else on the CPU.
+
+    For IVFH3 plans call :meth:`set_h3_centroids` before :meth:`train`, and pass ``lists`` to
+    :meth:`add`. :meth:`finish` returns a CPU index ready to write.
+    """
+
+    def __init__(self, plan: IndexPlan, use_gpu: bool | None = None):
+        self.plan = plan
+        self.cpu_index = new_index(plan)
+        ivf = faiss.try_extract_index_ivf(self.cpu_index)
+        ivf = faiss.downcast_index(ivf) if ivf is not None else None
+        if isinstance(ivf, faiss.IndexIVFPQ) and ivf.do_polysemous_training:
+            # index_factory turns polysemous training on for IVF..,PQ; its codes only matter with
+            # polysemous_ht set, which geoindex never does, and it costs ~60 s per PQ64 build.
+            ivf.do_polysemous_training = False
+        self.index = self.cpu_index
+        self.on_gpu = False
+        want_gpu = gpu_available() if use_gpu is None else use_gpu
+        if use_gpu and not gpu_available():
+            log.warning("GPU build asked for but faiss has no GPU (install faiss-gpu): building on the CPU")
+        if want_gpu and gpu_available():
+            if plan.h3_list_res is not None:
+                log.info("IVFH3 lists are pre-assigned on the CPU (no k-means to accelerate)")
+            elif plan.is_ivf:
+                self._to_gpu()
+            else:
+                log.info("%s has no training to accelerate: adding on the CPU", plan.faiss_factory)
+
+    def _to_gpu(self) -> None:
+        try:
+            self._gpu_res = faiss.StandardGpuResources()
+            options = faiss.GpuClonerOptions()
+            options.useFloat16 = True  # only affects the PQ lookup tables, not stored codes
+            self.index = faiss.index_cpu_to_gpu(self._gpu_res, 0, self.cpu_index, options)
+            self.on_gpu = True
+            log.info("training and adding on GPU 0")
+        except RuntimeError as e:
+            log.warning("faiss cannot build %r on the GPU (%s): building on the CPU",
+                        self.plan.faiss_factory, faiss_reason(e))
+            self.index = self.cpu_index
+
+    def set_h3_centroids(self, centroids: np.ndarray) -> None:
+        """(nlist, 512) float32 L2-normalised list centroids, in list-number order."""
+        ivf = self.cpu_index
+        if centroids.shape != (ivf.nlist, ivf.d):
+            raise InvalidArgumentError(
+                f"centroids shape {centroids.shape} != (nlist, d) = {(ivf.nlist, ivf.d)}"
+            )
+        ivf.quantizer.reset()
+        ivf.quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+
+    def train(self, sample: np.ndarray) -> None:
+        """Train on (m, 512) float32 vectors (k-means lists and/or codec)."""
+        if not self.index.is_trained:
+            self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
+
+    def add(self, xb: np.ndarray, ids: np.ndarray, lists: np.ndarray | None = None) -> None:
+        """Add (n, 512) float32 vectors with (n,) int64 ids; ``lists`` (n,) int64 for IVFH3."""
+        xb = np.ascontiguousarray(xb, dtype=np.float32)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if self.plan.h3_list_res is not None:
+            if lists is None:
+                raise InvalidArgumentError("IVFH3 add needs the list number of every vector")
+            # Named references: add_core reads through raw pointers, so the arrays must outlive it.
+            lists = np.ascontiguousarray(lists, dtype=np.int64)
+            self.cpu_index.add_core(len(xb), faiss.swig_ptr(xb), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
+            del lists
+            return
+        self.index.add_with_ids(xb, ids)
+
+    def finish(self) -> faiss.Index:
+        if self.on_gpu:
+            self.cpu_index = faiss.index_gpu_to_cpu(self.index)
+            self.index = self.cpu_index
+            self.on_gpu = False
+        return self.cpu_index

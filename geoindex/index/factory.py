@@ -1,0 +1,193 @@
+"""FAISS index factory strings: parse, check, resolve (``IVF`` rule, ``IVFH3`` lists), the measured default.
+
+Factory strings are FAISS's own (``"Flat"``, ``"IVF4096,SQ8"``, ``"IVF16384,PQ64,RFlat"``) with
+two geoindex extensions, resolved into plain FAISS strings before anything is built:
+
+- ``IVF`` with no list count (``"IVF,SQ8"``): k-means lists, nlist = 4 * sqrt(n) rounded to a
+  power of two, at least 1 and at most n / 39 (FAISS wants >= 39 training points per list).
+- ``IVFH3`` (``"IVFH3,SQ8"``) or ``IVFH3r<p>`` (``"IVFH3r3,SQ8"``): one inverted list per H3
+  parent cell at resolution p (default ``max(0, R - 3)``, ~343 children a list); the centroid is
+  the L2-normalised mean of the children's vectors and every vector goes to its parent's list
+  (``faiss.contrib.ivf_tools.add_preassigned``). Geography replaces k-means: no clustering cost,
+  and neighbouring cells, whose fine Fourier components differ sharply, share a list.
+
+``auto`` picks the measured default (``MEASURED_DEFAULTS``, chosen by benchmarks/bench_recall.py
+and tied to its results/recall.json by a test): per H3 resolution the codec that reaches
+recall@10 >= 0.95 against exact search with the fewest code bytes per vector, and the smallest
+nprobe that reaches it. Below the measured range (res <= 2, a few thousand cells) and for CSV
+galleries under ``FLAT_MAX`` rows: ``Flat`` (exact); above it, res 6's choice; larger CSV
+galleries: ``IVF,SQ8``. The choice depends only on what is known before encoding, so search
+parameters are checked up front.
+Metric is always inner product on L2-normalised vectors; ids are H3 cell ids (int64).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import faiss
+
+from geoindex.encoders.location import EMBED_DIM
+from geoindex.errors import InvalidArgumentError
+from geoindex.index.search import SearchSettings, apply_search_settings, faiss_reason
+
+FLAT_MAX = 20_000
+H3_LIST_DEPTH = 3
+DEFAULT_SEARCH = {"ivf": SearchSettings(nprobe=16), "hnsw": SearchSettings(ef_search=64), "flat": SearchSettings()}
+# (factory, search) per H3 resolution, from benchmarks/results/recall.json "chosen" (README,
+# "Index factories and the default"): the fewest code bytes reaching recall@10 >= 0.95. SQ8
+# (512 B) at res 3-5; at res 6 cells are dense enough for 4-bit SQ (256 B) on H3-parent lists.
+# No PQ code of <= 128 B reaches 0.95 on its own at any measured resolution (best: PQ128,
+# 0.85-0.92); with exact re-ranking (search "rerank=R", geoindex.locate.rerank) PQ64 does at res
+# 6, at 3-10 ms a query on one core: over the 1 ms a default may cost, so an option, not the default.
+MEASURED_DEFAULTS: dict[int, tuple[str, SearchSettings]] = {
+    3: ("IVF,SQ8", SearchSettings(nprobe=32)),
+    4: ("IVF,SQ8", SearchSettings(nprobe=16)),
+    5: ("IVF,SQ8", SearchSettings(nprobe=4)),
+    6: ("IVFH3,SQ4", SearchSettings(nprobe=4)),
+}
+_IVF_TOKEN = re.compile(r"^IVF(?P<nlist>\d+)?$")
+_IVFH3_TOKEN = re.compile(r"^IVFH3(?:r(?P<res>\d+))?$")
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """A resolved factory: what FAISS builds, and how lists are formed.
+
+    ``factory``: the geoindex string with every number filled in (``"IVFH3r3,SQ8"``).
+    ``faiss_factory``: the string handed to ``faiss.index_factory`` (``"IVF14158,SQ8"``).
+    ``h3_list_res``: parent resolution of the lists for IVFH3, else None.
+    """
+
+    factory: str
+    faiss_factory: str
+    h3_list_res: int | None = None
+
+    @property
+    def is_ivf(self) -> bool:
+        return self.faiss_factory.split(",")[0].startswith("IVF") or ",IVF" in self.faiss_factory
+
+
+def _split(factory: str) -> tuple[str, str]:
+    head, _, rest = factory.strip().partition(",")
+    return head.strip(), rest.strip()
+
+
+def nlist_rule(n: int) -> int:
+    """Default k-means list count for n vectors: 2^round(log2(4 sqrt n)), clipped to [1, n // 39]."""
+    if n <= 0:
+        return 1
+    nlist = 2 ** round(math.log2(max(1.0, 4 * math.sqrt(n))))
+    return int(max(1, min(nlist, n // 39)))
+
+
+def h3_list_resolution(resolution: int | None, requested: int | None) -> int:
+    if resolution is None:
+        raise InvalidArgumentError(
+            "IVFH3 lists follow H3 parents, but this gallery is not an H3 gallery (CSV rows): "
+            "use --index IVF,SQ8 or Flat"
+        )
+    res = max(0, resolution - H3_LIST_DEPTH) if requested is None else requested
+    if res >= resolution:
+        raise InvalidArgumentError(
+            f"IVFH3r{res}: list resolution must be coarser than the gallery's ({resolution}): "
+            f"use IVFH3r{max(0, resolution - H3_LIST_DEPTH)} or plain IVFH3"
+        )
+    return res
+
+
+def auto_choice(resolution: int | None, n_rows: int | None = None) -> tuple[str, SearchSettings]:
+    """The default (factory, search) for an H3 resolution, or for a CSV gallery of ``n_rows`` rows."""
+    if resolution is None:
+        return ("Flat", DEFAULT_SEARCH["flat"]) if (n_rows or 0) < FLAT_MAX else ("IVF,SQ8", DEFAULT_SEARCH["ivf"])
+    if resolution < min(MEASURED_DEFAULTS):
+        return "Flat", DEFAULT_SEARCH["flat"]
+    return MEASURED_DEFAULTS[min(resolution, max(MEASURED_DEFAULTS))]
+
+
+def auto_factory(resolution: int | None, n_rows: int | None = None) -> str:
+    return auto_choice(resolution, n_rows)[0]
+
+
+def check_factory(factory: str, resolution: int | None, search: SearchSettings | None = None,
+                  n_rows: int | None = None) -> None:
+    """Fail fast on a malformed factory or search string, before any encoding (dummy list count)."""
+    if factory == "auto":
+        factory = auto_factory(resolution, n_rows)
+    head, rest = _split(factory)
+    if m := _IVFH3_TOKEN.match(head):
+        h3_list_resolution(resolution, int(m["res"]) if m["res"] else None)
+        if not rest:
+            raise InvalidArgumentError(f"factory {factory!r} names no codec: use e.g. IVFH3,SQ8")
+        probe = f"IVF16,{rest}"
+        if "," in rest:
+            raise InvalidArgumentError(
+                f"factory {factory!r}: IVFH3 takes a single codec after the lists (SQ8, SQfp16, PQ64, "
+                "Flat); for refinement or transforms use k-means lists, e.g. IVF,PQ64,RFlat"
+            )
+    elif (m := _IVF_TOKEN.match(head)) and m["nlist"] is None:
+        probe = f"IVF16,{rest}" if rest else "IVF16"
+    else:
+        probe = factory
+    index = _make(probe, factory)
+    if search is not None:
+        apply_search_settings(index, search)
+
+
+def _make(faiss_factory: str, shown: str) -> faiss.Index:
+    try:
+        return faiss.index_factory(EMBED_DIM, faiss_factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        raise InvalidArgumentError(
+            f"bad index factory string {shown!r} ({faiss_reason(e)}): give a FAISS factory such as "
+            "Flat, IVFH3,SQ8, IVF4096,SQ8 or IVF,PQ64,RFlat"
+        ) from e
+
+
+def resolve(factory: str, n: int, resolution: int | None, n_parents: int | None = None) -> IndexPlan:
+    """Turn ``factory`` (maybe ``auto``, ``IVF,..`` or ``IVFH3..``) into a concrete IndexPlan.
+
+    ``n``: gallery size. ``n_parents``: distinct H3 parents at the list resolution (IVFH3 only;
+    computed by the caller from the cell ids).
+    """
+    if factory == "auto":
+        factory = auto_factory(resolution, n)
+    head, rest = _split(factory)
+    if m := _IVFH3_TOKEN.match(head):
+        res = h3_list_resolution(resolution, int(m["res"]) if m["res"] else None)
+        if n_parents is None:
+            raise InvalidArgumentError("IVFH3 needs the parent count: pass n_parents")
+        return IndexPlan(f"IVFH3r{res},{rest}", f"IVF{n_parents},{rest}", res)
+    if (m := _IVF_TOKEN.match(head)) and m["nlist"] is None:
+        concrete = f"IVF{nlist_rule(n)}" + (f",{rest}" if rest else "")
+        return IndexPlan(concrete, concrete)
+    return IndexPlan(factory, factory)
+
+
+def default_search(factory: str, plan: IndexPlan, resolution: int | None = None,
+                   n_rows: int | None = None) -> SearchSettings:
+    """The search settings stored when the user gives none: the measured one for ``auto``, else
+    FAISS-family defaults (nprobe 16, efSearch 64)."""
+    if factory == "auto":
+        return auto_choice(resolution, n_rows)[1]
+    if plan.is_ivf:
+        return DEFAULT_SEARCH["ivf"]
+    if "HNSW" in plan.faiss_factory:
+        return DEFAULT_SEARCH["hnsw"]
+    return DEFAULT_SEARCH["flat"]
+
+
+def new_index(plan: IndexPlan) -> faiss.Index:
+    """An empty index for ``plan``: ids are supported (IDMap wrapper where FAISS needs one)."""
+    index = _make(plan.faiss_factory, plan.factory)
+    if plan.h3_list_res is not None:
+        if not isinstance(index, faiss.IndexIVF):
+            raise InvalidArgumentError(f"factory {plan.factory!r} did not give an IVF index")
+        return index
+    if faiss.try_extract_index_ivf(index) is not None and isinstance(index, faiss.IndexIVF):
+        return index
+    return faiss.IndexIDMap(index)
+
+

@@ -1,0 +1,171 @@
+"""Search settings: how a query searches an index, parsed once, at the edge, from a string.
+
+A search string is FAISS's parameter string (``faiss.ParameterSpace``: ``"nprobe=16"``,
+``"efSearch=64"``, ``"k_factor=8"``) plus geoindex's own knobs: ``"rerank=32"`` re-scores the 32
+best candidates exactly (:mod:`geoindex.locate.rerank`). The builder stores one in the manifest as
+the index's default; ``geolocate --search`` and ``QueryOptions(search=...)`` give one per call. Each
+becomes a :class:`SearchSettings` where it enters (CLI flag, manifest, QueryOptions) and travels as
+that object: the core never splits a string.
+
+A per-call setting is laid over the index's default with :meth:`SearchSettings.over`: every knob
+the call names wins, the rest come from the index.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields, replace
+
+import faiss
+
+from geoindex.errors import InvalidArgumentError
+
+MAX_RERANK = 4096
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# string key -> field, for the knobs the core reads; any other name is FAISS's (ParameterSpace)
+_KNOBS = {"nprobe": "nprobe", "efSearch": "ef_search", "rerank": "rerank"}
+_PER_CALL_HINT = "use e.g. nprobe=16 for IVF, efSearch=64 for HNSW, or an empty string for Flat"
+
+
+def _number(text: str) -> int | float:
+    value = float(text)  # ValueError for non-numbers; ParameterSpace reads doubles
+    return int(value) if value.is_integer() and re.fullmatch(r"[+-]?\d+", text.strip()) else value
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """One search's settings. ``None`` means "not named here" (a per-call setting then takes the
+    index's); ``rerank=0`` turns a stored re-ranking off.
+
+    ``nprobe``: IVF lists probed. ``ef_search``: HNSW beam width. ``rerank``: candidates re-scored
+    exactly, 0..MAX_RERANK. ``faiss_extra``: other FAISS ``ParameterSpace`` pairs in the order
+    given (``k_factor``, ``quantizer_efSearch``, ...): applied to the index object when it opens,
+    not per call.
+    """
+
+    nprobe: int | None = None
+    ef_search: int | None = None
+    rerank: int | None = None
+    faiss_extra: tuple[tuple[str, int | float], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str | None) -> SearchSettings:
+        """``"nprobe=16,rerank=32"`` -> ``SearchSettings(nprobe=16, rerank=32)``; None or "" ->
+        nothing named. InvalidArgumentError names the bad part and the fix."""
+        values: dict[str, int] = {}
+        extra: list[tuple[str, int | float]] = []
+        for part in (text or "").split(","):
+            part = part.strip()
+            if not part:
+                continue
+            name, eq, raw = (s.strip() for s in part.partition("="))
+            if name == "rerank":
+                values["rerank"] = _rerank(part, raw)
+                continue
+            try:
+                if not (eq and _NAME.match(name)):
+                    raise ValueError(part)
+                value = _number(raw)
+            except ValueError:
+                raise InvalidArgumentError(
+                    f"search parameters {text!r}: {part!r} is not name=number; {_PER_CALL_HINT}, "
+                    "and rerank=R for exact re-ranking"
+                ) from None
+            if name in _KNOBS:
+                if not isinstance(value, int) or value < 1:
+                    raise InvalidArgumentError(
+                        f"search parameters {text!r}: {name} takes an integer >= 1, e.g. {name}=16"
+                    )
+                values[_KNOBS[name]] = value
+            else:
+                extra.append((name, value))
+        return cls(**values, faiss_extra=tuple(extra))
+
+    def over(self, default: SearchSettings) -> SearchSettings:
+        """These settings laid over ``default`` (the index's): a knob named here wins."""
+        named = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "faiss_extra"}
+        merged = replace(default, **{k: v for k, v in named.items() if v is not None})
+        if self.faiss_extra:
+            mine = dict(self.faiss_extra)
+            merged = replace(merged, faiss_extra=tuple(
+                [(k, v) for k, v in default.faiss_extra if k not in mine] + list(self.faiss_extra)))
+        return merged
+
+    @property
+    def rerank_depth(self) -> int:
+        """Candidates to re-score exactly (0: none)."""
+        return self.rerank or 0
+
+    @property
+    def names_faiss(self) -> bool:
+        """Whether any FAISS parameter is named (a per-call one then overrides the index's)."""
+        return self.nprobe is not None or self.ef_search is not None or bool(self.faiss_extra)
+
+    def faiss_pairs(self) -> list[tuple[str, int | float]]:
+        pairs = [("nprobe", self.nprobe), ("efSearch", self.ef_search), *self.faiss_extra]
+        return [(k, v) for k, v in pairs if v is not None]
+
+    def faiss_string(self) -> str:
+        """The FAISS part as ParameterSpace reads it: ``"nprobe=16"`` ("" when none)."""
+        return ",".join(f"{k}={v}" for k, v in self.faiss_pairs())
+
+    def __str__(self) -> str:
+        """The canonical search string (what a manifest stores): FAISS's part, then rerank."""
+        rerank = [] if self.rerank is None else [f"rerank={self.rerank}"]
+        return ",".join([p for p in [self.faiss_string()] if p] + rerank)
+
+
+def _rerank(part: str, raw: str) -> int:
+    try:
+        rerank = int(raw)
+    except ValueError:
+        rerank = -1
+    if not 0 <= rerank <= MAX_RERANK:
+        raise InvalidArgumentError(
+            f"search parameter {part!r}: rerank takes an integer 0..{MAX_RERANK}, the candidates "
+            "re-scored exactly per query, e.g. rerank=32 (0: off)"
+        )
+    return rerank
+
+
+def faiss_reason(e: RuntimeError) -> str:
+    """FAISS's own sentence from a C++ exception, without the source location."""
+    return str(e).strip().splitlines()[-1].rsplit(": ", 1)[-1][:200]
+
+
+def apply_search_settings(index: faiss.Index, settings: SearchSettings) -> None:
+    """Set the FAISS part on ``index`` itself (its default for every search); InvalidArgumentError
+    when FAISS refuses. Re-ranking is geoindex's: applied at query time."""
+    search = settings.faiss_string()
+    if not search:
+        return
+    try:
+        faiss.ParameterSpace().set_index_parameters(index, search)
+    except RuntimeError as e:
+        raise InvalidArgumentError(
+            f"search parameters {search!r} do not fit this index ({faiss_reason(e)}): {_PER_CALL_HINT}"
+        ) from e
+
+
+def per_call_params(index: faiss.Index, settings: SearchSettings) -> faiss.SearchParameters:
+    """A thread-safe per-query override of ``nprobe`` (IVF) or ``efSearch`` (HNSW) as a
+    SearchParameters object, leaving the index's own defaults untouched."""
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+    is_ivf, is_hnsw = isinstance(inner, faiss.IndexIVF), isinstance(inner, faiss.IndexHNSW)
+    allowed = "nprobe" if is_ivf else "efSearch" if is_hnsw else None
+    named = [k for k, _ in settings.faiss_pairs()]
+    if any(k != allowed for k in named):
+        raise InvalidArgumentError(
+            f"search parameters {settings.faiss_string()!r} do not fit this index: it takes "
+            f"{allowed + '=N (N >= 1)' if allowed else 'no FAISS search parameters (exact)'}"
+            ", and rerank=R for exact re-ranking"
+        )
+    if settings.nprobe is not None:
+        params = faiss.SearchParametersIVF()
+        params.nprobe = min(settings.nprobe, inner.nlist)
+    elif settings.ef_search is not None:
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = settings.ef_search
+    else:
+        params = faiss.SearchParameters()
+    return params

@@ -1,0 +1,89 @@
+"""What a query asks and what it gets back: :class:`QueryOptions` in, :class:`LocateResult` out.
+
+Loose input (CLI flags, HTTP bodies, Python keywords) becomes a QueryOptions at the edge; a
+search string given there is parsed into :class:`~geoindex.index.search.SearchSettings` once, on
+construction, and the query engine sees only that object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from geoindex.encoders.location import EMBED_DIM
+from geoindex.errors import InvalidQueryError
+from geoindex.index.search import SearchSettings
+from geoindex.locate.regions import RegionFilter
+
+DEFAULT_CANDIDATES = 256
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    """How to answer. ``k``: predictions returned; ``candidates``: cells the softmax runs over;
+    ``search``: search settings laid over the index's default (a search string such as
+    ``"nprobe=64,rerank=32"`` is parsed here, once); ``aggregate_res``: sum the
+    mass of cells into H3 parents at this resolution before ranking; ``confidence``: also return
+    the smallest set of cells holding this share of the mass, as GeoJSON; ``region``: filter."""
+
+    k: int = 5
+    candidates: int = DEFAULT_CANDIDATES
+    search: SearchSettings = field(default_factory=SearchSettings)
+    aggregate_res: int | None = None
+    confidence: float | None = None
+    region: RegionFilter = field(default_factory=RegionFilter)
+
+    def __post_init__(self) -> None:
+        if self.search is None or isinstance(self.search, str):
+            object.__setattr__(self, "search", SearchSettings.parse(self.search))
+
+
+@dataclass
+class Prediction:
+    cell: int
+    lat: float
+    lng: float
+    probability: float
+    country: str | None
+    admin1: str | None
+    place: str | None
+    score: float  # cosine similarity of the best cell (inner product of unit vectors)
+    cell_h3: str | None = None  # hex form of ``cell``; None for CSV galleries (row numbers)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)  # flat fields: no deep copy needed (asdict costs ~10x more)
+
+
+@dataclass
+class LocateResult:
+    predictions: list[Prediction]
+    confidence_region: dict | None = None  # GeoJSON Feature (MultiPolygon of the cells)
+
+    def to_dict(self) -> dict:
+        out = {"predictions": [p.to_dict() for p in self.predictions]}
+        if self.confidence_region is not None:
+            out["confidence_region"] = self.confidence_region
+        return out
+
+
+def validate_embeddings(xq) -> np.ndarray:
+    """(n, 512) finite, non-zero floats -> float32 L2-normalised. InvalidQueryError otherwise."""
+    try:
+        arr = np.asarray(xq, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise InvalidQueryError(f"embeddings must be numbers, shape (n, {EMBED_DIM}): {e}") from None
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != EMBED_DIM or arr.shape[0] == 0:
+        raise InvalidQueryError(
+            f"embeddings have shape {tuple(np.shape(xq))}, need (n, {EMBED_DIM}) with n >= 1: "
+            "GeoCLIP image/location embeddings are 512-d"
+        )
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        raise InvalidQueryError(f"embedding {int(np.flatnonzero(~finite)[0])} holds NaN or infinity: send finite numbers")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise InvalidQueryError(f"embedding {int(np.flatnonzero(norms[:, 0] == 0)[0])} is all zeros: it has no direction")
+    return np.ascontiguousarray(arr / norms, dtype=np.float32)
