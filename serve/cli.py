@@ -1,18 +1,22 @@
 """``geoindex-serve --index DIR --host H --port P``: run the HTTP API on uvicorn.
 
 The index and models load before the port opens; an invalid index dir (or missing CLIP weights,
-unless ``--embeddings-only``) stops the start with a one-line message and exit status 2.
+unless ``--embeddings-only``) stops the start with a one-line message and exit status 2. With
+``--workers N`` that check loads an engine in a spawned process that then exits: the supervisor
+itself never holds an index or a model.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
 
-from geoindex.errors import GeoindexError
+from geoindex.errors import GeoindexError, WeightsNotFoundError
 from serve.settings import ENV_VAR, ServeSettings
 
 
@@ -46,16 +50,46 @@ def main(argv: list[str] | None = None) -> int:
     from serve.app import Engine, create_app
 
     settings = ServeSettings(**{f.name: getattr(args, f.name) for f in fields(ServeSettings)})
+    if args.workers > 1:
+        # each worker loads its own engine: the supervisor checks the settings in a process of its
+        # own, so that it never holds an index and its models (~840 MiB at res 5) while it supervises
+        error = _check_in_child(settings)
+        if error is not None:
+            return _refuse(error)
+        os.environ[ENV_VAR] = settings.to_json()
+        uvicorn.run("serve.app:app_from_env", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level=args.log_level)
+        return 0
     try:
         engine = Engine(settings)  # load (and validate) before binding the port
     except GeoindexError as e:
-        print(f"geoindex-serve: error: {e}", file=sys.stderr)
-        return 2
-    if args.workers > 1:
-        os.environ[ENV_VAR] = settings.to_json()
-        del engine  # each worker process loads its own
-        uvicorn.run("serve.app:app_from_env", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, log_level=args.log_level)
-    else:
-        uvicorn.run(create_app(settings, engine), host=args.host, port=args.port, log_level=args.log_level)
+        return _refuse(_explain(e))
+    uvicorn.run(create_app(settings, engine), host=args.host, port=args.port, log_level=args.log_level)
     return 0
+
+
+def _explain(e: GeoindexError) -> str:
+    if isinstance(e, WeightsNotFoundError):
+        return f"{e}; or serve embedding queries only: geoindex-serve --embeddings-only"
+    return str(e)
+
+
+def _refuse(message: str) -> int:
+    print(f"geoindex-serve: error: {message}", file=sys.stderr)
+    return 2
+
+
+def check_settings(settings_json: str) -> str | None:
+    """Load an engine as a worker would; the error message, or None when it loads."""
+    from serve.app import Engine
+
+    try:
+        Engine(ServeSettings.from_json(settings_json))
+    except GeoindexError as e:
+        return _explain(e)
+    return None
+
+
+def _check_in_child(settings: ServeSettings) -> str | None:
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(check_settings, settings.to_json()).result()

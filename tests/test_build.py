@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import duckdb
 import faiss
@@ -112,6 +113,33 @@ def test_bad_csv_gallery(tmp_path, capsys):
     assert main(["--gallery-csv", str(csv), "--out", str(tmp_path / "o"), "-q"]) == 2
     err = capsys.readouterr().err
     assert "line 3" in err and "10.0, 200.0" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("out,match", [
+    ("file/idx", "is a file, not a directory"),  # --out under a path whose parent is a file
+    ("/sys/geoindex-test/idx", "cannot write the index"),  # not writable, even for root
+])
+def test_unwritable_out_is_one_line(tmp_path, capsys, out, match):
+    (tmp_path / "file").write_text("not a directory")
+    target = tmp_path / out if not out.startswith("/") else Path(out)
+    assert main(["--resolution", "0", "--out", str(target), "--no-progress", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "--out" in err and "Traceback" not in err and err.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+@pytest.mark.parametrize("data,match", [
+    ("lat,lng\n10,20\n".encode("utf-16"), "not UTF-8"),
+    (b"lat,lng\n10,20\n1,2,3\n", "line 3"),
+    (b"10,20\n1,2,3\n", "line 2"),
+])
+def test_csv_that_is_not_lat_lng_text_is_refused(tmp_path, capsys, data, match):
+    csv = tmp_path / "g.csv"
+    csv.write_bytes(data)
+    assert main(["--gallery-csv", str(csv), "--out", str(tmp_path / "o"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
 
 

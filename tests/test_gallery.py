@@ -81,6 +81,8 @@ def test_csv_gallery_with_and_without_header(tmp_path):
     ("lat,lng\n", "no rows"),
     ("foo,bar\n1,2\n", "no lat and lng"),
     ("lat,lng\nnan,2\n", "outside"),
+    ("lat,lng\n1,2\n1,2,3\n", "line 3: '1,2,3' has 3 fields, the header has 2"),
+    ("1,2\n3,4,5\n", "line 2: '3,4,5' has 3 fields, a lat,lng row has 2"),
 ])
 def test_csv_errors_name_the_row(tmp_path, text, match):
     f = tmp_path / "g.csv"

@@ -13,7 +13,7 @@ from PIL import Image
 
 from geoindex.errors import ImageTooLargeError, InvalidArgumentError, InvalidImageError, InvalidQueryError, WeightsNotFoundError
 from geoindex.encoders.clip import load_image_encoder
-from geoindex.encoders.images import load_image, to_rgb
+from geoindex.encoders.images import crop_to_aspect, load_image, to_rgb
 
 
 def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -106,6 +106,30 @@ def test_tiny_encoder_is_deterministic_normalised_and_batch_invariant(tiny):
     assert not np.allclose(a[0], a[1])
 
 
+def test_aspect_ratio_bomb_is_cropped_before_clip_resizes_it(tiny):
+    """A 92-byte PNG of 100000x1 pixels: CLIP's resize would make it 22,400,000x224 pixels. The
+    encoder crops it to its central 2:1 first, and what the model sees is what it would have
+    seen of the uncropped image (CLIP keeps the central square)."""
+    buf = io.BytesIO()
+    Image.new("1", (100_000, 1)).save(buf, "PNG")
+    assert len(buf.getvalue()) < 200
+    img = load_image(buf.getvalue())
+    seen = []
+    preprocess = tiny.preprocess
+    tiny.preprocess = lambda im: (seen.append(im.size), preprocess(im))[1]
+    try:
+        xq = tiny.encode_images([img, Image.new("RGB", (90, 30), (10, 200, 30)), Image.new("RGB", (40, 64))])
+    finally:
+        tiny.preprocess = preprocess
+    assert seen == [(2, 1), (60, 30), (40, 64)]  # wide: cropped to 2:1; 3:1 cropped; 1.6:1 untouched
+    assert np.isfinite(xq).all() and np.allclose(np.linalg.norm(xq, axis=1), 1, atol=1e-5)
+    rng = np.random.default_rng(4)
+    wide = Image.fromarray(rng.integers(0, 255, (100, 400, 3), dtype=np.uint8))  # 4:1, resized by 0.64
+    direct = tiny.preprocess(wide)  # what CLIP keeps without the crop: the central 64x64, resized
+    cropped = tiny.preprocess(crop_to_aspect(wide))
+    assert direct.shape == cropped.shape and float((direct - cropped).abs().max()) < 1e-5
+
+
 def test_text_queries(tiny):
     t = tiny.encode_texts(["a beach with palm trees and colonial houses", "snowy mountains"])
     assert t.shape == (2, 512) and np.allclose(np.linalg.norm(t, axis=1), 1, atol=1e-5)
@@ -127,6 +151,23 @@ def test_encoder_loading_errors(tmp_path):
         load_image_encoder("ViT-L-14", checkpoint=bad)
     with pytest.raises(InvalidArgumentError, match="CUDA"):
         load_image_encoder("tiny-test", device="cpu", precision="fp16")
+
+
+def test_weights_error_keeps_the_whole_reason(monkeypatch):
+    """The loader's reason is quoted whole (the hub's sentences run past 200 characters)."""
+    from geoindex.encoders.clip import _open_clip
+
+    open_clip = _open_clip()  # through the torchvision shim, as the encoder imports it
+
+    reason = "Failed to download weights: " + "the hub said why at length " * 12 + "and ends here."
+
+    def offline(*args, **kwargs):
+        raise RuntimeError(reason + "\nsecond line")
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", offline)
+    with pytest.raises(WeightsNotFoundError) as e:
+        load_image_encoder("ViT-L-14", device="cpu")
+    assert reason in str(e.value) and "second line" not in str(e.value) and "--clip-checkpoint" in str(e.value)
 
 
 def test_no_download_possible_gives_the_fix():

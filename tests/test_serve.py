@@ -1,9 +1,11 @@
 """HTTP API: every route, every bad input (4xx, never 5xx), micro-batching, metrics, OpenAPI fuzz."""
 
 import asyncio
-import os
 import io
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -228,6 +230,38 @@ def test_refuses_to_start_on_bad_index(tmp_path, capsys):
     assert serve_main(["--index", str(tmp_path / "nope"), "--embeddings-only"]) == 2
     err = capsys.readouterr().err
     assert "build_index" in err and "Traceback" not in err
+
+
+def test_supervisor_checks_in_a_child_and_never_loads_the_index(built_r2, tmp_path, capsys, monkeypatch):
+    """--workers N: the settings are checked by loading an engine in a spawned process, so the
+    supervisor keeps no index in memory; a bad index still stops the start with one line."""
+    import uvicorn
+
+    import serve.app
+
+    assert serve_main(["--index", str(tmp_path / "nope"), "--embeddings-only", "--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "build_index" in err and "Traceback" not in err and err.count("\n") == 1
+
+    def no_engine_here(*args, **kwargs):
+        raise AssertionError("the supervisor loaded an engine")
+
+    runs = []
+    monkeypatch.setattr(serve.app.Engine, "__init__", no_engine_here)
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: runs.append((args, kwargs)))
+    assert serve_main(["--index", str(built_r2), "--embeddings-only", "--workers", "2"]) == 0
+    assert runs and runs[0][0] == ("serve.app:app_from_env",) and runs[0][1]["workers"] == 2
+
+
+def test_offline_start_without_clip_weights_names_both_ways_out(built_r2):
+    code = ("import sys\nfrom serve.cli import main\n"
+            f"sys.exit(main(['--index', {str(built_r2)!r}]))\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("GEOINDEX_CLIP_CHECKPOINT", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    line = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and line.startswith("geoindex-serve: error:")
+    assert "--clip-checkpoint" in line and "--embeddings-only" in line
 
 
 def test_embeddings_only_mode(settings):

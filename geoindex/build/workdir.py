@@ -25,9 +25,14 @@ def work_dir_for(out: Path) -> Path:
 
 
 def check_output(out: Path, overwrite: bool) -> None:
-    """Refuse an ``--out`` that is a file, or a non-empty directory without ``overwrite``."""
+    """Refuse an ``--out`` that is a file or lies under one, or a non-empty directory without
+    ``overwrite``."""
     if out.exists() and not out.is_dir():
         raise IndexDirError(f"--out {str(out)!r} is a file: give a directory path")
+    above = next((p for p in out.absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise IndexDirError(f"--out {str(out)!r} lies under {str(above)!r}, which is a file, not a directory: "
+                            "give a path under a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise IndexDirError(
             f"--out {str(out)!r} exists and is not empty: pass --overwrite to replace it, "
@@ -37,9 +42,15 @@ def check_output(out: Path, overwrite: bool) -> None:
 
 def lock_work_dir(work: Path):
     """Hold an exclusive lock on the work dir for this process's lifetime (one builder per DIR)."""
-    work.parent.mkdir(parents=True, exist_ok=True)
     lock_path = work.parent / f"{work.name}.lock"
-    handle = open(lock_path, "a+")
+    try:
+        work.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a+")
+    except OSError as e:
+        raise IndexDirError(
+            f"cannot write the index beside {str(work.parent)!r} ({e.strerror or e}: "
+            f"{e.filename or lock_path}): give an --out in a directory you can write"
+        ) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -27,8 +27,15 @@ def read_gallery_csv(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise GalleryFileError(f"gallery CSV {str(path)!r} does not exist: give a path to a lat,lng CSV")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError as e:
+        raise GalleryFileError(
+            f"gallery CSV {str(path)!r} is not UTF-8 text (byte {e.start}: {e.reason}): save it as UTF-8 CSV"
+        ) from None
+    except (OSError, csv.Error) as e:
+        raise GalleryFileError(f"gallery CSV {str(path)!r} cannot be read ({e}): give a readable lat,lng CSV") from None
     if not rows:
         raise GalleryFileError(f"gallery CSV {str(path)!r} is empty: it needs lat,lng rows")
     lat_col, lng_col, start = 0, 1, 0
@@ -44,9 +51,15 @@ def read_gallery_csv(path: str | Path) -> np.ndarray:
                 "name them lat,lng (or LAT,LON) or drop the header"
             ) from None
         start = 1
+    width = len(rows[0]) if start else 2  # a header names the columns; without one a row is lat,lng
     out = np.empty((len(rows) - start, 2), dtype=np.float64)
     for k, row in enumerate(rows[start:]):
         line = k + start + 1
+        if row and len(row) != width:
+            raise GalleryFileError(
+                f"gallery CSV {str(path)!r} line {line}: {','.join(row)!r} has {len(row)} fields, "
+                f"{'the header has' if start else 'a lat,lng row has'} {width}: fix or delete that line"
+            )
         try:
             lat, lng = float(row[lat_col]), float(row[lng_col])
         except (ValueError, IndexError):

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from geoindex.encoders.images import crop_to_aspect
 from geoindex.encoders.location import pick_device
 from geoindex.encoders.weights import geoclip_files
 from geoindex.errors import InvalidArgumentError, InvalidQueryError, MissingDependencyError, WeightsNotFoundError
@@ -98,11 +99,14 @@ class ImageEncoder:
         return torch.nn.functional.normalize(out, dim=1).cpu().numpy().astype(np.float32)
 
     def encode_images(self, images: list) -> np.ndarray:
-        """RGB PIL images -> (n, 512) float32, L2-normalised. Batched; fp16 autocast on CUDA."""
+        """RGB PIL images -> (n, 512) float32, L2-normalised. Batched; fp16 autocast on CUDA.
+        Images wider (or taller) than MAX_ASPECT are cropped to their centre first: CLIP keeps
+        only the central square anyway, and the crop bounds what its resize allocates."""
         out = []
         with torch.inference_mode(), self._autocast():
             for start in range(0, len(images), self.batch_size):
-                batch = torch.stack([self.preprocess(im) for im in images[start : start + self.batch_size]])
+                part = images[start : start + self.batch_size]
+                batch = torch.stack([self.preprocess(crop_to_aspect(im)) for im in part])
                 feats = self.clip.encode_image(batch.to(self.device))
                 out.append(self._project(feats))
         return np.concatenate(out) if out else np.empty((0, 512), np.float32)
@@ -156,7 +160,7 @@ def load_image_encoder(model: str = "ViT-L-14", checkpoint: str | Path | None = 
         try:
             clip, _, preprocess = open_clip.create_model_and_transforms(spec.open_clip_name, pretrained=source)
         except Exception as e:  # network, hub, or file-format failures all mean "no weights"
-            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise WeightsNotFoundError(
                 f"CLIP {model} weights could not be loaded from {source!r} ({reason}). open_clip downloads "
                 f"OpenAI's ViT-L/14 on first use, which needs internet access; offline, pass "

@@ -18,6 +18,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from geoindex.errors import ImageTooLargeError, InvalidImageError
 
 DEFAULT_MAX_PIXELS = 64_000_000  # 64 MP: larger than any phone photo, far below a bomb
+# CLIP's preprocessing resizes the shortest side to 224 and keeps the central 224x224 square, so
+# no image needs to reach it wider than this: beyond, the resize blows up (100000x1 -> 5 gigapixels)
+MAX_ASPECT = 2.0
 ImageSource = str | Path | bytes | BinaryIO
 
 
@@ -89,3 +92,20 @@ def to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
+
+
+def crop_to_aspect(img: Image.Image, max_aspect: float = MAX_ASPECT) -> Image.Image:
+    """The central part of ``img`` with width/height (or height/width) at most ``max_aspect``;
+    ``img`` itself when it is already within. CLIP keeps only the central square of an image,
+    so this changes what the model sees by a sub-pixel resampling shift at most, and bounds what
+    its resize allocates (a 92-byte 100000x1 PNG would otherwise become 22,400,000x224 pixels)."""
+    width, height = img.size
+    long_side, short_side = max(width, height), max(1, min(width, height))
+    if long_side <= max_aspect * short_side:
+        return img
+    keep = max(1, int(round(max_aspect * short_side)))
+    if width > height:
+        left = (width - keep) // 2
+        return img.crop((left, 0, left + keep, height))
+    top = (height - keep) // 2
+    return img.crop((0, top, width, top + keep))
