@@ -22,8 +22,8 @@ from geoindex.errors import InvalidArgumentError
 
 MAX_RERANK = 4096
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# string key -> field, for the knobs the core reads; any other name is FAISS's (ParameterSpace)
-_KNOBS = {"nprobe": "nprobe", "efSearch": "ef_search", "rerank": "rerank"}
+# FAISS knobs the core reads: string key -> field; any other name goes to ParameterSpace as is
+_KNOBS = {"nprobe": "nprobe", "efSearch": "ef_search"}
 _PER_CALL_HINT = "use e.g. nprobe=16 for IVF, efSearch=64 for HNSW, or an empty string for Flat"
 
 

@@ -7,6 +7,7 @@ counter-clockwise. A cell that holds a pole is closed over the pole, so the pole
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import h3
@@ -52,7 +53,7 @@ def cells_to_geometry(hexes: list[str]) -> dict:
     """GeoJSON (Multi)Polygon of the union of H3 cells (hex ids). h3's own union where no cell
     crosses the antimeridian or holds a pole; else each cell is unwrapped, cut at +-180 and the
     parts merged with shapely."""
-    if not any(_crosses_antimeridian(h) or _pole_of(h) for h in hexes):
+    if not any(_crosses_antimeridian(h) or _pole_of(h) is not None for h in hexes):
         return h3.cells_to_geo(hexes)
     from shapely.geometry import box, mapping
     from shapely.geometry.polygon import orient
@@ -79,11 +80,12 @@ def _crosses_antimeridian(h: str) -> bool:
 
 def _pole_of(h: str) -> float | None:
     """90.0 or -90.0 when the cell holds that pole, else None."""
-    res = h3.get_resolution(h)
-    for pole in (90.0, -90.0):
-        if h3.latlng_to_cell(pole, 0.0, res) == h:
-            return pole
-    return None
+    return _pole_cells(h3.get_resolution(h)).get(h)
+
+
+@functools.lru_cache(maxsize=16)
+def _pole_cells(res: int) -> dict[str, float]:
+    return {h3.latlng_to_cell(pole, 0.0, res): pole for pole in (90.0, -90.0)}
 
 
 def _unwrapped_cell(h: str):

@@ -37,7 +37,6 @@ class Geolocator:
         self.dir = open_index_dir(index_dir, verify=verify, weights_sha256=location_weights_sha256())
         self.index = faiss.read_index(str(self.dir.vectors_path))
         apply_search_settings(self.index, self.dir.search)
-        self.rerank_depth = self.dir.search.rerank_depth  # the index's default; per call: search="rerank=R"
         self.table = load_cell_table(self.dir.cells_path)
         self.logit_scale = float(math.exp(self.dir.logit_scale))
         self.resolution: int | None = self.dir.resolution
@@ -47,6 +46,11 @@ class Geolocator:
         self._centroids: np.ndarray | None = None
         self._region_cache: dict[RegionFilter, np.ndarray] = {}
         self.reranker = ExactReranker(self._latlng_of)
+
+    @property
+    def rerank_depth(self) -> int:
+        """The index's default re-ranking depth (per call: ``search="rerank=R"``)."""
+        return self.dir.search.rerank_depth
 
     def _latlng_of(self, ids: np.ndarray) -> np.ndarray:
         """(m,) ids -> (m, 2) float64 lat, lng: the points the builder encoded."""
