@@ -226,6 +226,23 @@ def test_batch_errors_reach_each_request_and_worker_survives():
     assert asyncio.run(scenario()).shape == (2, 1)
 
 
+@pytest.mark.parametrize("route", ["/v1/locate/embedding", "/v1/locate/text"])
+@pytest.mark.parametrize("headers", [{"content-type": "application/x-www-form-urlencoded"},
+                                     {"content-type": "text/plain"}, {}])
+def test_json_routes_refuse_other_content_types_with_415(client, route, headers):
+    r = client.post(route, content=b'{"texts": ["a beach"], "embeddings": [[1]]}', headers=headers)
+    assert r.status_code == 415 and "application/json" in r.json()["error"]["message"]
+
+
+def test_nan_and_too_large_bodies_say_what_to_send(client):
+    r = client.post("/v1/locate/embedding", content=b'{"embeddings": [[NaN, 1]]}',
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "NaN and Infinity are not JSON numbers" in r.json()["error"]["message"]
+    r = client.post("/v1/locate/embedding", content=b"[" * 2_000_000, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "fewer embeddings" in r.json()["error"]["message"]
+    assert "image" not in r.json()["error"]["message"]
+
+
 def test_refuses_to_start_on_bad_index(tmp_path, capsys):
     assert serve_main(["--index", str(tmp_path / "nope"), "--embeddings-only"]) == 2
     err = capsys.readouterr().err

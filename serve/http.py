@@ -1,0 +1,90 @@
+"""HTTP plumbing under the routes: orjson bodies, JSON content types, the body-size limit, and the
+one error shape every refusal takes: ``{"error": {"status", "type", "message"[, "detail"]}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request, params
+from fastapi.encoders import jsonable_encoder
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+
+def error_response(status: int, kind: str, message: str, detail: Any = None) -> Response:
+    body = {"error": {"status": status, "type": kind, "message": message}}
+    if detail is not None:
+        body["error"]["detail"] = jsonable_encoder(detail)
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+class OrjsonRequest(Request):
+    """JSON bodies parsed with orjson (a 512-float embedding parses ~5x faster than with json)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            # orjson.JSONDecodeError subclasses json.JSONDecodeError: FastAPI still answers 422
+            self._json = orjson.loads(await self.body())
+        return self._json
+
+
+class OrjsonRoute(APIRoute):
+    """orjson bodies; a JSON route refuses another declared content type with 415 (FastAPI would
+    try to validate the form or text as a dictionary and answer 422)."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+        body = self.dependant.body_params
+        takes_json = bool(body) and not any(isinstance(f.field_info, params.Form) for f in body)
+
+        async def route_handler(request: Request) -> Response:
+            if takes_json:
+                ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+                if ctype != "application/json" and not ctype.endswith("+json"):
+                    return error_response(415, "UnsupportedMediaType", f"content type {ctype or 'none'!r} on "
+                                  f"{request.url.path}: send a JSON body with content-type: application/json")
+            return await handler(OrjsonRequest(request.scope, request.receive))
+
+        return route_handler
+
+
+def _smaller(path: str) -> str:
+    """How to make a request to ``path`` smaller."""
+    if path.endswith("/embedding"):
+        return "send fewer embeddings per request"
+    if path.endswith("/text"):
+        return "send fewer or shorter texts per request"
+    return "send fewer or smaller images"
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over ``limit`` bytes with 413, without buffering them."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            response = error_response(413, "RequestTooLarge", f"request body of {int(length):,} bytes is over this "
+                                      f"server's limit of {self.limit:,}: {_smaller(scope.get('path', ''))}")
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise HTTPException(413, f"request body is over this server's limit of {self.limit:,} bytes: "
+                                             f"{_smaller(scope.get('path', ''))}")
+            return message
+
+        await self.app(scope, limited_receive, send)
