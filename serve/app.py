@@ -6,8 +6,6 @@ bad input is a 4xx with a JSON body ``{"error": {"status", "type", "message"}}``
 serving.
 """
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import logging
@@ -16,13 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 import orjson
-from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, Path, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.exceptions import HTTPException
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from geoindex.encoders.clip import validate_texts
+from geoindex.encoders.location import EMBED_DIM
 from geoindex.errors import (
     GeoindexError,
     ImageTooLargeError,
@@ -34,6 +33,7 @@ from geoindex.errors import (
 from serve.batching import MicroBatcher
 from serve.http import BodyLimit, OrjsonRoute, error_response
 from serve.metrics import Metrics, MetricsMiddleware
+from serve.schema import BBOX_TEXT, COUNTRY, H3_OR_DECIMAL, PATTERN_WORDS, locate_responses, refusals, request_models
 from serve.settings import ENV_VAR, ServeSettings
 
 log = logging.getLogger("geoindex.serve")
@@ -83,25 +83,6 @@ class Engine:
         self.db.close()
 
 
-# -- request bodies ------------------------------------------------------------------------------
-class Filters(BaseModel):
-    top_k: int = Field(5, description="predictions per query")
-    candidates: int = Field(256, description="cells the softmax runs over (>= top_k)")
-    country: list[str] = Field(default_factory=list, description="ISO 3166-1 alpha-2 codes (OR)")
-    bbox: list[list[float]] | list[float] | None = Field(None, description="[w,s,e,n] or a list of them (OR)")
-    cells: list[str | int] = Field(default_factory=list, description="H3 cells at any coarser resolution (OR)")
-    aggregate_res: int | None = Field(None, description="sum probability into H3 parents at this resolution")
-    confidence: float | None = Field(None, description="also return the region holding this mass, e.g. 0.9")
-
-
-class TextRequest(Filters):
-    texts: list[str] = Field(..., description="descriptions of places", examples=[["a beach with palm trees"]])
-
-
-class EmbeddingRequest(Filters):
-    embeddings: list[list[float]] = Field(..., description="(n, 512) GeoCLIP embeddings")
-
-
 # -- helpers -----------------------------------------------------------------------------------------
 def _status_for(e: GeoindexError) -> int:
     if isinstance(e, ImageTooLargeError):
@@ -115,18 +96,14 @@ def _status_for(e: GeoindexError) -> int:
     return 500
 
 
-def _options(engine: Engine, f: Filters, boxes: list | None = None):
+def _options(engine: Engine, f, boxes: list | None = None):
+    """QueryOptions from a validated request model (limits already enforced by its schema)."""
     from geoindex.locate.options import QueryOptions
     from geoindex.locate.regions import make_filter
 
-    s = engine.settings
-    if not 1 <= f.top_k <= s.max_top_k:
-        raise InvalidQueryError(f"top_k = {f.top_k} must be in 1..{s.max_top_k} (this server's limit)")
-    if not 1 <= f.candidates <= s.max_candidates:
-        raise InvalidQueryError(f"candidates = {f.candidates} must be in 1..{s.max_candidates} (this server's limit)")
     if boxes is None:
         boxes = f.bbox or []
-        if boxes and not isinstance(boxes[0], list):
+        if boxes and not isinstance(boxes[0], (list, tuple)):
             boxes = [boxes]
     region = make_filter(f.country, boxes, f.cells)
     options = QueryOptions(k=min(f.top_k, engine.geolocator.ntotal), candidates=f.candidates,
@@ -162,6 +139,9 @@ def _require_encoder(engine: Engine) -> None:
 def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI:
     """Build the app; loads the engine now (refusing to start on a bad index) unless one is given."""
     engine = engine or Engine(settings)
+    s = settings
+    Filters, TextRequest, EmbeddingRequest = request_models(  # noqa: N806 (classes)
+        s.max_top_k, s.max_candidates, engine.geolocator.resolution, EMBED_DIM, s.max_texts, s.max_embeddings)
     metrics = Metrics()
     engine.image_batcher.on_batch = engine.text_batcher.on_batch = metrics.batch_items.observe
 
@@ -188,7 +168,12 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
         errors = e.errors()
         first = errors[0] if errors else {}
         where = ".".join(str(x) for x in first.get("loc", ()))
-        message = f"{where}: {first.get('msg', 'invalid request')}"
+        value = first.get("input")
+        shown = f" = {value!r}" if isinstance(value, (int, float, str)) and len(repr(value)) <= 60 else ""
+        msg = first.get("msg", "invalid request")
+        if first.get("type") == "string_pattern_mismatch":
+            msg = PATTERN_WORDS.get(first.get("ctx", {}).get("pattern"), msg)
+        message = f"{where}{shown}: {msg}"
         if first.get("type") == "json_invalid":
             message += (f" ({first.get('ctx', {}).get('error', 'malformed')}): send standard JSON; NaN and Infinity "
                         "are not JSON numbers, every value must be finite")
@@ -203,23 +188,32 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
         log.exception("unexpected error on %s", request.url.path)
         return error_response(500, "InternalError", "unexpected server error; the request was not processed")
 
-    @app.post("/v1/locate", summary="Geolocate uploaded images (multipart)")
+    fields = Filters.model_fields
+    Format = Annotated[str | None, Query(description="json or geojson", pattern="^(json|geojson)$")]  # noqa: N806
+
+    def form(name: str, **kw):
+        """A multipart field with the same bounds and words as the JSON routes' field."""
+        f = fields[name]
+        return Form(description=f.description, **{m: getattr(c, m) for c in f.metadata
+                                                   for m in ("ge", "gt", "le", "lt", "pattern") if hasattr(c, m)}, **kw)
+
+    @app.post("/v1/locate", summary="Geolocate uploaded images (multipart)", responses=locate_responses(400, 503))
     async def locate_images(
         request: Request,
-        images: Annotated[list[UploadFile], File(description="one or more image files")],
-        top_k: Annotated[int, Form()] = 5,
-        candidates: Annotated[int, Form()] = 256,
-        country: Annotated[list[str], Form()] = [],  # noqa: B006 (FastAPI copies defaults)
-        bbox: Annotated[list[str], Form(description="w,s,e,n (repeatable)")] = [],  # noqa: B006
-        cells: Annotated[list[str], Form()] = [],  # noqa: B006
-        aggregate_res: Annotated[int | None, Form()] = None,
-        confidence: Annotated[float | None, Form()] = None,
-        format: Annotated[str | None, Query(description="json or geojson")] = None,
+        images: Annotated[list[UploadFile], File(description=f"1..{s.max_images} image files",
+                                                 min_length=1, max_length=s.max_images)],
+        top_k: Annotated[int, form("top_k")] = 5,
+        candidates: Annotated[int, form("candidates")] = 256,
+        country: Annotated[list[Annotated[str, Field(pattern=COUNTRY)]],
+                           Form(description="ISO 3166-1 alpha-2 codes (OR)")] = [],  # noqa: B006
+        bbox: Annotated[list[Annotated[str, Field(pattern=BBOX_TEXT)]],
+                        Form(description="w,s,e,n (repeatable, OR); s < n, w < e")] = [],  # noqa: B006
+        cells: Annotated[list[Annotated[str, Field(pattern=H3_OR_DECIMAL)]], Form(description="H3 cells (OR)")] = [],  # noqa: B006
+        aggregate_res: Annotated[int, form("aggregate_res")] = None,  # optional, never null in a form
+        confidence: Annotated[float, form("confidence")] = None,
+        format: Format = None,
     ):
-        s = engine.settings
         _require_encoder(engine)
-        if not 1 <= len(images) <= s.max_images:
-            raise InvalidQueryError(f"{len(images)} images: send 1..{s.max_images} per request")
         filters = Filters(top_k=top_k, candidates=candidates, country=country, aggregate_res=aggregate_res,
                           confidence=confidence, cells=cells)
         options = _options(engine, filters, boxes=bbox)
@@ -243,12 +237,9 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
         xq = await engine.image_batcher.submit(list(decoded))
         return await _locate(engine, xq, options, [b[1] or str(i) for i, b in enumerate(blobs)], geojson)
 
-    @app.post("/v1/locate/text", summary="Geolocate text descriptions")
-    async def locate_text(request: Request, body: TextRequest, format: Annotated[str | None, Query()] = None):
-        s = engine.settings
+    @app.post("/v1/locate/text", summary="Geolocate text descriptions", responses=locate_responses(503))
+    async def locate_text(request: Request, body: TextRequest, format: Format = None):
         _require_encoder(engine)
-        if not 1 <= len(body.texts) <= s.max_texts:
-            raise InvalidQueryError(f"{len(body.texts)} texts: send 1..{s.max_texts} per request")
         options = _options(engine, body)
         geojson = _wants_geojson(request, format)
         engine.geolocator.check_options(options)
@@ -256,19 +247,17 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
         xq = await engine.text_batcher.submit(list(body.texts))
         return await _locate(engine, xq, options, body.texts, geojson)
 
-    @app.post("/v1/locate/embedding", summary="Geolocate GeoCLIP embeddings")
-    async def locate_embedding(request: Request, body: EmbeddingRequest, format: Annotated[str | None, Query()] = None):
+    @app.post("/v1/locate/embedding", summary="Geolocate GeoCLIP embeddings", responses=locate_responses())
+    async def locate_embedding(request: Request, body: EmbeddingRequest, format: Format = None):
         from geoindex.locate.options import validate_embeddings
 
-        s = engine.settings
-        if not 1 <= len(body.embeddings) <= s.max_embeddings:
-            raise InvalidQueryError(f"{len(body.embeddings)} embeddings: send 1..{s.max_embeddings} per request")
         options = _options(engine, body)
         xq = validate_embeddings(body.embeddings)
         return await _locate(engine, xq, options, list(range(len(xq))), _wants_geojson(request, format))
 
-    @app.get("/v1/cells/{cell}", summary="One cell's metadata")
-    async def get_cell(cell: str):
+    @app.get("/v1/cells/{cell}", summary="One cell's metadata", responses={
+        200: {"description": "the cell's row: cell, res, lat, lng, country, admin1, place, ..."}, **refusals(404, 422)})
+    async def get_cell(cell: Annotated[str, Path(pattern=H3_OR_DECIMAL, description="H3 id, hex or decimal")]):
         import h3
 
         try:
@@ -301,17 +290,17 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: index and models loaded")
+    @app.get("/readyz", summary="Readiness: index and models loaded", responses=refusals(503))
     async def readyz():
         if not app.state.ready:
             return error_response(503, "NotReady", "loading")
         return {"status": "ready", "images": engine.encoder is not None}
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics_route():
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout=settings.body_timeout)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

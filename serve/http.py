@@ -4,6 +4,7 @@ one error shape every refusal takes: ``{"error": {"status", "type", "message"[, 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -18,7 +19,9 @@ def error_response(status: int, kind: str, message: str, detail: Any = None) -> 
     body = {"error": {"status": status, "type": kind, "message": message}}
     if detail is not None:
         body["error"]["detail"] = jsonable_encoder(detail)
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    # a refused body may hold keys orjson would not write (a negative-fuzz case found one)
+    return Response(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), status_code=status,
+                    media_type="application/json")
 
 
 class OrjsonRequest(Request):
@@ -61,11 +64,14 @@ def _smaller(path: str) -> str:
 
 
 class BodyLimit:
-    """ASGI middleware: refuse request bodies over ``limit`` bytes with 413, without buffering them."""
+    """ASGI middleware: refuse request bodies over ``limit`` bytes with 413, without buffering them,
+    and bodies that stall for ``timeout`` seconds between two chunks with 408 (a client that sends
+    headers and then nothing must not hold a connection and a route forever)."""
 
-    def __init__(self, app, limit: int):
+    def __init__(self, app, limit: int, timeout: float = 30.0):
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -75,12 +81,20 @@ class BodyLimit:
             response = error_response(413, "RequestTooLarge", f"request body of {int(length):,} bytes is over this "
                                       f"server's limit of {self.limit:,}: {_smaller(scope.get('path', ''))}")
             return await response(scope, receive, send)
-        seen = 0
+        seen, complete = 0, False
 
         async def limited_receive():
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete:  # after the body, receive() waits for a disconnect: no deadline there
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except TimeoutError:
+                raise HTTPException(408, f"request body stalled: nothing arrived for {self.timeout:g} s after "
+                                         f"{seen:,} bytes (this server's --body-timeout); send the whole body "
+                                         "without pauses") from None
             if message["type"] == "http.request":
+                complete = not message.get("more_body", False)
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
                     raise HTTPException(413, f"request body is over this server's limit of {self.limit:,} bytes: "

@@ -17,6 +17,7 @@ class ServeSettings:
     embeddings_only: bool = False  # serve without CLIP (image and text routes answer 503)
     device: str = "auto"
     max_request_bytes: int = 64 * 2**20  # whole request body
+    body_timeout: float = 30.0  # seconds a request body may stall between two chunks (then 408)
     max_upload_bytes: int = 20 * 2**20  # one image file
     max_pixels: int = 64_000_000
     max_images: int = 16

@@ -68,9 +68,9 @@ class LocateResult:
 
 
 def validate_embeddings(xq) -> np.ndarray:
-    """(n, 512) finite, non-zero floats -> float32 L2-normalised. InvalidQueryError otherwise."""
-    try:
-        arr = np.asarray(xq, dtype=np.float32)
+    """(n, 512) finite, non-zero numbers -> float32 L2-normalised. InvalidQueryError otherwise."""
+    try:  # lists (JSON) as float64: a float32 cast would turn 1e39 into infinity
+        arr = np.asarray(xq, dtype=xq.dtype if isinstance(xq, np.ndarray) and xq.dtype == np.float32 else np.float64)
     except (TypeError, ValueError) as e:
         raise InvalidQueryError(f"embeddings must be numbers, shape (n, {EMBED_DIM}): {e}") from None
     if arr.ndim == 1:
@@ -83,7 +83,12 @@ def validate_embeddings(xq) -> np.ndarray:
     finite = np.isfinite(arr).all(axis=1)
     if not finite.all():
         raise InvalidQueryError(f"embedding {int(np.flatnonzero(~finite)[0])} holds NaN or infinity: send finite numbers")
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    with np.errstate(over="ignore"):
+        norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    if not np.isfinite(norms).all():  # huge components square past the dtype's range: scale first
+        scale = np.abs(arr).max(axis=1, keepdims=True)
+        arr = arr / np.where(scale > 0, scale, 1)
+        norms = np.linalg.norm(arr, axis=1, keepdims=True)
     if (norms == 0).any():
         raise InvalidQueryError(f"embedding {int(np.flatnonzero(norms[:, 0] == 0)[0])} is all zeros: it has no direction")
     return np.ascontiguousarray(arr / norms, dtype=np.float32)

@@ -1,0 +1,133 @@
+"""What the API accepts and answers, as pydantic models built from one server's limits.
+
+The limits (embeddings per request, top_k, the index's resolution, ...) are settings, so the
+request models are made per app: the OpenAPI schema then states exactly what the server enforces,
+and pydantic enforces it (a 422 naming the field) before a route runs. Checks JSON Schema cannot
+say (an all-zero embedding, a region with no cells in the index, image bytes that decode) stay in
+the routes and answer 422/415 with the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, create_model
+
+from geoindex.encoders.clip import MAX_TEXT_CHARS
+
+# An H3 cell id is 0x08... (mode 1): 15 hex digits starting with 8, or 18 decimal digits in
+# [0x0800000000000000, 0x0900000000000000). What /v1/cells/{cell} and the cells filter take.
+H3_OR_DECIMAL = r"^(8[0-9a-fA-F]{14}|(5[7-9]|6[0-4])[0-9]{16})$"
+COUNTRY = r"^[A-Za-z]{2}$"
+_NUM = r" *-?[0-9]{1,3}(\.[0-9]{1,12})? *"
+BBOX_TEXT = rf"^{_NUM}(,{_NUM}){{3}}$"  # "w,s,e,n" in a multipart form
+Lng = Annotated[float, Field(ge=-180, le=180)]
+Lat = Annotated[float, Field(ge=-90, le=90)]
+BBox = tuple[Lng, Lat, Lng, Lat]  # west, south, east, north
+NOT_BLANK = r"\S"
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=NOT_BLANK)]
+
+# what a refused value should have looked like, in words (pydantic would quote the regex)
+PATTERN_WORDS = {
+    H3_OR_DECIMAL: "should be an H3 cell id: 15 hex digits starting with 8 (e.g. 851fb467fffffff) or its decimal form",
+    COUNTRY: "should be an ISO 3166-1 alpha-2 code (e.g. FR, US, JP)",
+    BBOX_TEXT: "should be west,south,east,north in degrees (e.g. -5.2,41.3,9.6,51.1)",
+    NOT_BLANK: "should be a description such as 'a beach with palm trees', not blank",
+    "^(json|geojson)$": "should be json or geojson",
+}
+
+
+# -- answers ---------------------------------------------------------------------------------------
+class ErrorDetail(BaseModel):
+    status: int
+    type: str = Field(description="e.g. ValidationError, InvalidQueryError, RequestTooLarge")
+    message: str = Field(description="what was wrong and how to fix it")
+    detail: Any = Field(None, description="per-field validation errors, when there are several")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Prediction(BaseModel):
+    cell: int = Field(description="H3 cell id (int64), or the row number in a CSV gallery")
+    cell_h3: str | None = Field(description="the cell id in hex; null for CSV galleries")
+    lat: float
+    lng: float
+    probability: float = Field(description="softmax over the candidates, summed per aggregate cell")
+    score: float = Field(description="cosine similarity of the query and the best cell")
+    country: str | None
+    admin1: str | None
+    place: str | None
+
+
+class Result(BaseModel):
+    predictions: list[Prediction]
+    confidence_region: dict | None = Field(None, description="GeoJSON Feature: the cells holding the asked mass")
+
+
+class LocateResponse(BaseModel):
+    results: list[Result] = Field(description="one per query, in request order")
+
+
+class FeatureCollection(BaseModel):
+    type: str = Field(description="FeatureCollection")
+    features: list[dict] = Field(description="one Point per prediction (and a region per query when asked)")
+
+
+def locate_responses(*extra: int) -> dict:
+    """OpenAPI responses of a locate route: JSON or GeoJSON, and the refusals every route can give."""
+    ok = {"model": LocateResponse, "content": {"application/geo+json": {"schema": FeatureCollection.model_json_schema()}},
+          "description": "predictions per query (GeoJSON with ?format=geojson or Accept: application/geo+json)"}
+    return {200: ok, **refusals(408, 413, 415, 422, *extra)}
+
+
+_REASONS = {
+    400: "malformed multipart body",
+    404: "no such cell in this index",
+    408: "the request body stalled (this server's --body-timeout)",
+    413: "request body, image file or decoded pixels over this server's limits",
+    415: "not an image, or not a JSON body on a JSON route",
+    422: "a value outside what this schema states, or a query this index cannot answer",
+    503: "image and text queries need CLIP weights (the server runs with --embeddings-only)",
+}
+
+
+def refusals(*codes: int) -> dict:
+    return {code: {"model": ErrorResponse, "description": _REASONS[code]} for code in codes}
+
+
+# -- requests ----------------------------------------------------------------------------------------
+def filter_fields(max_top_k: int, max_candidates: int, resolution: int | None) -> dict:
+    """The fields every locate route shares, bounded by the server's limits and the index."""
+    res = resolution if resolution is not None else 15
+    return {
+        "top_k": (int, Field(5, ge=1, le=max_top_k, description="predictions per query")),
+        "candidates": (int, Field(256, ge=1, le=max_candidates, description="cells the softmax runs over")),
+        "country": (list[Annotated[str, Field(pattern=COUNTRY)]],
+                    Field(default_factory=list, description="ISO 3166-1 alpha-2 codes (OR)")),
+        "bbox": (list[BBox] | BBox | None, Field(None, description="[w,s,e,n] or a list of them (OR); s < n, w < e")),
+        "cells": (list[Annotated[str, Field(pattern=H3_OR_DECIMAL)]],
+                  Field(default_factory=list, description="H3 cells at the index's resolution or coarser (OR)")),
+        "aggregate_res": (int | None, Field(None, ge=0, le=res, description="sum probability into H3 parents")),
+        "confidence": (float | None, Field(None, gt=0, le=1, description="also return the region holding this mass")),
+    }
+
+
+def request_models(max_top_k: int, max_candidates: int, resolution: int | None, dim: int,
+                   max_texts: int, max_embeddings: int) -> tuple[type[BaseModel], ...]:
+    """(Filters, TextRequest, EmbeddingRequest) for one server."""
+    shared = filter_fields(max_top_k, max_candidates, resolution)
+    filters = create_model("Filters", **shared)
+    text = create_model("TextRequest", texts=(
+        list[Text], Field(..., min_length=1, max_length=max_texts, examples=[["a beach with palm trees"]],
+                          description=f"descriptions of places, 1..{max_texts}, each 1..{MAX_TEXT_CHARS} characters")),
+        **shared)
+    # "not all zero" as JSON Schema says it (pydantic leaves it to validate_embeddings)
+    vector = Annotated[list[float], Field(min_length=dim, max_length=dim,
+                                          json_schema_extra={"contains": {"not": {"const": 0}}})]
+    embedding = create_model("EmbeddingRequest", embeddings=(
+        list[vector], Field(..., min_length=1, max_length=max_embeddings,
+                            description=f"1..{max_embeddings} GeoCLIP embeddings of {dim} finite numbers, not all zero")),
+        **shared)
+    return filters, text, embedding
