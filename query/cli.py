@@ -33,6 +33,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", "-k", type=int, default=5, help="predictions per query (default 5)")
     p.add_argument("--candidates", type=int, default=256, help="cells the softmax runs over (default 256)")
     p.add_argument("--search", default=None, help='search parameters overriding the index default, e.g. "nprobe=64" or "rerank=32" (exact re-ranking; 0: off)')
+    p.add_argument("--refine", nargs="?", const=-1, default=None, metavar="M",
+                   help="refine the M best cells below the grid with the location encoder (default M: 4); "
+                        "same as --search refine=M")
     p.add_argument("--country", action="append", default=[], help="restrict to an ISO alpha-2 country (repeatable)")
     p.add_argument("--bbox", action="append", default=[], help="restrict to west,south,east,north (repeatable; "
                    "write --bbox=-10,35,3,44 when west is negative)")
@@ -109,7 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         region = make_filter(args.country, args.bbox, args.cells)
         geolocator = Geolocator(args.index)
-        options = QueryOptions(k=args.top_k, candidates=args.candidates, search=SearchSettings.parse(args.search),
+        search = SearchSettings.parse(args.search)
+        if args.refine is not None:
+            from dataclasses import replace
+
+            from geoindex.locate.refine import DEFAULT_REFINE
+
+            search = replace(search, refine=SearchSettings.parse(
+                f"refine={DEFAULT_REFINE if args.refine == -1 else args.refine}").refine)
+        options = QueryOptions(k=args.top_k, candidates=args.candidates, search=search,
                                aggregate_res=args.aggregate_res, confidence=args.confidence, region=region)
         geolocator.check_options(options)  # before loading any model
         labels, xq = _queries(args)

@@ -98,6 +98,7 @@ def _status_for(e: GeoindexError) -> int:
 
 def _options(engine: Engine, f, boxes: list | None = None):
     """QueryOptions from a validated request model (limits already enforced by its schema)."""
+    from geoindex.index.search import SearchSettings
     from geoindex.locate.options import QueryOptions
     from geoindex.locate.regions import make_filter
 
@@ -107,7 +108,8 @@ def _options(engine: Engine, f, boxes: list | None = None):
             boxes = [boxes]
     region = make_filter(f.country, boxes, f.cells)
     options = QueryOptions(k=min(f.top_k, engine.geolocator.ntotal), candidates=f.candidates,
-                           aggregate_res=f.aggregate_res, confidence=f.confidence, region=region)
+                           search=SearchSettings(refine=f.refine), aggregate_res=f.aggregate_res,
+                           confidence=f.confidence, region=region)
     return options
 
 
@@ -211,11 +213,12 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
         cells: Annotated[list[Annotated[str, Field(pattern=H3_OR_DECIMAL)]], Form(description="H3 cells (OR)")] = [],  # noqa: B006
         aggregate_res: Annotated[int, form("aggregate_res")] = None,  # optional, never null in a form
         confidence: Annotated[float, form("confidence")] = None,
+        refine: Annotated[int, form("refine")] = None,
         format: Format = None,
     ):
         _require_encoder(engine)
         filters = Filters(top_k=top_k, candidates=candidates, country=country, aggregate_res=aggregate_res,
-                          confidence=confidence, cells=cells)
+                          confidence=confidence, cells=cells, refine=refine)
         options = _options(engine, filters, boxes=bbox)
         geojson = _wants_geojson(request, format)
         engine.geolocator.check_options(options)

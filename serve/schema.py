@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, create_model
 
 from geoindex.encoders.clip import MAX_TEXT_CHARS
+from geoindex.index.search import MAX_REFINE
 
 # An H3 cell id is 0x08... (mode 1): 15 hex digits starting with 8, or 18 decimal digits in
 # [0x0800000000000000, 0x0900000000000000). What /v1/cells/{cell} and the cells filter take.
@@ -111,6 +112,9 @@ def filter_fields(max_top_k: int, max_candidates: int, resolution: int | None) -
                   Field(default_factory=list, description="H3 cells at the index's resolution or coarser (OR)")),
         "aggregate_res": (int | None, Field(None, ge=0, le=res, description="sum probability into H3 parents")),
         "confidence": (float | None, Field(None, gt=0, le=1, description="also return the region holding this mass")),
+        "refine": (int | None, Field(None, ge=0, le=MAX_REFINE, description=(
+            "refine the best M cells below the grid with the location encoder: lat, lng become the refined "
+            "points, score their exact cosine (0: off; default: the index's)"))),
     }
 
 

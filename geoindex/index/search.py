@@ -2,7 +2,8 @@
 
 A search string is FAISS's parameter string (``faiss.ParameterSpace``: ``"nprobe=16"``,
 ``"efSearch=64"``, ``"k_factor=8"``) plus geoindex's own knobs: ``"rerank=32"`` re-scores the 32
-best candidates exactly (:mod:`geoindex.locate.rerank`). The builder stores one in the manifest as
+best candidates exactly (:mod:`geoindex.locate.rerank`), ``"refine=4"`` moves the 4 best below the
+grid to local maxima of the exact score (:mod:`geoindex.locate.refine`). The builder stores one in the manifest as
 the index's default; ``geolocate --search`` and ``QueryOptions(search=...)`` give one per call. Each
 becomes a :class:`SearchSettings` where it enters (CLI flag, manifest, QueryOptions) and travels as
 that object: the core never splits a string.
@@ -21,6 +22,7 @@ import faiss
 from geoindex.errors import InvalidArgumentError
 
 MAX_RERANK = 4096
+MAX_REFINE = 64
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # FAISS knobs the core reads: string key -> field; any other name goes to ParameterSpace as is
 _KNOBS = {"nprobe": "nprobe", "efSearch": "ef_search"}
@@ -35,10 +37,11 @@ def _number(text: str) -> int | float:
 @dataclass(frozen=True)
 class SearchSettings:
     """One search's settings. ``None`` means "not named here" (a per-call setting then takes the
-    index's); ``rerank=0`` turns a stored re-ranking off.
+    index's); ``rerank=0`` turns a stored re-ranking off, ``refine=0`` a stored refinement.
 
     ``nprobe``: IVF lists probed. ``ef_search``: HNSW beam width. ``rerank``: candidates re-scored
-    exactly, 0..MAX_RERANK. ``faiss_extra``: other FAISS ``ParameterSpace`` pairs in the order
+    exactly, 0..MAX_RERANK. ``refine``: best candidates refined below the grid, 0..MAX_REFINE.
+    ``faiss_extra``: other FAISS ``ParameterSpace`` pairs in the order
     given (``k_factor``, ``quantizer_efSearch``, ...): applied to the index object when it opens,
     not per call.
     """
@@ -46,6 +49,7 @@ class SearchSettings:
     nprobe: int | None = None
     ef_search: int | None = None
     rerank: int | None = None
+    refine: int | None = None
     faiss_extra: tuple[tuple[str, int | float], ...] = ()
 
     @classmethod
@@ -59,8 +63,8 @@ class SearchSettings:
             if not part:
                 continue
             name, eq, raw = (s.strip() for s in part.partition("="))
-            if name == "rerank":
-                values["rerank"] = _rerank(part, raw)
+            if name in _OWN:
+                values[name] = _own_knob(part, name, raw)
                 continue
             try:
                 if not (eq and _NAME.match(name)):
@@ -69,7 +73,7 @@ class SearchSettings:
             except ValueError:
                 raise InvalidArgumentError(
                     f"search parameters {text!r}: {part!r} is not name=number; {_PER_CALL_HINT}, "
-                    "and rerank=R for exact re-ranking"
+                    "rerank=R for exact re-ranking and refine=M to refine the M best below the grid"
                 ) from None
             if name in _KNOBS:
                 if not isinstance(value, int) or value < 1:
@@ -97,6 +101,11 @@ class SearchSettings:
         return self.rerank or 0
 
     @property
+    def refine_starts(self) -> int:
+        """Candidates refined below the grid (0: none)."""
+        return self.refine or 0
+
+    @property
     def names_faiss(self) -> bool:
         """Whether any FAISS parameter is named (a per-call one then overrides the index's)."""
         return self.nprobe is not None or self.ef_search is not None or bool(self.faiss_extra)
@@ -110,22 +119,29 @@ class SearchSettings:
         return ",".join(f"{k}={v}" for k, v in self.faiss_pairs())
 
     def __str__(self) -> str:
-        """The canonical search string (what a manifest stores): FAISS's part, then rerank."""
-        rerank = [] if self.rerank is None else [f"rerank={self.rerank}"]
-        return ",".join([p for p in [self.faiss_string()] if p] + rerank)
+        """The canonical search string (what a manifest stores): FAISS's part, then rerank, refine."""
+        own = [f"{k}={getattr(self, k)}" for k in _OWN if getattr(self, k) is not None]
+        return ",".join([p for p in [self.faiss_string()] if p] + own)
 
 
-def _rerank(part: str, raw: str) -> int:
+# geoindex's own knobs: name -> (upper bound, what it does, an example)
+_OWN = {
+    "rerank": (MAX_RERANK, "the candidates re-scored exactly per query", "rerank=32"),
+    "refine": (MAX_REFINE, "the best candidates refined below the grid per query", "refine=4"),
+}
+
+
+def _own_knob(part: str, name: str, raw: str) -> int:
+    top, what, example = _OWN[name]
     try:
-        rerank = int(raw)
+        value = int(raw)
     except ValueError:
-        rerank = -1
-    if not 0 <= rerank <= MAX_RERANK:
+        value = -1
+    if not 0 <= value <= top:
         raise InvalidArgumentError(
-            f"search parameter {part!r}: rerank takes an integer 0..{MAX_RERANK}, the candidates "
-            "re-scored exactly per query, e.g. rerank=32 (0: off)"
+            f"search parameter {part!r}: {name} takes an integer 0..{top}, {what}, e.g. {example} (0: off)"
         )
-    return rerank
+    return value
 
 
 def faiss_reason(e: RuntimeError) -> str:

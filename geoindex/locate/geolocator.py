@@ -20,6 +20,7 @@ from geoindex.errors import InvalidQueryError
 from geoindex.index.search import SearchSettings, apply_search_settings, per_call_params
 from geoindex.locate.options import DEFAULT_CANDIDATES, LocateResult, QueryOptions, validate_embeddings
 from geoindex.locate.ranking import rank
+from geoindex.locate.refine import Refiner
 from geoindex.locate.regions import RegionFilter, region_ids
 from geoindex.locate.rerank import ExactReranker
 from geoindex.store.cell_table import load_cell_table
@@ -46,6 +47,7 @@ class Geolocator:
         self._centroids: np.ndarray | None = None
         self._region_cache: dict[RegionFilter, np.ndarray] = {}
         self.reranker = ExactReranker(self._latlng_of)
+        self.refiner = Refiner(lambda: self.reranker.model)  # one encoder for both
 
     @property
     def rerank_depth(self) -> int:
@@ -95,6 +97,9 @@ class Geolocator:
                 raise InvalidQueryError("confidence regions need an H3 index; this one holds CSV rows")
             if not 0 < options.confidence <= 1:
                 raise InvalidQueryError(f"confidence = {options.confidence!r} must be in (0, 1], e.g. 0.9")
+        if options.search.refine_starts and self.resolution is None and self.refiner.settings.method == "descent":
+            raise InvalidQueryError("refine descends H3 cells: this index holds CSV rows; use "
+                                    "Refiner(RefineSettings(method='newton')) or leave refine off")
         if options.search.names_faiss:
             per_call_params(self.index, options.search)
         if options.region and len(self.region_ids(options.region)) == 0:
@@ -187,4 +192,28 @@ class Geolocator:
         # every prediction returned is re-ranked (k > R re-ranks k); the softmax tail beyond keeps
         # approximate scores: some mass there is closer to the truth than none
         D, I = self.search(xq, n_candidates, options, depth=max(rerank, options.k) if rerank else 0)
-        return [rank(D[i], I[i], options, self.table, self.logit_scale, self.resolution) for i in range(len(xq))]
+        points = None
+        if self.settings_for(options).refine_starts:
+            D, I, points = self.refine(xq, D, I, self.settings_for(options).refine_starts)
+        return [rank(D[i], I[i], options, self.table, self.logit_scale, self.resolution,
+                     None if points is None else points[i]) for i in range(len(xq))]
+
+    def refine(self, xq: np.ndarray, D: np.ndarray, I: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Refine each query's ``m`` best candidates below the grid (:mod:`geoindex.locate.refine`):
+        (D, I) with those re-scored at their refined points and re-sorted among themselves (the
+        rest capped below them, as re-ranking does), and (n, c, 2) refined lat, lng (NaN where a
+        candidate was not refined)."""
+        m = min(m, I.shape[1])
+        head = I[:, :m]
+        valid = head >= 0
+        starts = self._latlng_of(np.where(valid, head, head.max(initial=0)).ravel()).reshape(*head.shape, 2)
+        pts, scores = self.refiner.refine(xq, starts, head, self.resolution)
+        scores = np.where(valid, scores, -np.inf)
+        order = np.argsort(-scores, axis=1, kind="stable")
+        D, I = D.copy(), I.copy()
+        D[:, :m] = np.take_along_axis(np.where(valid, scores, D[:, :m]), order, 1)
+        I[:, :m] = np.take_along_axis(head, order, 1)
+        D[:, m:] = np.minimum(D[:, m:], np.nextafter(D[:, m - 1 : m], np.float32(-np.inf)))
+        points = np.full(I.shape + (2,), np.nan)
+        points[:, :m] = np.take_along_axis(np.where(valid[..., None], pts, np.nan), order[..., None], 1)
+        return D, I, points

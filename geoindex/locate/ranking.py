@@ -6,6 +6,11 @@ gallery. Here the softmax runs over the ``candidates`` best cells that the index
 0.1 below the best in cosine carries 1/53 of its weight, so the top few hundred hold nearly all the
 mass of a dense gallery; widen ``candidates`` to check, at a small latency cost. Probabilities are
 conditional on the candidate set (and on the region, when one is given).
+
+With refinement (``refine=M``) the M best candidates carry their refined points' exact scores and
+the softmax runs over those and the other candidates' scores alike: a refined candidate's logit
+is that of its refined point. Aggregated predictions (``aggregate_res`` coarser than the index)
+report the parent cell's centre, refined or not.
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ from geoindex.store.cell_table import CellTable
 
 
 def rank(scores: np.ndarray, ids: np.ndarray, options: QueryOptions, table: CellTable,
-         logit_scale: float, resolution: int | None) -> LocateResult:
+         logit_scale: float, resolution: int | None, points: np.ndarray | None = None) -> LocateResult:
     """One query's (c,) float32 scores and (c,) int64 ids, best first (-1: none) -> its result.
     ``logit_scale``: exp of GeoCLIP's learnt scale (39.7); ``resolution``: the index's H3
-    resolution (None for CSV galleries)."""
+    resolution (None for CSV galleries); ``points``: (c, 2) refined lat, lng where a candidate
+    was refined below the grid, NaN where not (the cell centre is reported)."""
     keep = ids >= 0
     scores, ids = scores[keep].astype(np.float64), ids[keep]
+    if points is not None:
+        points = points[keep]
     if len(ids) == 0:
         return LocateResult([])
     logits = logit_scale * scores
@@ -47,6 +55,8 @@ def rank(scores: np.ndarray, ids: np.ndarray, options: QueryOptions, table: Cell
         cell = int(uniq[g])
         if cell != int(ids[j]):
             lat, lng = h3.cell_to_latlng(h3.int_to_str(cell))
+        elif points is not None and not np.isnan(points[j, 0]):
+            lat, lng = points[j]
         else:
             lat, lng = float(table.lat[row]), float(table.lng[row])
         preds.append(Prediction(
