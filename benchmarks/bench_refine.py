@@ -24,6 +24,8 @@ from common import ROOT, haversine_km, machine, noisy, photo_locations, save, ta
 VARIANTS = [  # (label, method settings, starts M)
     ("descent L2", {"method": "descent", "levels": 2}, 1),
     ("descent L3", {"method": "descent", "levels": 3}, 1),
+    ("descent L4", {"method": "descent", "levels": 4}, 1),
+    ("descent L3, all branches", {"method": "descent", "levels": 3, "hold_coarse": False}, 1),
     ("descent L3, M=4", {"method": "descent", "levels": 3}, 4),
     ("newton T2", {"method": "newton", "iterations": 2}, 1),
     ("newton T3", {"method": "newton", "iterations": 3}, 1),

@@ -114,6 +114,17 @@ class LocationEncoder(nn.Module):
             out.addmm_(self._trunk(feats, i), self.wh[i]).add_(self.bh[i])
         return out.float()
 
+    def branch(self, latlng: torch.Tensor, i: int) -> torch.Tensor:
+        """Branch ``i`` alone: (n, 2) lat, lng -> (n, 512), its head's bias included; the branches
+        sum to :meth:`forward`. Refinement holds the slow ones (sigma 2^0, 2^4) fixed over a few km
+        and evaluates only the fine one (:mod:`geoindex.locate.refine`)."""
+        vp = (2 * np.pi * equal_earth(latlng)) @ self.b[i].T
+        feats = torch.cat((torch.cos(vp), torch.sin(vp)), dim=-1).to(self.w1.dtype)
+        h = torch.addmm(self.b1[i], feats, self.w1[i]).relu_()
+        h = torch.addmm(self.b2[i], h, self.w2[i]).relu_()
+        h = torch.addmm(self.b3[i], h, self.w3[i]).relu_()
+        return torch.addmm(self.bh[i], h, self.wh[i]).float()
+
     def _trunk(self, feats: torch.Tensor, i: int) -> torch.Tensor:
         """Branch ``i``'s three hidden layers: (n, 512) -> (n, 1024)."""
         h = torch.addmm(self.b1[i], feats[i], self.w1[i]).relu_()
