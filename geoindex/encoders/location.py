@@ -109,25 +109,27 @@ class LocationEncoder(nn.Module):
     def forward(self, latlng: torch.Tensor) -> torch.Tensor:
         """(n, 2) float32 lat, lng degrees -> (n, 512) raw (not normalised) features."""
         feats = self.fourier_features(latlng).to(self.w1.dtype)
-        out = torch.addmm(self.bh[0], self._trunk(feats, 0), self.wh[0])
+        out = torch.addmm(self.bh[0], self._trunk(feats[0], 0), self.wh[0])
         for i in range(1, feats.shape[0]):
-            out.addmm_(self._trunk(feats, i), self.wh[i]).add_(self.bh[i])
+            out.addmm_(self._trunk(feats[i], i), self.wh[i]).add_(self.bh[i])
         return out.float()
 
-    def branch(self, latlng: torch.Tensor, i: int) -> torch.Tensor:
-        """Branch ``i`` alone: (n, 2) lat, lng -> (n, 512), its head's bias included; the branches
-        sum to :meth:`forward`. Refinement holds the slow ones (sigma 2^0, 2^4) fixed over a few km
-        and evaluates only the fine one (:mod:`geoindex.locate.refine`)."""
-        vp = (2 * np.pi * equal_earth(latlng)) @ self.b[i].T
-        feats = torch.cat((torch.cos(vp), torch.sin(vp)), dim=-1).to(self.w1.dtype)
-        h = torch.addmm(self.b1[i], feats, self.w1[i]).relu_()
-        h = torch.addmm(self.b2[i], h, self.w2[i]).relu_()
-        h = torch.addmm(self.b3[i], h, self.w3[i]).relu_()
-        return torch.addmm(self.bh[i], h, self.wh[i]).float()
+    def branches(self, latlng: torch.Tensor, which: tuple[int, ...]) -> torch.Tensor:
+        """The sum of branches ``which`` alone: (n, 2) lat, lng -> (n, 512), their heads' biases
+        included; all three sum to :meth:`forward`. Refinement holds the slow ones (sigma 2^0,
+        2^4) fixed over a few km and evaluates only the fine one (:mod:`geoindex.locate.refine`)."""
+        v = 2 * np.pi * equal_earth(latlng)
+        out = None
+        for i in which:
+            vp = v @ self.b[i].T
+            feats = torch.cat((torch.cos(vp), torch.sin(vp)), dim=-1).to(self.w1.dtype)
+            h = self._trunk(feats, i)
+            out = torch.addmm(self.bh[i], h, self.wh[i]) if out is None else out.addmm_(h, self.wh[i]).add_(self.bh[i])
+        return out.float()
 
     def _trunk(self, feats: torch.Tensor, i: int) -> torch.Tensor:
-        """Branch ``i``'s three hidden layers: (n, 512) -> (n, 1024)."""
-        h = torch.addmm(self.b1[i], feats[i], self.w1[i]).relu_()
+        """Branch ``i``'s three hidden layers on its (n, 512) features -> (n, 1024)."""
+        h = torch.addmm(self.b1[i], feats, self.w1[i]).relu_()
         h = torch.addmm(self.b2[i], h, self.w2[i]).relu_()
         return torch.addmm(self.b3[i], h, self.w3[i]).relu_()
 

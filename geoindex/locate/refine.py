@@ -43,7 +43,7 @@ from geoindex.errors import InvalidArgumentError
 
 EARTH_KM = 6371.0088
 HOLD_KM = 20.0  # descent holds the slow branches on levels whose cells are at most this far apart
-REANCHOR_KM = 3.0  # ... evaluated anew once the climb is this far from where they were
+REANCHOR_KM = 8.0  # ... evaluated anew once the climb is this far from where they were (res 4 starts)
 METHODS = ("newton", "descent", "adam")
 DEFAULT_REFINE = 4  # starts per query when ``--refine`` is given without a number
 
@@ -148,7 +148,7 @@ class Refiner:
         model = self._model_of()
         with torch.no_grad():  # not inference_mode: the result is updated in place where starts move
             pts = torch.as_tensor(latlng.reshape(-1, 2), dtype=torch.float32).to(model.w1.device)
-            out = model.branch(pts, 0) + model.branch(pts, 1)
+            out = model.branches(pts, (0, 1))
         with self._lock:
             self.points_encoded += 2 * len(pts) / 3
         return out.reshape(*latlng.shape[:2], -1)
@@ -164,7 +164,7 @@ class Refiner:
         n, m, p = latlng.shape[:3]
         with torch.inference_mode():
             pts = torch.as_tensor(latlng.reshape(-1, 2), dtype=torch.float32).to(model.w1.device)
-            fine = model.branch(pts, len(model.b) - 1).reshape(n, m, p, -1)
+            fine = model.branches(pts, (len(model.b) - 1,)).reshape(n, m, p, -1)
             f = torch.nn.functional.normalize(fine + coarse[:, :, None, :], dim=-1)
             s = torch.einsum("nmpd,nd->nmp", f, torch.as_tensor(xq, dtype=torch.float32).to(f.device))
         with self._lock:
