@@ -24,7 +24,8 @@ Three ways to climb, measured in ``benchmarks/bench_fidelity.py --refine``:
   centre). The climb holds the two slow branches (sigma 2^0, 2^4) at the start's value and
   evaluates only the fine one (sigma 2^8): a third of the encoder per point; over the few km a
   climb covers the slow branches move ~5% as much as the fine one. One last full pass scores the
-  points reached exactly. Default 3 levels: 2 + 3 x 2 + 1 = ~9 encoder points a start, 5 passes.
+  points reached exactly (~8 encoder points a start at the default 3 levels). Beyond ``POLAR_LAT``
+  every branch runs (near a pole the slow branches are not slow).
 - ``adam``: torch autograd through the encoder on the tangent offset, a fixed number of Adam steps
   (one forward and one backward pass each).
 
@@ -44,6 +45,10 @@ from geoindex.errors import InvalidArgumentError
 EARTH_KM = 6371.0088
 HOLD_KM = 20.0  # descent holds the slow branches on levels whose cells are at most this far apart
 REANCHOR_KM = 8.0  # ... evaluated anew once the climb is this far from where they were (res 4 starts)
+# Equal Earth maps each pole to a line, so there a few km across meridians are a long way for the
+# encoder: a start at 89.96 S scores 0.13 against a place 21 km away. Beyond this latitude the
+# descent evaluates every branch.
+POLAR_LAT = 70.0
 METHODS = ("newton", "descent", "adam")
 DEFAULT_REFINE = 4  # starts per query when ``--refine`` is given without a number
 
@@ -193,7 +198,14 @@ class Refiner:
         if s.method == "descent":
             if cells is None or resolution is None:
                 raise InvalidArgumentError("refine method 'descent' needs an H3 index (cells to descend from)")
-            return self._descent(xq, starts, cells, resolution)
+            polar = np.abs(starts[..., 0]) > POLAR_LAT
+            if not (s.hold_coarse and polar.any()):
+                return self._descent(xq, starts, cells, resolution, s.hold_coarse)
+            pts, scores = self._descent(xq, starts, cells, resolution, True)
+            i, j = np.nonzero(polar)  # near a pole the slow branches are not slow: all of them there
+            pts[i, j], scores[i, j] = (a[:, 0] for a in self._descent(
+                xq[i], starts[i, j][:, None], cells[i, j][:, None], resolution, False))
+            return pts, scores
         return self._adam(xq, starts, radius)
 
     def _newton(self, xq, starts, radius):
@@ -223,7 +235,7 @@ class Refiner:
         sc = self.scores(xq, centre)
         return _keep_best(best_pt, best, centre[:, :, None, :], sc[:, :, None])
 
-    def _descent(self, xq, starts, cells, resolution):
+    def _descent(self, xq, starts, cells, resolution, hold_coarse: bool):
         """Greedy H3 child descent; the start's own score rides in the first level's pass (its
         centre child has the same centre). With ``hold_coarse`` the levels score the fine branch
         only and one last full pass scores the points reached exactly."""
@@ -250,7 +262,7 @@ class Refiner:
             if level == resolution + 1:
                 pts = np.concatenate((best_pt[:, :, None, :], pts), axis=2)
                 kids = np.concatenate((current[:, :, None], kids), axis=2)
-            hold = self.settings.hold_coarse and cell_spacing_km(level) <= HOLD_KM
+            hold = hold_coarse and cell_spacing_km(level) <= HOLD_KM
             fine = None
             if hold:
                 # the slow branches anew where the climb has gone more than REANCHOR_KM from where
@@ -260,7 +272,7 @@ class Refiner:
                 if stale.all():
                     coarse, anchor = self._coarse(best_pt), best_pt.copy()
                 elif stale.any():
-                    coarse[torch_mask(stale)] = self._coarse(best_pt[stale][None])[0]
+                    coarse[on(stale, coarse)] = self._coarse(best_pt[stale][None])[0]
                     anchor[stale] = best_pt[stale]
                 sc, fine = self._held_scores(xq, pts, coarse)
             else:
@@ -277,8 +289,8 @@ class Refiner:
             if fine is not None:
                 import torch
 
-                chosen = torch.take_along_dim(fine, torch.as_tensor(pick)[:, :, None, None], dim=2)[:, :, 0]
-                fine_best = chosen if fine_best is None else torch.where(torch_mask(better)[..., None], chosen, fine_best)
+                chosen = torch.take_along_dim(fine, on(pick, fine)[:, :, None, None], dim=2)[:, :, 0]
+                fine_best = chosen if fine_best is None else torch.where(on(better, chosen)[..., None], chosen, fine_best)
             # next level: the best child's cell, or the centre child when none beat the current point
             moved = better & (np.take_along_axis(kids, pick[..., None], 2)[..., 0] != current)
             current = np.where(moved, np.take_along_axis(kids, pick[..., None], 2)[..., 0], centre_kids)
@@ -289,7 +301,7 @@ class Refiner:
             exact = np.where(exact_known, best, start_score)
             todo = moved & ~exact_known
             if todo.any():
-                exact[todo] = self._exact_from_fine(xq[np.nonzero(todo)[0]], best_pt[todo], fine_best[torch_mask(todo)])
+                exact[todo] = self._exact_from_fine(xq[np.nonzero(todo)[0]], best_pt[todo], fine_best[on(todo, fine_best)])
             better = exact > start_score
             best_pt = np.where(better[..., None], best_pt, starts)
             best = np.where(better, exact, start_score)
@@ -333,10 +345,11 @@ class Refiner:
         return best_pt, best
 
 
-def torch_mask(mask: np.ndarray):
+def on(index: np.ndarray, like):
+    """A numpy index or mask as a tensor on ``like``'s device (CUDA when the encoder is there)."""
     import torch
 
-    return torch.as_tensor(mask)
+    return torch.as_tensor(index, device=like.device)
 
 
 def _keep_best(best_pt, best, pts, sc):
