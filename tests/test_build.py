@@ -241,3 +241,26 @@ def test_concurrent_build_of_the_same_dir_is_refused(tmp_path, capsys):
     finally:
         lock.close()
     assert not out.exists()
+
+
+def test_hnsw_quantizer_build_answers_like_the_flat_one(built_r2, tmp_path, encoder):
+    """IVFH3_HNSW32: the same lists and codes as IVFH3, the lists to probe found by an HNSW graph
+    over the centroids (written, read back and searched through the Geolocator)."""
+    import sys
+    from pathlib import Path
+
+    from build_index.cli import main
+    from geoindex import Geolocator, QueryOptions
+    from geoindex.encoders.location import encode_latlng
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from common import photo_locations
+
+    out = tmp_path / "r2-hnsw"
+    assert main(["--resolution", "2", "--out", str(out), "--index", "IVFH3_HNSW32,SQ8", "--no-progress", "-q"]) == 0
+    hnsw, flat = Geolocator(out), Geolocator(built_r2)
+    assert hnsw.dir.factory == "IVFH3r0_HNSW32,SQ8" and "quantizer_efSearch=256" in str(hnsw.dir.search)
+    xq = encode_latlng(encoder, photo_locations(200, seed=2))
+    options = QueryOptions(k=5, search="nprobe=16")
+    top = lambda g: np.array([[p.cell for p in r.predictions] for r in g.locate(xq, options)])  # noqa: E731
+    assert (top(hnsw) == top(flat)).mean() >= 0.99

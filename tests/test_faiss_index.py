@@ -1,3 +1,4 @@
+import faiss
 import numpy as np
 import pytest
 
@@ -7,7 +8,7 @@ from geoindex.encoders.location import encode_latlng
 from geoindex.errors import InvalidArgumentError
 from geoindex.index import factory as faiss_index
 from geoindex.index.builder import IndexBuilder
-from geoindex.index.search import SearchSettings, apply_search_settings
+from geoindex.index.search import SearchSettings, apply_search_settings, per_call_params
 from tests.conftest import brute_force_topk, recall_at
 
 
@@ -29,6 +30,7 @@ def test_nlist_rule():
     ("auto", None, 100_000, "IVF1024,SQ8"),
     ("IVF,PQ64", 5, 573_000, "IVF4096,PQ64"),
     ("IVFH3r1,SQ8", 4, 88_000, "IVFH3r1,SQ8"),
+    ("IVFH3_HNSW32,SQ4", 6, 4_084_324, "IVFH3r3_HNSW32,SQ4"),
     ("IVF256,Flat", 3, 13_000, "IVF256,Flat"),
 ])
 def test_resolve(factory, res, n, expected):
@@ -42,6 +44,7 @@ def test_resolve(factory, res, n, expected):
     ("IVFH3", 3, "names no codec"),
     ("IVFH3,PQ16,RFlat", 5, "single codec"),
     ("IVF,PQ7", 3, "bad index factory"),
+    ("IVFH3_HNSW,SQ8", 3, "bad index factory"),
 ])
 def test_bad_factories(factory, res, match):
     with pytest.raises(InvalidArgumentError, match=match):
@@ -79,8 +82,23 @@ def _queries(encoder, latlng, m=400):
     return encode_latlng(encoder, pts)
 
 
+def test_hnsw_quantizer_plan_and_search_settings():
+    plan = faiss_index.resolve("IVFH3_HNSW32,SQ8", 13_483, 3, n_parents=122)
+    assert plan.faiss_factory == "IVF122_HNSW32,SQ8" and plan.h3_list_res == 0
+    search = faiss_index.default_search("IVFH3_HNSW32,SQ8", plan)
+    assert str(search) == "nprobe=16,quantizer_efSearch=256"
+    index = faiss_index.new_index(plan)
+    apply_search_settings(index, search)
+    assert faiss.downcast_index(index.quantizer).hnsw.efSearch == 256
+    params = per_call_params(index, SearchSettings.parse("quantizer_efSearch=32"))
+    assert params.referenced_objects[0].efSearch == 32 and params.nprobe == 16 and params.quantizer_params is not None
+    with pytest.raises(InvalidArgumentError, match="nprobe=N .* and quantizer_efSearch=N"):
+        per_call_params(index, SearchSettings.parse("efSearch=32"))
+
+
 @pytest.mark.parametrize("factory,search,bound", [
     ("IVFH3r0,SQ8", "nprobe=16", 0.90),
+    ("IVFH3r0_HNSW32,SQ8", "nprobe=16,quantizer_efSearch=256", 0.90),
     ("IVF,SQ8", "nprobe=16", 0.85),
     ("Flat", "", 0.999),
 ])

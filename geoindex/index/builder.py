@@ -10,7 +10,7 @@ import faiss
 import numpy as np
 
 from geoindex.errors import InvalidArgumentError
-from geoindex.index.factory import IndexPlan, new_index
+from geoindex.index.factory import HNSW_QUANTIZER_EF_CONSTRUCTION, IndexPlan, new_index
 from geoindex.index.search import faiss_reason
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,11 @@ class IndexBuilder:
             raise InvalidArgumentError(
                 f"centroids shape {centroids.shape} != (nlist, d) = {(ivf.nlist, ivf.d)}"
             )
-        ivf.quantizer.reset()
-        ivf.quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+        quantizer = faiss.downcast_index(ivf.quantizer)
+        quantizer.reset()
+        if isinstance(quantizer, faiss.IndexHNSW):
+            quantizer.hnsw.efConstruction = HNSW_QUANTIZER_EF_CONSTRUCTION
+        quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
 
     def train(self, sample: np.ndarray) -> None:
         """Train on (m, 512) float32 vectors (k-means lists and/or codec)."""

@@ -168,17 +168,25 @@ def per_call_params(index: faiss.Index, settings: SearchSettings) -> faiss.Searc
     SearchParameters object, leaving the index's own defaults untouched."""
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
     is_ivf, is_hnsw = isinstance(inner, faiss.IndexIVF), isinstance(inner, faiss.IndexHNSW)
-    allowed = "nprobe" if is_ivf else "efSearch" if is_hnsw else None
+    allowed = ["nprobe"] if is_ivf else ["efSearch"] if is_hnsw else []
+    if is_ivf and isinstance(faiss.downcast_index(inner.quantizer), faiss.IndexHNSW):
+        allowed.append("quantizer_efSearch")
     named = [k for k, _ in settings.faiss_pairs()]
-    if any(k != allowed for k in named):
+    if any(k not in allowed for k in named):
         raise InvalidArgumentError(
             f"search parameters {settings.faiss_string()!r} do not fit this index: it takes "
-            f"{allowed + '=N (N >= 1)' if allowed else 'no FAISS search parameters (exact)'}"
+            f"{' and '.join(f'{a}=N (N >= 1)' for a in allowed) if allowed else 'no FAISS search parameters (exact)'}"
             ", and rerank=R for exact re-ranking"
         )
-    if settings.nprobe is not None:
+    extra = dict(settings.faiss_extra)
+    if is_ivf and (settings.nprobe is not None or "quantizer_efSearch" in extra):
         params = faiss.SearchParametersIVF()
-        params.nprobe = min(settings.nprobe, inner.nlist)
+        params.nprobe = min(settings.nprobe or inner.nprobe, inner.nlist)
+        if "quantizer_efSearch" in extra:
+            quantizer = faiss.SearchParametersHNSW()
+            quantizer.efSearch = int(extra["quantizer_efSearch"])
+            params.quantizer_params = quantizer
+            params.referenced_objects = [quantizer]  # FAISS holds a raw pointer: keep it alive
     elif settings.ef_search is not None:
         params = faiss.SearchParametersHNSW()
         params.efSearch = settings.ef_search
