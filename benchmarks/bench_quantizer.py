@@ -16,16 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, machine, photo_locations, save, table
+from common import ROOT, machine, photo_locations, save, single_query_ms, table
 
 
-def single_ms(fn, xq, n) -> tuple[float, float]:
-    times = []
-    for i in range(n):
-        t = time.perf_counter()
-        fn(xq[i : i + 1])
-        times.append(time.perf_counter() - t)
-    return round(float(np.median(times) * 1e3), 3), round(float(np.percentile(times, 99) * 1e3), 3)
+def p50_p99(fn, xq, n) -> tuple[float, float]:
+    ms = single_query_ms(fn, xq, n)
+    return round(float(np.median(ms)), 3), round(float(np.percentile(ms, 99)), 3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             "lists_found": round(float(np.mean([len(set(a) & set(b)) for a, b in zip(lists, lists_flat)]) / ivf.nprobe), 4),
             "top10_same": round(float(np.mean([len(set(a) & set(b)) for a, b in zip(top, top_flat)]) / 10), 4),
             "top1_same": round(float(np.mean(top[:, 0] == top_flat[:, 0])), 4),
-            **dict(zip(("ms_p50", "ms_p99"), single_ms(lambda q: geo.locate(q, plain), xq, args.single))),
-            **dict(zip(("refine_ms_p50", "refine_ms_p99"), single_ms(lambda q: geo.locate(q, refined), xq,
+            **dict(zip(("ms_p50", "ms_p99"), p50_p99(lambda q: geo.locate(q, plain), xq, args.single))),
+            **dict(zip(("refine_ms_p50", "refine_ms_p99"), p50_p99(lambda q: geo.locate(q, refined), xq,
                                                                      args.refine_single))),
         })
         print(table(rows[-1:], list(rows[-1])))

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, haversine_km, machine, noisy, photo_locations, save, table
+from common import ROOT, haversine_km, machine, noisy, photo_locations, save, single_query_ms, table
 
 VARIANTS = [  # (label, method settings, starts M)
     ("descent L2", {"method": "descent", "levels": 2}, 1),
@@ -41,13 +41,8 @@ def distances(geo, xq, truth, options) -> tuple[np.ndarray, float]:
     return haversine_km(truth[:, 0], truth[:, 1], top[:, 0], top[:, 1]), elapsed
 
 
-def single_ms(geo, xq, options, n: int) -> float:
-    times = []
-    for i in range(n):
-        t = time.perf_counter()
-        geo.locate(xq[i : i + 1], options)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1e3)
+def single_p50(geo, xq, options, n: int) -> float:
+    return round(float(np.median(single_query_ms(lambda q: geo.locate(q, options), xq, n))), 3)
 
 
 def summary(d: np.ndarray) -> dict:
@@ -85,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             base = {"res": res, "index": f"{geo.dir.factory} {geo.dir.search}", "queries_kind": kind}
             rows.append({**base, "method": "grid top-1", "queries": len(xq), **summary(d), "points_per_query": 0,
                          "ms_batched": round(elapsed / len(xq) * 1e3, 3),
-                         "ms_single_p50": round(single_ms(geo, xq, grid, args.single), 3)})
+                         "ms_single_p50": single_p50(geo, xq, grid, args.single)})
             print(table(rows[-1:], list(rows[-1])))
             for label, settings, m in VARIANTS:
                 geo.refiner = Refiner(lambda: model, RefineSettings(**settings))
@@ -95,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 points = geo.refiner.points_encoded / n
                 rows.append({**base, "method": label, "queries": n, **summary(d), "points_per_query": round(points, 1),
                              "ms_batched": round(elapsed / n * 1e3, 3),
-                             "ms_single_p50": round(single_ms(geo, xq, options, args.single), 3)})
+                             "ms_single_p50": single_p50(geo, xq, options, args.single)})
                 print(table(rows[-1:], list(rows[-1])))
     cols = ["res", "queries_kind", "method", "queries", "median_km", "p90_km", "p99_km", "within_1km", "within_25km",
             "points_per_query", "ms_batched", "ms_single_p50"]

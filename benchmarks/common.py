@@ -55,6 +55,16 @@ def median_of(fn, repeats: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
+def single_query_ms(fn, xq: np.ndarray, n: int) -> np.ndarray:
+    """Milliseconds of ``fn(xq[i:i+1])`` for the first ``n`` queries, one call at a time."""
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        fn(xq[i : i + 1])
+        times.append(time.perf_counter() - t)
+    return np.array(times) * 1e3
+
+
 def photo_locations(m: int, seed: int = 0) -> np.ndarray:
     """(m, 2) lat, lng of real photo locations: a seeded sample of GeoCLIP's 100K gallery."""
     from geoindex.cells.csv_gallery import read_gallery_csv

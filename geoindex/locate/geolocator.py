@@ -22,7 +22,7 @@ from geoindex.locate.options import DEFAULT_CANDIDATES, LocateResult, QueryOptio
 from geoindex.locate.ranking import rank
 from geoindex.locate.refine import Refiner
 from geoindex.locate.regions import RegionFilter, region_ids
-from geoindex.locate.rerank import ExactReranker
+from geoindex.locate.rerank import ExactReranker, rescore_head
 from geoindex.store.cell_table import load_cell_table
 from geoindex.store.manifest import open_index_dir
 
@@ -188,13 +188,14 @@ class Geolocator:
         self.check_options(options)
         xq = validate_embeddings(xq)
         n_candidates = min(max(options.k, options.candidates), self.ntotal)
-        rerank = self.settings_for(options).rerank_depth
+        settings = self.settings_for(options)
+        rerank = settings.rerank_depth
         # every prediction returned is re-ranked (k > R re-ranks k); the softmax tail beyond keeps
         # approximate scores: some mass there is closer to the truth than none
         D, I = self.search(xq, n_candidates, options, depth=max(rerank, options.k) if rerank else 0)
         points = None
-        if self.settings_for(options).refine_starts:
-            D, I, points = self.refine(xq, D, I, self.settings_for(options).refine_starts)
+        if settings.refine_starts:
+            D, I, points = self.refine(xq, D, I, settings.refine_starts)
         return [rank(D[i], I[i], options, self.table, self.logit_scale, self.resolution,
                      None if points is None else points[i]) for i in range(len(xq))]
 
@@ -208,12 +209,7 @@ class Geolocator:
         valid = head >= 0
         starts = self._latlng_of(np.where(valid, head, head.max(initial=0)).ravel()).reshape(*head.shape, 2)
         pts, scores = self.refiner.refine(xq, starts, head, self.resolution)
-        scores = np.where(valid, scores, -np.inf)
-        order = np.argsort(-scores, axis=1, kind="stable")
-        D, I = D.copy(), I.copy()
-        D[:, :m] = np.take_along_axis(np.where(valid, scores, D[:, :m]), order, 1)
-        I[:, :m] = np.take_along_axis(head, order, 1)
-        D[:, m:] = np.minimum(D[:, m:], np.nextafter(D[:, m - 1 : m], np.float32(-np.inf)))
+        D, I, order = rescore_head(D, I, np.where(valid, scores, -np.inf))
         points = np.full(I.shape + (2,), np.nan)
         points[:, :m] = np.take_along_axis(np.where(valid[..., None], pts, np.nan), order[..., None], 1)
         return D, I, points

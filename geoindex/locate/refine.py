@@ -11,7 +11,7 @@ and a point at tangent offset (x, y) km is ``exp_c(x e + y n)``, read back as la
 lng = atan2(y, x). So nothing jumps 360 degrees at the antimeridian and no latitude passes 90,
 and a polar cell is refined like any other (at a pole the basis follows the centre's longitude).
 
-Three ways to climb, measured in ``benchmarks/bench_fidelity.py --refine``:
+Three ways to climb, measured side by side in ``benchmarks/bench_refine.py``:
 
 - ``newton``: a 7-point hexagonal stencil of radius h around the current point (one
   batched pass), a least-squares quadratic through the 7 exact scores, and a step to its maximum
@@ -40,9 +40,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geoindex.cells.geocode import EARTH_RADIUS_KM
 from geoindex.errors import InvalidArgumentError
 
-EARTH_KM = 6371.0088
 HOLD_KM = 20.0  # descent holds the slow branches on levels whose cells are at most this far apart
 REANCHOR_KM = 8.0  # ... evaluated anew once the climb is this far from where they were (res 4 starts)
 # Equal Earth maps each pole to a line, so there a few km across meridians are a long way for the
@@ -94,14 +94,14 @@ def move(latlng: np.ndarray, offset_km: np.ndarray) -> np.ndarray:
     d = np.linalg.norm(offset_km, axis=-1, keepdims=True)
     direction = offset_km[..., :1] * east + offset_km[..., 1:] * north
     safe = np.where(d > 0, d, 1.0)
-    angle = d / EARTH_KM
+    angle = d / EARTH_RADIUS_KM
     return to_latlng(c * np.cos(angle) + direction / safe * np.sin(angle))
 
 
 def haversine_km(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     la1, lo1, la2, lo2 = (np.radians(v) for v in (a[..., 0], a[..., 1], b[..., 0], b[..., 1]))
     h = np.sin((la2 - la1) / 2) ** 2 + np.cos(la1) * np.cos(la2) * np.sin((lo2 - lo1) / 2) ** 2
-    return 2 * EARTH_KM * np.arcsin(np.sqrt(np.clip(h, 0, 1)))
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0, 1)))
 
 
 # -- the climb -----------------------------------------------------------------------------------
@@ -201,10 +201,14 @@ class Refiner:
             polar = np.abs(starts[..., 0]) > POLAR_LAT
             if not (s.hold_coarse and polar.any()):
                 return self._descent(xq, starts, cells, resolution, s.hold_coarse)
-            pts, scores = self._descent(xq, starts, cells, resolution, True)
-            i, j = np.nonzero(polar)  # near a pole the slow branches are not slow: all of them there
-            pts[i, j], scores[i, j] = (a[:, 0] for a in self._descent(
-                xq[i], starts[i, j][:, None], cells[i, j][:, None], resolution, False))
+            # near a pole the slow branches are not slow: every branch runs for those starts, each
+            # start its own row, so that no start climbs twice
+            pts, scores = np.empty(starts.shape), np.empty(starts.shape[:2])
+            for group, hold in ((~polar, True), (polar, False)):
+                i, j = np.nonzero(group)
+                if len(i):
+                    pts[i, j], scores[i, j] = (a[:, 0] for a in self._descent(
+                        xq[i], starts[i, j][:, None], cells[i, j][:, None], resolution, hold))
             return pts, scores
         return self._adam(xq, starts, radius)
 
@@ -217,7 +221,7 @@ class Refiner:
             offsets = h * _STENCIL  # (7, 2) km
             pts = move(np.repeat(centre[:, :, None, :], 7, axis=2), np.broadcast_to(offsets, (n, m, 7, 2)))
             sc = self.scores(xq, pts.reshape(n, m * 7, 2)).reshape(n, m, 7)
-            best_pt, best = _keep_best(best_pt, best, pts, sc)
+            best_pt, best, _, _ = _keep_best(best_pt, best, pts, sc)
             c = sc @ _FIT.T  # (n, m, 6): a, gx, gy, xx, xy, yy in units of h
             g = c[..., 1:3]
             hxx, hxy, hyy = 2 * c[..., 3], c[..., 4], 2 * c[..., 5]
@@ -233,7 +237,7 @@ class Refiner:
             centre = move(centre, step * h)
             h /= s.shrink
         sc = self.scores(xq, centre)
-        return _keep_best(best_pt, best, centre[:, :, None, :], sc[:, :, None])
+        return _keep_best(best_pt, best, centre[:, :, None, :], sc[:, :, None])[:2]
 
     def _descent(self, xq, starts, cells, resolution, hold_coarse: bool):
         """Greedy H3 child descent; the start's own score rides in the first level's pass (its
@@ -280,11 +284,7 @@ class Refiner:
             if level == resolution + 1:
                 start_score = sc[:, :, 0].copy()  # exact: the slow branches are the start's own
             sc[kids < 0] = -np.inf
-            pick = sc.argmax(axis=2)
-            top = np.take_along_axis(sc, pick[..., None], 2)[..., 0]
-            better = top > best
-            best_pt = np.where(better[..., None], np.take_along_axis(pts, pick[..., None, None], 2)[:, :, 0], best_pt)
-            best = np.where(better, top, best)
+            best_pt, best, pick, better = _keep_best(best_pt, best, pts, sc)
             exact_known = np.where(better, fine is None, exact_known)
             if fine is not None:
                 import torch
@@ -325,7 +325,7 @@ class Refiner:
             with torch.enable_grad():
                 d = offset.norm(dim=-1, keepdim=True).clamp_min(1e-12)
                 direction = offset[..., :1] * east + offset[..., 1:] * north
-                p = c * torch.cos(d / EARTH_KM) + direction / d * torch.sin(d / EARTH_KM)
+                p = c * torch.cos(d / EARTH_RADIUS_KM) + direction / d * torch.sin(d / EARTH_RADIUS_KM)
                 p = p / p.norm(dim=-1, keepdim=True)
                 lat = torch.rad2deg(torch.asin(p[..., 2].clamp(-1, 1)))
                 lng = torch.rad2deg(torch.atan2(p[..., 1], p[..., 0]))
@@ -333,8 +333,8 @@ class Refiner:
                 f = torch.nn.functional.normalize(model(latlng), dim=1).reshape(n, m, -1)
                 sc = torch.einsum("nmd,nd->nm", f, q)
                 pts = torch.stack((lat, lng), -1).detach().cpu().numpy()
-                best_pt, best = _keep_best(best_pt, best, pts[:, :, None, :],
-                                           sc.detach().cpu().numpy().astype(np.float64)[:, :, None])
+                best_pt, best, _, _ = _keep_best(best_pt, best, pts[:, :, None, :],
+                                                 sc.detach().cpu().numpy().astype(np.float64)[:, :, None])
                 if step == self.settings.iterations:
                     break
                 opt.zero_grad()
@@ -353,9 +353,10 @@ def on(index: np.ndarray, like):
 
 
 def _keep_best(best_pt, best, pts, sc):
-    """Fold (n, m, p) scored points into the best-so-far (n, m) points and scores."""
+    """Fold (n, m, p) scored points into the best-so-far (n, m) points and scores; also the (n, m)
+    column picked and where it beat the best so far."""
     pick = sc.argmax(axis=2)
     top = np.take_along_axis(sc, pick[..., None], 2)[..., 0]
     better = top > best
     chosen = np.take_along_axis(pts, pick[..., None, None], 2)[:, :, 0]
-    return np.where(better[..., None], chosen, best_pt), np.where(better, top, best)
+    return np.where(better[..., None], chosen, best_pt), np.where(better, top, best), pick, better

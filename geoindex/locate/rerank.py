@@ -67,11 +67,21 @@ class ExactReranker:
         exact = np.full(head.shape, -np.inf, dtype=np.float32)
         rows, cols = np.nonzero(head >= 0)
         exact[rows, cols] = np.einsum("ij,ij->i", xq[rows], xb[inverse])
-        order = np.argsort(-exact, axis=1, kind="stable")
-        D, I = D.copy(), I.copy()
-        D[:, :r] = np.take_along_axis(np.where(head >= 0, exact, D[:, :r]), order, 1)
-        I[:, :r] = np.take_along_axis(head, order, 1)
-        # a candidate the codes ranked below the head never outranks (nor ties) it: approximate
-        # scores reaching the head's lowest exact score are capped just below it, so D stays sorted
-        D[:, r:] = np.minimum(D[:, r:], np.nextafter(D[:, r - 1 : r], np.float32(-np.inf)))
+        D, I, _ = rescore_head(D, I, exact)
         return D, I
+
+
+def rescore_head(D: np.ndarray, I: np.ndarray, exact: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, c) D, I and (n, r) new scores of their first r columns (-inf where the id is -1) -> D, I
+    with those r sorted best first by the new scores and the rest capped just below the lowest of
+    them, and the (n, r) order applied to the head. Shared by re-ranking and refinement."""
+    r = exact.shape[1]
+    head = I[:, :r]
+    order = np.argsort(-exact, axis=1, kind="stable")
+    D, I = D.copy(), I.copy()
+    D[:, :r] = np.take_along_axis(np.where(head >= 0, exact, D[:, :r]), order, 1)
+    I[:, :r] = np.take_along_axis(head, order, 1)
+    # a candidate ranked below the head never outranks (nor ties) it: scores reaching the head's
+    # lowest new score are capped just below it, so D stays sorted
+    D[:, r:] = np.minimum(D[:, r:], np.nextafter(D[:, r - 1 : r], np.float32(-np.inf)))
+    return D, I, order
