@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from serve.app import Engine, create_app
 
-    settings = ServeSettings(**{f.name: getattr(args, f.name) for f in fields(ServeSettings)})
+    try:
+        settings = ServeSettings(**{f.name: getattr(args, f.name) for f in fields(ServeSettings)})
+    except GeoindexError as e:
+        return _refuse(str(e))
     if args.workers > 1:
         # each worker loads its own engine: the supervisor checks the settings in a process of its
         # own, so that it never holds an index and its models (~840 MiB at res 5) while it supervises

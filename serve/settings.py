@@ -30,6 +30,19 @@ class ServeSettings:
     batch_window_ms: float = 2.0
     max_batch: int = 16
 
+    def __post_init__(self) -> None:
+        """Every limit and count is positive (the batching window may be 0: no waiting)."""
+        from geoindex.errors import InvalidArgumentError
+
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if value < 0 or (value == 0 and f.name != "batch_window_ms"):
+                flag = "--" + f.name.replace("_", "-")
+                raise InvalidArgumentError(f"{flag} {value} must be {'>= 0' if f.name == 'batch_window_ms' else '> 0'} "
+                                           f"(default {f.default})")
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 

@@ -247,6 +247,13 @@ def test_nan_and_too_large_bodies_say_what_to_send(client):
     assert "image" not in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("flag,value", [("--body-timeout", "0"), ("--max-top-k", "-1"), ("--batch-window-ms", "-2")])
+def test_refuses_nonpositive_limits(built_r2, capsys, flag, value):
+    assert serve_main(["--index", str(built_r2), "--embeddings-only", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} {float(value) if 'timeout' in flag or 'window' in flag else int(value)}" in err and "Traceback" not in err
+
+
 def test_refuses_to_start_on_bad_index(tmp_path, capsys):
     assert serve_main(["--index", str(tmp_path / "nope"), "--embeddings-only"]) == 2
     err = capsys.readouterr().err
