@@ -32,7 +32,7 @@ import time
 import faiss
 import numpy as np
 
-from common import (exact_search_chunked, haversine_km, land_gallery, machine, noisy, photo_locations, save,
+from common import (CACHE, exact_search_chunked, haversine_km, land_gallery, machine, noisy, photo_locations, save,
                     table, RESULTS)
 from recall_report import plot, report
 from recall_rules import GOAL_BYTES, chosen_all, choose_default, code_bytes
@@ -122,7 +122,8 @@ def refine_of(index: faiss.Index):
 SINGLE_QUERIES = 200  # timed one at a time, as a server answers them
 
 
-def evaluate(index, factory, xq, gt, cells, latlng, pos_of, nprobe, rerank: int = 0, reranker=None) -> dict:
+def evaluate(index, factory, xq, gt, cells, latlng, pos_of, nprobe, rerank: int = 0, reranker=None,
+             quantizer_ef: int = 256) -> dict:
     """Recall@1/10 and km lost against exact search. Timing on one thread (FAISS and, with
     ``rerank``, torch's encoder too): ``ms_per_query`` for the whole batch divided by its size;
     ``ms_single_p50/p99`` for SINGLE_QUERIES queries searched one at a time. The two differ most
@@ -132,6 +133,8 @@ def evaluate(index, factory, xq, gt, cells, latlng, pos_of, nprobe, rerank: int 
 
     if nprobe is not None:
         faiss.ParameterSpace().set_index_parameters(index, f"nprobe={nprobe}")
+        if isinstance(faiss.downcast_index(faiss.extract_index_ivf(index).quantizer), faiss.IndexHNSW):
+            faiss.ParameterSpace().set_index_parameters(index, f"quantizer_efSearch={quantizer_ef}")
     if refine_of(index) is not None:
         refine_of(index).k_factor = REFINE_K_FACTOR
 
@@ -192,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="exact re-ranking depths measured for codes of <= 128 B (none: skip)")
     p.add_argument("--rerank-nprobes", type=int, nargs="+", default=[4, 16],
                    help="the nprobes measured with re-ranking (each costs R encoder passes per query)")
+    p.add_argument("--rerank-from", choices=("store", "encoder"), default="store",
+                   help="exact vectors for re-ranking: an fp16 exact store on disk, memory-mapped, as "
+                        "build_index --store fp16 writes (default), or the location encoder")
     p.add_argument("--append", action="store_true",
                    help="keep rows of other resolutions already in results/recall.json")
     p.add_argument("--spectrum-only", action="store_true",
@@ -214,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         save("recall.json", {**saved, "spectrum": spectrum})
         return 0
     from geoindex.encoders.location import encode_latlng, load_location_encoder
-    from geoindex.locate.rerank import ExactReranker
+    from geoindex.locate.rerank import ExactReranker, StoreReranker
 
     model = load_location_encoder()
     photo = photo_locations(args.queries, seed=11)
@@ -235,7 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         def pos_of(ids):
             return np.searchsorted(cells, ids)
 
-        reranker = ExactReranker(lambda ids: latlng[pos_of(ids)], device="cpu")
+        if args.rerank_from == "store":
+            reranker, disk_bpv, how = StoreReranker(fp16_store(res, cells, xb), pos_of), 1024, ", fp16 store"
+        else:
+            reranker, disk_bpv, how = ExactReranker(lambda ids: latlng[pos_of(ids)], device="cpu"), 0, ""
 
         assert np.all(np.diff(cells) > 0)
         shared: dict = {}
@@ -248,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             probes = [None] if faiss.try_extract_index_ivf(index) is None else args.nprobes
             # compact codes also with exact re-ranking of their top R (geoindex.locate.rerank), at fewer nprobes
             variants = [(name, 0, probes)] + [
-                (f"{name} (rerank {r})", r, [p for p in probes if p in args.rerank_nprobes])
+                (f"{name} (rerank {r}{how})", r, [p for p in probes if p in args.rerank_nprobes])
                 for r in (args.rerank if code_bytes(name) <= GOAL_BYTES and refine_of(index) is None else [])]
             for vname, rerank, vprobes in variants:
                 rows = [r for r in rows if (r["resolution"], r["factory"]) != (res, vname)]
@@ -256,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
                     for qname, q in query_sets.items():
                         row = {"resolution": res, "n": len(cells), "factory": vname, "nprobe": nprobe, "rerank": rerank,
                                "queries": qname, "bytes_per_vector": round(bpv, 1), "index_mb": round(size / 1e6, 1),
+                               "resident_bytes_per_vector": round(bpv, 1),
+                               "disk_bytes_per_vector": disk_bpv if rerank else 0,
+                               "rerank_from": (args.rerank_from if rerank else None),
                                "build_s": round(build_s, 1),
                                **evaluate(index, vname, q, gts[qname], cells, latlng, pos_of, nprobe, rerank, reranker)}
                         rows.append(row)
@@ -275,10 +287,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def index_name(factory: str, resolution: int) -> str:
-    from geoindex.index.factory import h3_list_resolution
+    from geoindex.index.factory import _IVFH3_TOKEN, h3_list_resolution
 
     head, _, rest = factory.partition(",")
-    return f"IVFH3r{h3_list_resolution(resolution, None)},{rest}"
+    m = _IVFH3_TOKEN.match(head)
+    return f"IVFH3r{h3_list_resolution(resolution, int(m['res']) if m['res'] else None)}{m['hnsw'] or ''},{rest}"
+
+
+def fp16_store(resolution: int, cells: np.ndarray, xb):
+    """The gallery's fp16 exact store (geoindex.store.exact_store), written once under benchmarks/.cache
+    as build_index --store fp16 writes it, opened memory-mapped."""
+    from geoindex.store.exact_store import STORE, open_store, write_store
+
+    folder = CACHE / f"res{resolution}-land" / "store-fp16"
+    if not (folder / STORE).exists():
+        tmp = folder.with_name(folder.name + ".tmp")  # renamed when complete: a killed run leaves no half store
+        tmp.mkdir(parents=True, exist_ok=True)
+        step = 500_000
+        write_store(tmp, "fp16", cells, lambda: ((cells[s : s + step], np.asarray(xb[s : s + step]))
+                                                 for s in range(0, len(cells), step)))
+        tmp.rename(folder)
+    return open_store(folder, {"kind": "fp16"}, len(cells))
 
 
 if __name__ == "__main__":

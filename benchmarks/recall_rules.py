@@ -28,8 +28,10 @@ def code_bytes(factory: str) -> int:
             total += 1024
         elif part == "SQ4":
             total += 256
-        elif m := re.fullmatch(r"PQ(\d+)(x\d+)?(np)?", part):
-            total += int(m[1])
+        elif m := re.fullmatch(r"PQ(\d+)(?:x(\d+))?(fs|np)?", part):
+            total += int(m[1]) * int(m[2] or 8) // 8
+        elif m := re.fullmatch(r"RaBitQ(\d*)", part):  # 1 bit a dimension (+ ex-bits), 8 B of factors
+            total += 512 * int(m[1] or 1) // 8 + 8
     return total
 
 
@@ -91,3 +93,24 @@ def edge_km(resolution: int) -> float:
     import h3
 
     return h3.average_hexagon_edge_length(resolution, "km")
+
+
+def budget_candidates(rows: list[dict]) -> list[dict]:
+    """The configurations ``build_index --max-memory`` chooses among (geoindex.index.budget.MEASURED):
+    per resolution, every codec (with its re-ranking depth and source) that meets the goal (recall@10
+    >= 0.95, km lost p99 <= one H3 edge; clean queries), at the nprobe answering one query fastest
+    (ms_single_p50). Exact Flat, OPQ and refine-index codecs are left out (Flat is never smaller;
+    the others need search parameters the budget does not carry)."""
+    best: dict[tuple, dict] = {}
+    for r in rows:
+        base = r["factory"].split(" (")[0]
+        if (r["queries"] != "photo" or not meets_goal(r) or r.get("ms_single_p50") is None or r["nprobe"] is None
+                or any(t in base for t in ("OPQ", "Refine", "RFlat")) or base == "Flat"):
+            continue
+        store = "fp16" if r.get("rerank") and r.get("rerank_from") == "store" else None
+        key = (r["resolution"], base, r.get("rerank") or 0, store)
+        if key not in best or r["ms_single_p50"] < best[key]["ms_single_p50"]:
+            best[key] = {"resolution": r["resolution"], "factory": base, "nprobe": r["nprobe"],
+                         "rerank": r.get("rerank") or 0, "store": store, "recall_at_10": r["recall_at_10"],
+                         "km_lost_p99": r["km_lost_p99"], "ms_single_p50": r["ms_single_p50"]}
+    return sorted(best.values(), key=lambda m: (m["resolution"], m["ms_single_p50"], m["factory"]))

@@ -44,6 +44,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--search", default=None,
                    help='search parameters stored as default, e.g. "nprobe=16"; add rerank=R to re-score '
                         'the R best candidates exactly at query time, e.g. "nprobe=16,rerank=32"')
+    p.add_argument("--store", default="auto",
+                   help="exact vectors on disk for re-ranking: fp16 (1 KB a vector), sq8 (512 B), fp32, none; "
+                        "auto (default): fp16 when the search settings re-rank (rerank=R), else none")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="resident budget for the index (30MB, 4GiB): builds the fastest measured configuration "
+                        "that fits (it picks --index and --search) and records the choice in the manifest")
     p.add_argument("--batch-size", type=int, default=8192, help="points per encoder batch")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="fp32", help="fp32 (exact); fp16 or bf16 on CUDA only")
@@ -77,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             seed=args.seed,
             progress=not args.no_progress,
+            store=args.store,
+            max_memory=args.max_memory,
         )
         result = build(config)
     except GeoindexError as e:

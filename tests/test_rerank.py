@@ -16,10 +16,11 @@ NLIST_R0 = 122  # res-0 cells: IVFH3 lists of a res-2 gallery
 
 @pytest.fixture(scope="module")
 def pq_r2(tmp_path_factory):
-    """Res 2, all 5,882 cells, 8-byte codes (PQ16x4): a deliberately lossy index, re-ranking on."""
+    """Res 2, all 5,882 cells, 8-byte codes (PQ16x4): a deliberately lossy index, re-ranking on,
+    with the encoder (no exact store: tests/test_store.py re-ranks from one)."""
     out = tmp_path_factory.mktemp("pq") / "r2"
     assert build_main(["--resolution", "2", "--cells", "all", "--out", str(out), "--index", "IVFH3,PQ16x4",
-                       "--search", f"nprobe={NLIST_R0},rerank=100", "--no-progress", "-q"]) == 0
+                       "--search", f"nprobe={NLIST_R0},rerank=100", "--store", "none", "--no-progress", "-q"]) == 0
     return out
 
 
@@ -133,3 +134,43 @@ def test_split_search():
     assert split_search("rerank=0") == ("", 0)
     assert split_search("nprobe=16") == ("nprobe=16", None)
     assert split_search(None) == ("", None)
+
+
+def test_concurrent_reranks_share_one_encoder_batch():
+    """Server threads re-ranking at once: one fn call serves every caller queued meanwhile, each
+    gets exactly its own rows, and an error reaches the callers of its batch only."""
+    import threading
+    import time
+
+    from geoindex.locate.rerank import Coalescer
+
+    seen = []
+
+    def fn(ids):
+        seen.append(len(ids))
+        time.sleep(0.05)  # an encoder pass: long enough for the other threads to queue
+        if (ids == 666).any():
+            raise ValueError("bad id 666")
+        return np.column_stack((ids, 2 * ids)).astype(np.float32)
+
+    batches = Coalescer(fn)
+    barrier = threading.Barrier(8)
+    out: dict[int, object] = {}
+
+    def caller(i):
+        ids = np.array([i, i + 100, 7])  # id 7 is everyone's: encoded once a batch
+        barrier.wait()
+        out[i] = batches(ids)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(8):
+        assert np.array_equal(out[i], [[i, 2 * i], [i + 100, 2 * i + 200], [7, 14]])
+    assert batches.callers == 8 and batches.calls <= 3 and sum(seen) < 8 * 3  # shared, deduplicated
+    # an error fails its own batch, and the coalescer keeps serving
+    with pytest.raises(ValueError, match="666"):
+        batches(np.array([666]))
+    assert np.array_equal(batches(np.array([5])), [[5, 10]])

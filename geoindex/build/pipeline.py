@@ -32,11 +32,12 @@ from geoindex.cells import csv_gallery, gallery
 from geoindex.encoders.location import EMBED_DIM, encode_latlng, load_location_encoder, pick_device
 from geoindex.encoders.weights import geoclip_files, sha256_file
 from geoindex.errors import IndexDirError, InvalidArgumentError
+from geoindex.index import budget
 from geoindex.index import factory as index_factory
 from geoindex.index.builder import IndexBuilder
 from geoindex.index.h3lists import h3_centroids, list_numbers, list_parents
 from geoindex.index.search import SearchSettings, apply_search_settings
-from geoindex.store import manifest
+from geoindex.store import exact_store, manifest
 from geoindex.store.cells_db import shard_metadata, write_cells_table
 from geoindex.store.shards import ShardFile, iter_vectors, sample_vectors, shard_files
 
@@ -65,10 +66,14 @@ class BuildConfig:
     overwrite: bool = False
     seed: int = 1234
     progress: bool = True
+    store: str = "auto"
+    max_memory: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.search, str):
             object.__setattr__(self, "search", SearchSettings.parse(self.search))
+        if isinstance(self.max_memory, str):
+            object.__setattr__(self, "max_memory", budget.parse_size(self.max_memory))
 
 
 @dataclass
@@ -117,6 +122,9 @@ def build(config: BuildConfig) -> BuildResult:
         gallery.validate_cells(config.cells)
     index_factory.check_factory(config.factory, resolution, config.search,
                                 None if csv_latlng is None else len(csv_latlng))
+    exact_store.check_kind(config.store)
+    if config.max_memory is not None:
+        budget.check_request(config.max_memory, config.factory, config.search, resolution)
     if config.batch_size <= 0:
         raise InvalidArgumentError(f"--batch-size {config.batch_size} must be positive: try 8192")
     check_output(config.out, config.overwrite)
@@ -150,9 +158,15 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
 
     t = time.perf_counter()
     cells = np.concatenate([s.read("cell")["cell"] for s in shards])
-    plan, parents = _plan(config.factory, n, resolution, cells)
-    search = config.search if config.search is not None else \
-        index_factory.default_search(config.factory, plan, resolution, n)
+    factory, search, store_kind, choice = config.factory, config.search, config.store, None
+    if config.max_memory is not None:
+        choice = budget.choose(config.max_memory, resolution, n, lambda r: len(list_parents(cells, r)))
+        factory, search = choice.factory, choice.search
+        if store_kind == "auto":
+            store_kind = choice.store or "none"
+    plan, parents = _plan(factory, n, resolution, cells)
+    search = search if search is not None else index_factory.default_search(factory, plan, resolution, n)
+    store_kind = exact_store.resolve_kind(store_kind, search)
     builder = IndexBuilder(plan, use_gpu=None)
     apply_search_settings(builder.cpu_index, search)
     if parents is not None:
@@ -189,6 +203,11 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
     t = time.perf_counter()
     rows = write_cells_table(staging / manifest.CELLS, (s.read(*_META_COLUMNS) for s in shards))
     timer.add("metadata_db", t)
+    store_bytes = 0
+    if store_kind is not None:
+        t = time.perf_counter()
+        store_bytes = exact_store.write_store(staging, store_kind, np.sort(cells), lambda: iter_vectors(shards))
+        timer.add("exact_store", t)
     if rows != n or ntotal != n:
         raise IndexDirError(f"internal count mismatch: {n} vectors, {ntotal} in FAISS, {rows} rows")
 
@@ -209,7 +228,7 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
             "metric": "inner_product",
         },
         "index": {
-            "factory_requested": config.factory,
+            "factory_requested": config.factory if choice is None else f"--max-memory {config.max_memory}",
             "factory": plan.factory,
             "faiss_factory": plan.faiss_factory,
             "search": str(search),
@@ -220,16 +239,35 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
             "built_on": "gpu" if built_on_gpu else "cpu",
             "seed": config.seed,
         },
+        "store": None if store_kind is None else {
+            "kind": store_kind, "file": exact_store.STORE, "order": "cell",
+            "bytes_per_vector": int(exact_store.KINDS[store_kind]().itemsize * EMBED_DIM)},
+        "memory": _memory_entry(staging, ntotal, store_bytes, choice, config.max_memory),
         "self_check": check,
         "timings_s": {k: round(v, 3) for k, v in timer.seconds.items()},
         "peak_rss_mib": round(_max_rss_mib(), 1),
         "versions": manifest.versions(),
-        "files": manifest.file_entries(staging, manifest.REQUIRED_FILES),
+        "files": manifest.file_entries(staging, manifest.REQUIRED_FILES + exact_store.store_files(store_kind)),
     }
     manifest.write_manifest(staging, man)
     publish(staging, out)
     shutil.rmtree(work, ignore_errors=True)
     return BuildResult(out, man, check)
+
+
+def _memory_entry(staging: Path, ntotal: int, store_bytes: int, choice, max_memory: int | None) -> dict:
+    """What the index costs: ``resident_bytes`` (the FAISS index, which a Geolocator holds in RAM),
+    ``disk_bytes`` (the exact store, memory-mapped and read per candidate) and, for a
+    ``--max-memory`` build, the budget and the measured configuration chosen for it."""
+    resident = (staging / manifest.VECTORS).stat().st_size
+    entry = {"resident_bytes": resident, "resident_bytes_per_vector": round(resident / max(ntotal, 1), 1),
+             "disk_bytes": store_bytes, "disk_bytes_per_vector": round(store_bytes / max(ntotal, 1), 1)}
+    if choice is not None:
+        if resident > max_memory:
+            raise IndexDirError(f"internal: the index takes {resident:,} B resident, over the budget "
+                                f"{max_memory:,} B that {choice.factory} was predicted to fit")
+        entry.update(max_memory=max_memory, chosen=choice.to_dict())
+    return entry
 
 
 def _nlist(index: faiss.Index) -> int:
@@ -313,9 +351,13 @@ def summary_line(result: BuildResult) -> str:
     g, idx, t = m["gallery"], m["index"], m["timings_s"]
     what = f"res {g['resolution']} {g['cells']}" if g["kind"] == "h3" else f"CSV {g['path']}"
     size_mb = sum(f["bytes"] for f in m["files"].values()) / 1e6
+    mem = m.get("memory") or {}
+    store = f" + {m['store']['kind']} store {mem['disk_bytes'] / 1e6:.1f} MB on disk" if m.get("store") else ""
+    budget_note = f" (budget {mem['max_memory'] / 1e6:.1f} MB)" if "max_memory" in mem else ""
     return (
         f"built {result.path}: {g['count']:,} cells ({what}), {idx['factory']} [{idx['search'] or 'exact'}], "
-        f"{size_mb:.1f} MB, {t['total']:.1f} s, peak RSS {m['peak_rss_mib']:.0f} MiB; self-check "
+        f"{mem.get('resident_bytes', 0) / 1e6:.1f} MB resident ({mem.get('resident_bytes_per_vector', 0)} B/vector)"
+        f"{budget_note}{store}, {size_mb:.1f} MB in all, {t['total']:.1f} s, peak RSS {m['peak_rss_mib']:.0f} MiB; self-check "
         f"recall@10 {m['self_check']['recall_at_10']:.3f}, self-hit@1 {m['self_check']['self_hit_at_1']:.3f}"
     )
 

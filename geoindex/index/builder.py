@@ -5,6 +5,8 @@ GPU are present (k-means lists), else on the CPU, and handed back as a CPU index
 from __future__ import annotations
 
 import logging
+import re
+from dataclasses import replace
 
 import faiss
 import numpy as np
@@ -29,7 +31,11 @@ class IndexBuilder:
 
     def __init__(self, plan: IndexPlan, use_gpu: bool | None = None):
         self.plan = plan
-        self.cpu_index = new_index(plan)
+        # Fast-scan codes (PQ..x4fs) live in interleaved blocks that IndexIVF.add_core does not
+        # write: pre-assigned (IVFH3) lists are filled as plain 4-bit PQ and converted in finish().
+        self.fast_scan = plan.h3_list_res is not None and _FAST_SCAN.search(plan.faiss_factory) is not None
+        filled = replace(plan, faiss_factory=_FAST_SCAN.sub(r"\1", plan.faiss_factory)) if self.fast_scan else plan
+        self.cpu_index = new_index(filled)
         ivf = faiss.try_extract_index_ivf(self.cpu_index)
         ivf = faiss.downcast_index(ivf) if ivf is not None else None
         if isinstance(ivf, faiss.IndexIVFPQ) and ivf.do_polysemous_training:
@@ -99,4 +105,21 @@ class IndexBuilder:
             self.cpu_index = faiss.index_gpu_to_cpu(self.index)
             self.index = self.cpu_index
             self.on_gpu = False
+        if self.fast_scan:
+            self.cpu_index = self.index = _to_fast_scan(self.cpu_index)
+            self.fast_scan = False
         return self.cpu_index
+
+
+_FAST_SCAN = re.compile(r"(PQ\d+x4)fs(?:_\d+)?\b")
+
+
+def _to_fast_scan(ivfpq: faiss.Index) -> faiss.Index:
+    """A filled IVF..,PQ<m>x4 index -> the same codes as IndexIVFPQFastScan (SIMD 4-bit scan),
+    which takes over the coarse quantizer."""
+    ivfpq = faiss.downcast_index(ivfpq)
+    fast = faiss.IndexIVFPQFastScan(ivfpq)
+    fast.nprobe = ivfpq.nprobe
+    ivfpq.own_fields, fast.own_fields = False, True  # the quantizer now belongs to the fast-scan index
+    fast.referenced_objects = [ivfpq.quantizer]
+    return fast

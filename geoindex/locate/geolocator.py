@@ -22,9 +22,10 @@ from geoindex.locate.options import DEFAULT_CANDIDATES, LocateResult, QueryOptio
 from geoindex.locate.ranking import rank
 from geoindex.locate.refine import Refiner
 from geoindex.locate.regions import RegionFilter, region_ids
-from geoindex.locate.rerank import ExactReranker, rescore_head
+from geoindex.locate.rerank import ExactReranker, StoreReranker, rescore_head
 from geoindex.store.cell_table import load_cell_table
-from geoindex.store.manifest import open_index_dir
+from geoindex.store.exact_store import open_store
+from geoindex.store.manifest import open_index_dir, rebuild_hint
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,9 @@ REGION_CACHE = 64
 class Geolocator:
     """Opens an index directory once; :meth:`locate` is the hot path (no DuckDB round trip)."""
 
-    def __init__(self, index_dir: str | Path, verify: str = "size"):
+    def __init__(self, index_dir: str | Path, verify: str = "size", use_store: bool = True):
+        """``use_store``: re-rank from the index's exact store when it has one (False: with the
+        encoder, as an index without a store does)."""
         self.dir = open_index_dir(index_dir, verify=verify, weights_sha256=location_weights_sha256())
         self.index = faiss.read_index(str(self.dir.vectors_path))
         apply_search_settings(self.index, self.dir.search)
@@ -46,8 +49,11 @@ class Geolocator:
         self._list_of_row: np.ndarray | None = None
         self._centroids: np.ndarray | None = None
         self._region_cache: dict[RegionFilter, np.ndarray] = {}
-        self.reranker = ExactReranker(self._latlng_of)
-        self.refiner = Refiner(lambda: self.reranker.model)  # one encoder for both
+        self.encoder_reranker = ExactReranker(self._latlng_of)
+        self.store = open_store(self.dir.path, self.dir.store, len(self.table),
+                                rebuild_hint(self.dir.path, self.dir.manifest)) if use_store else None
+        self.reranker = self.encoder_reranker if self.store is None else StoreReranker(self.store, self.table.rows)
+        self.refiner = Refiner(lambda: self.encoder_reranker.model)  # one encoder for both
 
     @property
     def rerank_depth(self) -> int:

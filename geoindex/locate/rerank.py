@@ -1,6 +1,9 @@
-"""Exact re-ranking: score the best candidates against their freshly encoded cell centres.
+"""Exact re-ranking: score the best candidates against their exact vectors.
 
-Every gallery vector is the location encoder applied to its cell's centre, and the centre is
+Two sources of exact vectors. With an exact store in the index directory
+(:mod:`geoindex.store.exact_store`, ``build_index --store fp16``), :class:`StoreReranker` reads the
+candidates' rows from a memory-mapped file: a few KB a query, no encoder (res 6, PQ32x4fs + R=64:
+see the README's compact-index table). Without one, :class:`ExactReranker` re-encodes them. Every gallery vector is the location encoder applied to its cell's centre, and the centre is
 in the cell table. So the exact score of a candidate needs no stored bytes, only one encoder
 pass (~19 MFLOP a point: three 512-1024-1024-1024-512 MLPs). A compact index (PQ codes of
 <= 128 B) finds the neighbourhood; re-ranking its top R candidates exactly recovers the order
@@ -37,6 +40,7 @@ class ExactReranker:
         self.device = device
         self._model = model
         self._lock = threading.Lock()
+        self._batches = Coalescer(self._encode)
 
     @property
     def model(self):
@@ -50,25 +54,130 @@ class ExactReranker:
                 self._model = load_location_encoder(device)
         return self._model
 
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """(m,) distinct ids -> (m, 512) float32: their cell centres, encoded now; the ids of
+        concurrent callers (server threads) are encoded in one batch (:class:`Coalescer`)."""
+        return self._batches(ids)
+
+    def _encode(self, ids: np.ndarray) -> np.ndarray:
+        from geoindex.encoders.location import encode_latlng
+
+        return encode_latlng(self.model, self.latlng_of(ids))
+
     def rerank(self, xq: np.ndarray, D: np.ndarray, I: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
         """(n, 512) float32 L2-normalised queries and FAISS's (n, c) D, I -> D, I with the first
         min(r, c) columns re-scored exactly and sorted best first, the rest capped just below the
         lowest of those (order kept); -1 ids stay at the end."""
-        from geoindex.encoders.location import encode_latlng
+        return rerank_with(self.vectors, xq, D, I, r)
 
-        r = min(r, I.shape[1])
-        if r == 0:
-            return D, I
-        head = I[:, :r]
-        uniq, inverse = np.unique(head[head >= 0], return_inverse=True)
-        if len(uniq) == 0:
-            return D, I
-        xb = encode_latlng(self.model, self.latlng_of(uniq))  # one batch for every query's candidates
-        exact = np.full(head.shape, -np.inf, dtype=np.float32)
-        rows, cols = np.nonzero(head >= 0)
-        exact[rows, cols] = np.einsum("ij,ij->i", xq[rows], xb[inverse])
-        D, I, _ = rescore_head(D, I, exact)
+
+class StoreReranker:
+    """Re-scores candidates with their vectors read from the index's exact store
+    (:mod:`geoindex.store.exact_store`, memory-mapped): no encoder, a few KB read per query.
+    ``rows_of``: (m,) ids -> (m,) store rows (the cell table's ``rows``)."""
+
+    def __init__(self, store, rows_of: Callable[[np.ndarray], np.ndarray]):
+        self.store = store
+        self.rows_of = rows_of
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        return self.store.vectors(self.rows_of(ids))
+
+    def rerank(self, xq: np.ndarray, D: np.ndarray, I: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`ExactReranker.rerank`, with the stored vectors."""
+        return rerank_with(self.vectors, xq, D, I, r)
+
+
+class Coalescer:
+    """Concurrent calls of ``fn`` on id arrays become one call on their union.
+
+    One query's re-ranking encodes a few dozen points, and that costs about what a few hundred
+    cost: the encoder's 38 MB of weights stream through the cache either way. So when server
+    threads re-rank at once, the first runs ``fn`` and the ones arriving meanwhile queue; when it
+    finishes, one of them runs ``fn`` once for every queued caller and hands each its rows.
+    Alone, a call runs ``fn`` directly, with no wait.
+    """
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray]):
+        self.fn = fn
+        self._lock = threading.Lock()
+        self._queue: list[_Call] = []
+        self._busy = False
+        self.calls = 0  # fn calls, and the callers they served: the batching a server got
+        self.callers = 0
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        me = _Call(np.asarray(ids, dtype=np.int64))
+        with self._lock:
+            self._queue.append(me)
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            me.done.wait()
+            if not me.lead:  # served by another thread's batch
+                return me.result()
+        self._run()
+        return me.result()
+
+    def _run(self) -> None:
+        """Serve everything queued in one fn call; then pass the lead to a caller queued meanwhile."""
+        with self._lock:
+            batch, self._queue = self._queue, []
+        try:
+            uniq, inverse = np.unique(np.concatenate([c.ids for c in batch]), return_inverse=True)
+            out = self.fn(uniq)
+            start = 0
+            for c in batch:
+                c.rows = out[inverse[start : start + len(c.ids)]]
+                start += len(c.ids)
+        except BaseException as e:  # every caller of the batch sees the error; the next batch runs
+            for c in batch:
+                c.error = e
+        self.calls += 1
+        self.callers += len(batch)
+        with self._lock:
+            successor = self._queue[0] if self._queue else None
+            self._busy = successor is not None
+        for c in batch:
+            c.done.set()
+        if successor is not None:
+            successor.lead = True
+            successor.done.set()
+
+
+class _Call:
+    __slots__ = ("ids", "done", "lead", "rows", "error")
+
+    def __init__(self, ids: np.ndarray):
+        self.ids = ids
+        self.done = threading.Event()
+        self.lead = False
+        self.rows: np.ndarray | None = None
+        self.error: BaseException | None = None
+
+    def result(self) -> np.ndarray:
+        if self.error is not None:
+            raise self.error
+        return self.rows
+
+
+def rerank_with(vectors_of: Callable[[np.ndarray], np.ndarray], xq: np.ndarray, D: np.ndarray, I: np.ndarray,
+                r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Re-score the first min(r, c) columns of (D, I) with ``vectors_of(distinct ids)``: one call
+    for every query's candidates."""
+    r = min(r, I.shape[1])
+    if r == 0:
         return D, I
+    head = I[:, :r]
+    uniq, inverse = np.unique(head[head >= 0], return_inverse=True)
+    if len(uniq) == 0:
+        return D, I
+    xb = vectors_of(uniq)
+    exact = np.full(head.shape, -np.inf, dtype=np.float32)
+    rows, cols = np.nonzero(head >= 0)
+    exact[rows, cols] = np.einsum("ij,ij->i", xq[rows], xb[inverse])
+    D, I, _ = rescore_head(D, I, exact)
+    return D, I
 
 
 def rescore_head(D: np.ndarray, I: np.ndarray, exact: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,4 +1,5 @@
-"""The index directory contract: ``DIR/manifest.json``, ``DIR/vectors.faiss``, ``DIR/cells.duckdb``.
+"""The index directory contract: ``DIR/manifest.json``, ``DIR/vectors.faiss``, ``DIR/cells.duckdb``,
+and, when built, the exact store ``DIR/exact.npy`` (:mod:`geoindex.store.exact_store`).
 
 The manifest records what was built and how (gallery, encoder weights checksum, factory and
 search strings, counts, timings, versions) and the size and SHA-256 of every other file.
@@ -57,6 +58,11 @@ class IndexDir:
         return self.manifest["gallery"].get("resolution")
 
     @property
+    def store(self) -> dict | None:
+        """The exact store's manifest entry (``{"kind": "fp16", ...}``), None when not built."""
+        return self.manifest.get("store")
+
+    @property
     def logit_scale(self) -> float:
         """GeoCLIP's learnt logit scale (log space: the softmax multiplies cosines by its exp)."""
         return float(self.manifest["encoder"]["logit_scale"])
@@ -101,8 +107,19 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, folder / MANIFEST)
 
 
-def _rebuild_hint(path: Path) -> str:
-    return f"rebuild it with `build_index --resolution 5 --out {path} --overwrite`"
+def rebuild_hint(path: Path, manifest: dict | None = None) -> str:
+    """The command that rebuilds this index: its own gallery, factory, search and store when the
+    manifest says them."""
+    try:
+        g, idx = manifest["gallery"], manifest["index"]
+        what = f"--resolution {g['resolution']} --cells {g['cells']}" if g["kind"] == "h3" else \
+            f"--gallery-csv {g['path']}"
+        what += f" --index {idx['factory']} --search '{idx['search']}'"
+        if manifest.get("store"):
+            what += f" --store {manifest['store']['kind']}"
+    except (KeyError, TypeError):
+        what = "--resolution 5"
+    return f"rebuild it with `build_index {what} --out {path} --overwrite`"
 
 
 def open_index_dir(path: str | Path, verify: str = "size", weights_sha256: str | None = None) -> IndexDir:
@@ -127,35 +144,35 @@ def open_index_dir(path: str | Path, verify: str = "size", weights_sha256: str |
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError) as e:
-        raise IndexDirError(f"{manifest_path} is not readable JSON ({e}): {_rebuild_hint(path)}") from e
+        raise IndexDirError(f"{manifest_path} is not readable JSON ({e}): {rebuild_hint(path)}") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IndexDirError(
             f"{manifest_path} has format {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
-            f"not {FORMAT!r}: {_rebuild_hint(path)}"
+            f"not {FORMAT!r}: {rebuild_hint(path)}"
         )
     files = manifest.get("files", {})
-    for name in REQUIRED_FILES:
+    for name in dict.fromkeys([*REQUIRED_FILES, *files]):  # the exact store too, when built
         entry = files.get(name)
         target = path / name
         if entry is None or not target.is_file():
-            raise IndexDirError(f"index dir {str(path)!r} lacks {name}: {_rebuild_hint(path)}")
+            raise IndexDirError(f"index dir {str(path)!r} lacks {name}: {rebuild_hint(path, manifest)}")
         if verify in ("size", "full") and target.stat().st_size != entry["bytes"]:
             raise IndexDirError(
                 f"{target} is {target.stat().st_size} bytes, the manifest says {entry['bytes']}: "
-                f"the file was changed or truncated; {_rebuild_hint(path)}"
+                f"the file was changed or truncated; {rebuild_hint(path, manifest)}"
             )
         if verify == "full" and sha256_file(target) != entry["sha256"]:
-            raise IndexDirError(f"{target} fails its SHA-256 check: {_rebuild_hint(path)}")
+            raise IndexDirError(f"{target} fails its SHA-256 check: {rebuild_hint(path, manifest)}")
     if weights_sha256 is not None:
         built_with = manifest.get("encoder", {}).get("weights_sha256")
         if built_with != weights_sha256:
             raise IndexDirError(
                 f"index dir {str(path)!r} was built with location-encoder weights {str(built_with)[:12]}..., "
                 f"but the weights in use are {weights_sha256[:12]}...: its vectors belong to another "
-                f"model; {_rebuild_hint(path)} (or point GEOINDEX_GEOCLIP_WEIGHTS at the original weights)"
+                f"model; {rebuild_hint(path)} (or point GEOINDEX_GEOCLIP_WEIGHTS at the original weights)"
             )
     try:
         search = SearchSettings.parse(manifest.get("index", {}).get("search"))
     except InvalidArgumentError as e:
-        raise IndexDirError(f"{manifest_path} holds a bad search string ({e}): {_rebuild_hint(path)}") from e
+        raise IndexDirError(f"{manifest_path} holds a bad search string ({e}): {rebuild_hint(path)}") from e
     return IndexDir(path, manifest, search)

@@ -1,0 +1,172 @@
+"""``build_index --max-memory SIZE``: the fastest measured configuration whose resident index fits.
+
+Resident is what a :class:`~geoindex.locate.Geolocator` holds in RAM for the index: codes, ids,
+the coarse quantizer and the codec's tables (the size of ``vectors.faiss``). The exact store
+(:mod:`geoindex.store.exact_store`) is on disk, memory-mapped, and not counted.
+
+The candidates are this project's measurements (benchmarks/bench_recall.py ->
+benchmarks/results/recall.json; ``MEASURED`` is tied to that file by a test): per resolution, every
+configuration that reached recall@10 >= 0.95 against exact search with top-1 km lost p99 within
+one H3 edge, each at the nprobe and re-ranking depth that answered one query fastest
+(``ms_single_p50``, one thread). For a budget the builder predicts each one's resident bytes for the
+gallery at hand (:func:`predict_resident`) and takes the fastest that fits; a resolution that was
+not measured borrows the nearest measured one's list (recorded as ``measured_at``). Like autofaiss'
+memory-driven choice, but from measured tables rather than heuristics.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import faiss
+
+from geoindex.encoders.location import EMBED_DIM
+from geoindex.errors import InvalidArgumentError
+from geoindex.index.factory import h3_list_resolution, new_index, resolve
+from geoindex.index.search import SearchSettings
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str | int) -> int:
+    """``"30MB"`` -> 30_000_000, ``"4GiB"`` -> 4 * 2**30, ``"512k"``, ``"1e9"`` is refused (say 1GB)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        m = _SIZE.match(str(text))
+        unit = m[2].lower() if m else None
+        if m is None or unit not in _UNITS:
+            raise InvalidArgumentError(
+                f"--max-memory {text!r} is not a size: give a number and a unit, e.g. 30MB, 512MiB or 4GiB "
+                "(B, KB, MB, GB, TB in powers of 1000; KiB, MiB, GiB, TiB in powers of 1024)"
+            )
+        value = int(float(m[1]) * _UNITS[unit])
+    if value <= 0:
+        raise InvalidArgumentError(f"--max-memory {text!r} must be more than 0 bytes, e.g. 30MB")
+    return value
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One measured configuration (benchmarks/results/recall.json, clean photo queries)."""
+
+    resolution: int
+    factory: str  # the geoindex factory string, list resolution included
+    nprobe: int
+    rerank: int  # 0: none
+    store: str | None  # exact store the re-ranking reads (None: no re-ranking, or the encoder)
+    recall_at_10: float
+    km_lost_p99: float
+    ms_single_p50: float
+
+    @property
+    def search(self) -> SearchSettings:
+        extra = (("quantizer_efSearch", 256),) if "_HNSW" in self.factory else ()
+        return SearchSettings(nprobe=self.nprobe, rerank=self.rerank or None, faiss_extra=extra)
+
+
+# Generated from benchmarks/results/recall.json by recall_rules.budget_candidates (a test checks).
+MEASURED: tuple[Measured, ...] = ()
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What a budget build builds, why, and what it was predicted to cost."""
+
+    factory: str
+    search: SearchSettings
+    store: str | None
+    predicted_resident_bytes: int
+    measured: Measured
+    measured_at: int
+
+    def to_dict(self) -> dict:
+        return {"factory": self.factory, "search": str(self.search), "store": self.store,
+                "predicted_resident_bytes": self.predicted_resident_bytes, "measured_at": self.measured_at,
+                "measured": asdict(self.measured)}
+
+
+def check_request(max_memory: int, factory: str, search: SearchSettings | None, resolution: int | None) -> None:
+    """Fail before encoding when --max-memory meets options it would override."""
+    if resolution is None:
+        raise InvalidArgumentError("--max-memory chooses among configurations measured on H3 galleries; for a CSV "
+                                   "gallery give --index and --search instead")
+    if factory != "auto" or search is not None:
+        raise InvalidArgumentError(
+            f"--max-memory picks the factory and search settings itself: drop --index {factory!r}"
+            f"{'' if search is None else f' and --search {str(search)!r}'}, or drop --max-memory"
+        )
+    if not MEASURED:
+        raise InvalidArgumentError("--max-memory needs measured configurations and this build has none: "
+                                   "run benchmarks/bench_recall.py")
+
+
+def candidates_for(resolution: int) -> tuple[int, list[Measured]]:
+    """(the measured resolution used, its configurations fastest first)."""
+    measured = sorted({m.resolution for m in MEASURED})
+    at = min(measured, key=lambda r: (abs(r - resolution), -r))
+    return at, sorted((m for m in MEASURED if m.resolution == at), key=lambda m: m.ms_single_p50)
+
+
+def _with_list_res(factory: str, measured_res: int, resolution: int) -> str:
+    """Keep the measured list depth (gallery res minus list res) at another resolution."""
+    m = re.match(r"^IVFH3r(\d+)", factory)
+    if not m or measured_res == resolution:
+        return factory
+    depth = measured_res - int(m[1])
+    return f"IVFH3r{max(0, resolution - depth)}" + factory[m.end():]
+
+
+def predict_resident(factory: str, n: int, resolution: int, parents_at: Callable[[int], int]) -> int:
+    """Bytes the index for ``factory`` over ``n`` vectors takes in RAM: the empty index as written
+    (codec tables, headers) + codes and 8-byte ids per vector + a fast-scan block's padding per list
+    + the coarse quantizer (flat centroids, plus the graph for an HNSW one). ``parents_at(r)``: the
+    gallery's distinct H3 parents at resolution r (the IVFH3 list count)."""
+    head = factory.split(",")[0]
+    n_parents = None
+    if head.startswith("IVFH3"):
+        m = re.match(r"^IVFH3(?:r(\d+))?", head)
+        n_parents = parents_at(h3_list_resolution(resolution, int(m[1]) if m[1] else None))
+    plan = resolve(factory, n, resolution, n_parents=n_parents)
+    empty = new_index(plan)
+    ivf = faiss.try_extract_index_ivf(empty)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "empty.faiss")
+        faiss.write_index(empty, path)
+        fixed = os.path.getsize(path)
+    if ivf is None:
+        return fixed + n * (empty.sa_code_size() + 8)
+    ivf = faiss.downcast_index(ivf)
+    nlist, code = ivf.nlist, ivf.code_size
+    padding = nlist * ivf.bbs * code if isinstance(ivf, faiss.IndexIVFFastScan) else 0
+    quantizer = nlist * EMBED_DIM * 4
+    hnsw = faiss.downcast_index(ivf.quantizer)
+    if isinstance(hnsw, faiss.IndexHNSW):  # level 0 has 2M neighbours a node; upper levels add ~1/M of that
+        quantizer += nlist * (2 * hnsw.hnsw.nb_neighbors(0) * 4 + 32)
+    return fixed + n * (code + 8) + padding + quantizer + nlist * 16
+
+
+def choose(max_memory: int, resolution: int, n: int, parents_at: Callable[[int], int]) -> Choice:
+    """The fastest measured configuration whose predicted resident bytes fit ``max_memory``;
+    InvalidArgumentError naming the smallest one (and its size) when none does."""
+    at, options = candidates_for(resolution)
+    sized = []
+    for m in options:
+        factory = _with_list_res(m.factory, at, resolution)
+        need = predict_resident(factory, n, resolution, parents_at)
+        if need <= max_memory:
+            store = m.store if m.rerank else None
+            return Choice(factory, m.search, store, need, m, at)
+        sized.append((need, factory, m))
+    need, factory, m = min(sized, key=lambda s: s[0])
+    raise InvalidArgumentError(
+        f"--max-memory {max_memory:,} B ({max_memory / 1e6:.1f} MB) fits no measured configuration for {n:,} cells "
+        f"at res {resolution}: the smallest, {factory} [{m.search}], needs {need:,} B ({need / 1e6:.1f} MB); "
+        f"give --max-memory {need / 1e6 + 0.1:.1f}MB or more, or a coarser --resolution"
+    )
