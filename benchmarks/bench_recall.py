@@ -307,7 +307,10 @@ def fp16_store(resolution: int, cells: np.ndarray, xb):
         write_store(tmp, "fp16", cells, lambda: ((cells[s : s + step], np.asarray(xb[s : s + step]))
                                                  for s in range(0, len(cells), step)))
         tmp.rename(folder)
-    return open_store(folder, {"kind": "fp16"}, len(cells))
+    store = open_store(folder, {"kind": "fp16"}, len(cells))
+    for start in range(0, len(cells), 500_000):  # into the page cache, as a server that has run a while has it
+        np.asarray(store.data[start : start + 500_000]).max()
+    return store
 
 
 if __name__ == "__main__":

@@ -42,13 +42,17 @@ def choose_default(rows: list[dict], resolution: int) -> dict | None:
     and no slower than exact search at that resolution (an approximate index slower than Flat has
     no reason to exist); then the codec with the fewest code bytes per vector (the memory that
     grows with the gallery: ids, centroids and list overhead differ by < 3% between the IVF
-    flavours of one codec), ties to the faster."""
+    flavours of one codec), ties to the faster. A configuration that re-ranks from an exact store
+    on disk qualifies only if it also keeps top-1 km lost p99 within one H3 edge: the disk buys
+    exactness, not a cheaper miss."""
     here = [r for r in rows if r["resolution"] == resolution and r["queries"] == "photo"]
     flat_ms = min((r["ms_per_query"] for r in here if r["factory"] == "Flat"), default=MAX_MS)
     best_per_codec: dict[str, dict] = {}
     for r in here:
         if r["factory"] == "Flat" or r["recall_at_10"] < RECALL_TARGET or r["ms_per_query"] > min(MAX_MS, flat_ms):
             continue
+        if r.get("disk_bytes_per_vector") and not meets_goal(r):
+            continue  # an exact store costs 1 KB a vector of disk: it must buy top-1s within one cell edge
         prev = best_per_codec.get(r["factory"])
         if prev is None or (r["nprobe"] or 0) < (prev["nprobe"] or 0):
             best_per_codec[r["factory"]] = r

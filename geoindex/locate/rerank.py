@@ -192,5 +192,6 @@ def rescore_head(D: np.ndarray, I: np.ndarray, exact: np.ndarray) -> tuple[np.nd
     I[:, :r] = np.take_along_axis(head, order, 1)
     # a candidate ranked below the head never outranks (nor ties) it: scores reaching the head's
     # lowest new score are capped just below it, so D stays sorted
-    D[:, r:] = np.minimum(D[:, r:], np.nextafter(D[:, r - 1 : r], np.float32(-np.inf)))
+    with np.errstate(over="ignore"):  # a head ending in -inf (fewer candidates than r) stays -inf
+        D[:, r:] = np.minimum(D[:, r:], np.nextafter(D[:, r - 1 : r], np.float32(-np.inf)))
     return D, I, order
