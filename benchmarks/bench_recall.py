@@ -69,7 +69,10 @@ def build(factory: str, resolution: int, cells: np.ndarray, xb, shared_quantizer
     t = time.perf_counter()
     n_parents = None
     if factory.startswith("IVFH3"):
-        parents = list_parents(cells, h3_list_resolution(resolution, None))
+        from geoindex.index.factory import _IVFH3_TOKEN
+
+        requested = _IVFH3_TOKEN.match(factory.split(",")[0])["res"]
+        parents = list_parents(cells, h3_list_resolution(resolution, int(requested) if requested else None))
         n_parents = len(parents)
     plan = resolve(factory, len(cells), resolution, n_parents=n_parents)
     builder = IndexBuilder(plan, use_gpu=False)

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-
 from common import ROOT, land_gallery, machine, photo_locations, save, table
 
 
 def assemble(resolution: int, factory: str, search: str, out: Path) -> Path:
     """An index directory for ``factory`` over the cached res-``resolution`` gallery (see above)."""
     from bench_recall import build, fp16_store
+
     from geoindex.store import exact_store, manifest
 
     source = ROOT / "indexes" / f"res{resolution}-land"

@@ -23,7 +23,6 @@ import time
 
 import faiss
 import numpy as np
-
 from common import CACHE, exact_search_chunked, land_gallery, machine, photo_locations, save, single_query_ms, table
 
 
@@ -40,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import torch
-
     from bench_recall import build
+
     from geoindex.encoders.location import encode_latlng, load_location_encoder
     from geoindex.locate.rerank import ExactReranker, StoreReranker
     from geoindex.store.exact_store import open_store, write_store

@@ -61,6 +61,7 @@ def choose_default(rows: list[dict], resolution: int) -> dict | None:
     best = min(best_per_codec.values(), key=lambda r: (code_bytes(r["factory"]), r["ms_per_query"]))
     out = {k: best[k] for k in ("resolution", "factory", "nprobe", "bytes_per_vector", "recall_at_10", "km_lost_p99",
                                 "ms_per_query", "build_s")}
+    out["rerank"] = best.get("rerank") or 0
     out["code_bytes"] = code_bytes(best["factory"])
     return out
 

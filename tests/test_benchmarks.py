@@ -123,7 +123,7 @@ def test_builder_defaults_are_the_measured_choice():
         factory, search = faiss_index.auto_choice(res)
         plan = faiss_index.resolve(factory, n, res, n_parents=1)  # IVFH3 names no list count
         assert plan.factory == c["factory"].split(" (")[0], res
-        assert str(search) == f"nprobe={c['nprobe']}", res
+        assert str(search) == f"nprobe={c['nprobe']}" + (f",rerank={c['rerank']}" if c["rerank"] else ""), res
 
 
 def test_best_compact_code_and_the_goal():

@@ -1,6 +1,8 @@
 """``build_index --max-memory``: sizes, the choice among measured configurations, the fit."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +79,15 @@ def test_budget_refusals(fake_table, tmp_path, capsys):
     assert "--max-memory picks the factory and search settings itself: drop --index" in capsys.readouterr().err
     assert build_main(["--resolution", "2", "--max-memory", "lots", "--out", str(tmp_path / "g"), "-q"]) == 2
     assert "'lots' is not a size" in capsys.readouterr().err
+
+
+def test_measured_table_is_what_the_benchmarks_measured():
+    """budget.MEASURED must be recall_rules.budget_candidates of benchmarks/results/recall.json."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import recall_rules
+    from common import RESULTS
+
+    rows = json.loads((RESULTS / "recall.json").read_text())["rows"]
+    assert [Measured(**c) for c in recall_rules.budget_candidates(rows)] == list(budget.MEASURED), \
+        "geoindex.index.budget.MEASURED is stale: regenerate it from results/recall.json"
+    assert 6 in {m.resolution for m in budget.MEASURED}

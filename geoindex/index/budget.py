@@ -72,7 +72,16 @@ class Measured:
 
 
 # Generated from benchmarks/results/recall.json by recall_rules.budget_candidates (a test checks).
-MEASURED: tuple[Measured, ...] = ()
+MEASURED: tuple[Measured, ...] = (
+    Measured(6, "IVFH3r2,PQ32", 8, 256, "fp16", 0.9717, 0.0, 0.8745),
+    Measured(6, "IVFH3r3,SQfp16", 4, 0, None, 0.9808, 0.0, 0.9523),
+    Measured(6, "IVFH3r3,PQ128", 16, 16, None, 0.985, 0.0, 10.5362),
+    Measured(6, "IVFH3r3,PQ128", 4, 32, None, 0.9806, 0.0, 14.2449),
+    Measured(6, "IVFH3r3,PQ64", 16, 32, None, 0.9758, 0.0, 17.5372),
+    Measured(6, "IVFH3r3,PQ32", 4, 64, None, 0.957, 0.06, 20.4896),
+    Measured(6, "IVFH3r3,PQ64", 4, 64, None, 0.9785, 0.0, 20.7581),
+    Measured(6, "IVFH3r3,PQ128", 16, 64, None, 0.9947, 0.0, 21.9874),
+)
 
 
 @dataclass(frozen=True)

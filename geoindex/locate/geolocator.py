@@ -83,7 +83,8 @@ class Geolocator:
         m = self.dir.manifest
         return {"path": str(self.dir.path), "gallery": m["gallery"], "factory": m["index"]["factory"],
                 "search": str(self.dir.search), "ntotal": self.ntotal, "created": m["created"],
-                "versions": m["versions"], "self_check": m.get("self_check")}
+                "versions": m["versions"], "self_check": m.get("self_check"),
+                "store": None if self.store is None else self.store.kind, "memory": m.get("memory")}
 
     # -- validation ---------------------------------------------------------------------------
     def check_options(self, options: QueryOptions) -> None:
