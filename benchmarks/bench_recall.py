@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     query_sets = {"photo": clean, "photo+noise": noisy(clean, args.noise_cos)}
     rows: list[dict] = []
     if args.append and saved:
-        rows = saved["rows"]  # a codec measured again replaces its earlier rows at that resolution
+        rows = saved["rows"]
     params = {"queries": args.queries, "noise_cos": args.noise_cos, "nprobes": args.nprobes, "threads_search": 1,
               "rerank": args.rerank, "rerank_nprobes": args.rerank_nprobes, "threads_rerank_encoder": 1}
     for res in args.resolutions:
@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                 (f"{name} (rerank {r}{how})", r, [p for p in probes if p in args.rerank_nprobes])
                 for r in (args.rerank if code_bytes(name) <= GOAL_BYTES and refine_of(index) is None else [])]
             for vname, rerank, vprobes in variants:
-                rows = [r for r in rows if (r["resolution"], r["factory"]) != (res, vname)]
+                # a codec measured again replaces its earlier rows at that resolution and nprobe
+                rows = [r for r in rows if (r["resolution"], r["factory"]) != (res, vname) or r["nprobe"] not in vprobes]
                 for nprobe in vprobes:
                     for qname, q in query_sets.items():
                         row = {"resolution": res, "n": len(cells), "factory": vname, "nprobe": nprobe, "rerank": rerank,

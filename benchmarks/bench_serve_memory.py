@@ -103,8 +103,8 @@ def measure(index: Path, label: str, xq: np.ndarray, requests: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--resolution", type=int, default=6)
-    p.add_argument("--factory", default="IVFH3_HNSW32,PQ32x4fs")
-    p.add_argument("--search", default="nprobe=8,quantizer_efSearch=256,rerank=128")
+    p.add_argument("--factory", default="IVFH3r2,PQ32")
+    p.add_argument("--search", default="nprobe=8,rerank=256")
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / ".cache" / "serve-memory")
     args = p.parse_args(argv)

@@ -1,6 +1,6 @@
 """Exact scores from disk: which store re-ranks fastest, and what each kind costs in exactness.
 
-One compact index (res 5 land by default, ``IVFH3,PQ32x4fs``) finds R candidates per query; their
+One compact index (res 5 land by default, ``IVFH3,PQ32`` at nprobe 16) finds R candidates per query; their
 exact order then comes from
 - geoindex's exact store (geoindex.store.exact_store: an .npy memory-mapped with numpy, rows
   gathered in ascending order, decoded, dotted) in fp32, fp16 and sq8;
@@ -29,8 +29,8 @@ from common import CACHE, exact_search_chunked, land_gallery, machine, photo_loc
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--resolution", type=int, default=5)
-    p.add_argument("--factory", default="IVFH3,PQ32x4fs")
-    p.add_argument("--nprobe", type=int, default=8)
+    p.add_argument("--factory", default="IVFH3,PQ32")
+    p.add_argument("--nprobe", type=int, default=16)
     p.add_argument("--rerank", type=int, nargs="+", default=[16, 64, 256])
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--single", type=int, default=300, help="queries timed one at a time")
@@ -131,8 +131,12 @@ def concurrent_encoder_reranks(index, xq, latlng, rows_of, model, r: int, per_th
     """Without a store, server threads re-rank with the encoder: queries/s of 1, 4 and 8 threads
     each searching and re-ranking single queries, with the threads' encoder calls coalesced into one
     batch (geoindex.locate.rerank.Coalescer, what the server does) and without (each thread its own
-    encoder pass). torch on one thread per call, as a server's search pool runs it."""
+    encoder pass). torch with every core, as the server runs it (each encoder call may use them all)."""
     import threading
+
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
 
     from geoindex.locate.rerank import ExactReranker
 
