@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from geoindex.build.self_check import self_check
 from geoindex.build.workdir import check_output, fresh_staging, lock_work_dir, prepare_work_dir, publish, work_dir_for
 from geoindex.cells import csv_gallery, gallery
+from geoindex.cells.h3ids import cell_to_parent
 from geoindex.encoders.location import EMBED_DIM, encode_latlng, load_location_encoder, pick_device
 from geoindex.encoders.weights import geoclip_files, sha256_file
 from geoindex.errors import IndexDirError, InvalidArgumentError
@@ -160,7 +161,8 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
     cells = np.concatenate([s.read("cell")["cell"] for s in shards])
     factory, search, store_kind, choice = config.factory, config.search, config.store, None
     if config.max_memory is not None:
-        choice = budget.choose(config.max_memory, resolution, n, lambda r: len(list_parents(cells, r)))
+        choice = budget.choose(config.max_memory, resolution, n,
+                               lambda r: np.unique(cell_to_parent(cells, r), return_counts=True)[1])
         factory, search = choice.factory, choice.search
         if store_kind == "auto":
             store_kind = choice.store or "none"

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import faiss
+import numpy as np
 
 from geoindex.encoders.location import EMBED_DIM
 from geoindex.errors import InvalidArgumentError
@@ -136,16 +137,19 @@ def _with_list_res(factory: str, measured_res: int, resolution: int) -> str:
     return f"IVFH3r{max(0, resolution - depth)}" + factory[m.end():]
 
 
-def predict_resident(factory: str, n: int, resolution: int, parents_at: Callable[[int], int]) -> int:
+def predict_resident(factory: str, n: int, resolution: int, parents_at: Callable[[int], int | np.ndarray]) -> int:
     """Bytes the index for ``factory`` over ``n`` vectors takes in RAM: the empty index as written
-    (codec tables, headers) + codes and 8-byte ids per vector + a fast-scan block's padding per list
-    + the coarse quantizer (flat centroids, plus the graph for an HNSW one). ``parents_at(r)``: the
-    gallery's distinct H3 parents at resolution r (the IVFH3 list count)."""
+    (codec tables, headers) + codes and 8-byte ids per vector + the fast-scan blocks' padding + the
+    coarse quantizer (flat centroids, plus the graph for an HNSW one). ``parents_at(r)``: the
+    gallery's list sizes at H3 resolution r (children per parent: exact padding), or only their
+    count (worst-case padding: one block a list)."""
     head = factory.split(",")[0]
-    n_parents = None
+    n_parents, sizes = None, None
     if head.startswith("IVFH3"):
         m = re.match(r"^IVFH3(?:r(\d+))?", head)
-        n_parents = parents_at(h3_list_resolution(resolution, int(m[1]) if m[1] else None))
+        at = parents_at(h3_list_resolution(resolution, int(m[1]) if m[1] else None))
+        sizes = None if np.isscalar(at) else np.asarray(at)
+        n_parents = int(at) if sizes is None else len(sizes)
     plan = resolve(factory, n, resolution, n_parents=n_parents)
     empty = new_index(plan)
     ivf = faiss.try_extract_index_ivf(empty)
@@ -157,7 +161,9 @@ def predict_resident(factory: str, n: int, resolution: int, parents_at: Callable
         return fixed + n * (empty.sa_code_size() + 8)
     ivf = faiss.downcast_index(ivf)
     nlist, code = ivf.nlist, ivf.code_size
-    padding = nlist * ivf.bbs * code if isinstance(ivf, faiss.IndexIVFFastScan) else 0
+    padding = 0
+    if isinstance(ivf, faiss.IndexIVFFastScan):  # lists are stored in blocks of bbs codes
+        padding = (int(np.sum(-sizes % ivf.bbs)) if sizes is not None else nlist * ivf.bbs) * code
     quantizer = nlist * EMBED_DIM * 4
     hnsw = faiss.downcast_index(ivf.quantizer)
     if isinstance(hnsw, faiss.IndexHNSW):  # level 0 has 2M neighbours a node; upper levels add ~1/M of that
@@ -165,7 +171,7 @@ def predict_resident(factory: str, n: int, resolution: int, parents_at: Callable
     return fixed + n * (code + 8) + padding + quantizer + nlist * 16
 
 
-def choose(max_memory: int, resolution: int, n: int, parents_at: Callable[[int], int]) -> Choice:
+def choose(max_memory: int, resolution: int, n: int, parents_at: Callable[[int], int | np.ndarray]) -> Choice:
     """The fastest measured configuration whose predicted resident bytes fit ``max_memory``;
     InvalidArgumentError naming the smallest one (and its size) when none does."""
     at, options = candidates_for(resolution)

@@ -169,6 +169,12 @@ def rerank_with(vectors_of: Callable[[np.ndarray], np.ndarray], xq: np.ndarray, 
     if r == 0:
         return D, I
     head = I[:, :r]
+    if len(head) == 1:  # one query (a server's usual call): its ids are distinct, no merging needed
+        valid = head[0] >= 0
+        exact = np.full(head.shape, -np.inf, dtype=np.float32)
+        if valid.any():
+            exact[0, valid] = vectors_of(head[0, valid]) @ xq[0]
+        return rescore_head(D, I, exact)[:2]
     uniq, inverse = np.unique(head[head >= 0], return_inverse=True)
     if len(uniq) == 0:
         return D, I

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from geoindex.encoders.location import EMBED_DIM
@@ -83,6 +84,9 @@ def write_store(folder: Path, kind: str, sorted_ids: np.ndarray,
     return sum((folder / f).stat().st_size for f in store_files(kind))
 
 
+_FP16 = faiss.IndexScalarQuantizer(EMBED_DIM, faiss.ScalarQuantizer.QT_fp16)  # untrained is fine: fp16 has no ranges
+
+
 def _encode(xb: np.ndarray, kind: str, params: np.ndarray | None) -> np.ndarray:
     if kind == "sq8":
         return np.clip(np.rint((xb - params[0]) / params[1]), 0, 255).astype(np.uint8)
@@ -106,14 +110,13 @@ class ExactStore:
         return int(self.data.dtype.itemsize * EMBED_DIM)
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
-        """(m,) row positions -> (m, 512) float32 (read in ascending row order: fewer page faults)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        order = np.argsort(rows, kind="stable")
-        raw = np.empty((len(rows), EMBED_DIM), dtype=self.data.dtype)
-        raw[order] = self.data[rows[order]]
+        """(m,) row positions -> (m, 512) float32."""
+        raw = self.data[np.asarray(rows, dtype=np.int64)]
         if self.kind == "sq8":
             return raw.astype(np.float32) * self.params[1] + self.params[0]
-        return raw.astype(np.float32, copy=False)
+        if self.kind == "fp16":  # FAISS's SIMD half -> float (numpy's astype is ~10x slower)
+            return _FP16.sa_decode(raw.view(np.uint8))
+        return raw
 
 
 def open_store(folder: Path, entry: dict | None, n: int, rebuild: str = "rebuild the index") -> ExactStore | None:
