@@ -103,6 +103,13 @@ def test_default_choice_rule():
     assert (choice["factory"], choice["nprobe"]) == ("IVF9,SQ8", 64)  # cheapest codes reaching 0.95 in 1 ms
     rows[-1]["ms_per_query"] = 0.5
     assert bench_recall.choose_default(rows, 5)["factory"] == "IVF9,SQ4"
+    # a store-backed configuration (fewer code bytes) wins only if its top-1s stay within one edge
+    stored = {"resolution": 5, "queries": "photo", "factory": "IVF9,PQ32 (rerank 256, fp16 store)", "nprobe": 32,
+              "rerank": 256, "recall_at_10": 0.97, "ms_per_query": 0.6, "disk_bytes_per_vector": 1024,
+              "bytes_per_vector": 0, "km_lost_p99": 20.0, "build_s": 0}
+    assert bench_recall.choose_default(rows + [stored], 5)["factory"] == "IVF9,SQ4"  # res-5 edge: 9.9 km
+    choice = bench_recall.choose_default(rows + [{**stored, "km_lost_p99": 0.0}], 5)
+    assert (choice["factory"], choice["rerank"]) == ("IVF9,PQ32 (rerank 256, fp16 store)", 256)
 
 
 def test_builder_defaults_are_the_measured_choice():

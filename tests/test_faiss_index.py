@@ -24,9 +24,9 @@ def test_nlist_rule():
     ("auto", 2, 2203, "Flat"),
     ("auto", 3, 13_483, "IVF345,SQ8"),
     ("auto", None, 5_000, "Flat"),
-    ("auto", 5, 594_367, "IVF4096,SQ8"),
-    ("auto", 6, 4_084_324, "IVFH3r3,SQ4"),
-    ("auto", 9, 10**9, "IVFH3r6,SQ4"),  # beyond the measured range: res 6's choice
+    ("auto", 5, 594_367, "IVFH3r2,PQ32"),
+    ("auto", 6, 4_084_324, "IVFH3r2,PQ32"),
+    ("auto", 9, 10**9, "IVFH3r5,PQ32"),  # beyond the measured range: res 6's choice, lists 4 levels up
     ("auto", None, 100_000, "IVF1024,SQ8"),
     ("IVF,PQ64", 5, 573_000, "IVF4096,PQ64"),
     ("IVFH3r1,SQ8", 4, 88_000, "IVFH3r1,SQ8"),
