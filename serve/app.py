@@ -33,7 +33,8 @@ from geoindex.errors import (
 from serve.batching import MicroBatcher
 from serve.http import BodyLimit, OrjsonRoute, error_response
 from serve.metrics import Metrics, MetricsMiddleware
-from serve.schema import BBOX_TEXT, COUNTRY, H3_OR_DECIMAL, PATTERN_WORDS, locate_responses, refusals, request_models
+from serve.schema import (BBOX_TEXT, COUNTRY, H3_OR_DECIMAL, PATTERN_WORDS, bounds_of, locate_responses, refusals,
+                          request_models)
 from serve.settings import ENV_VAR, ServeSettings
 
 log = logging.getLogger("geoindex.serve")
@@ -195,8 +196,9 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
     def form(name: str, **kw):
         """A multipart field with the same bounds and words as the JSON routes' field."""
         f = fields[name]
-        return Form(description=f.description, **{m: getattr(c, m) for c in f.metadata
-                                                   for m in ("ge", "gt", "le", "lt", "pattern") if hasattr(c, m)}, **kw)
+        bounds = {**bounds_of(f.annotation), **{m: getattr(c, m) for c in f.metadata  # X | None, or X
+                                                for m in ("ge", "gt", "le", "lt", "pattern") if hasattr(c, m)}}
+        return Form(description=f.description, **bounds, **kw)
 
     @app.post("/v1/locate", summary="Geolocate uploaded images (multipart)", responses=locate_responses(400, 503))
     async def locate_images(

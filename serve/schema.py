@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, BeforeValidator, Field, create_model
 
 from geoindex.encoders.clip import MAX_TEXT_CHARS
 from geoindex.index.search import MAX_REFINE
@@ -99,20 +99,48 @@ def refusals(*codes: int) -> dict:
 
 
 # -- requests ----------------------------------------------------------------------------------------
+def _number_only(value):
+    """pydantic's lax mode reads "0.5" and true as numbers; the schema says number: refuse them."""
+    if isinstance(value, (str, bool)):
+        raise ValueError(f"{value!r} is a {type(value).__name__}, give a JSON number")
+    return value
+
+
+def number(kind: type, **bounds):
+    """An int or float field type with its bounds, as a JSON number only (see _number_only)."""
+    return Annotated[kind, Field(**bounds), BeforeValidator(_number_only)]  # this order: the schema shows the bounds
+
+
+def bounds_of(annotation) -> dict:
+    """The ge/gt/le/lt of a field type made by :func:`number` (also inside ``| None``)."""
+    from typing import get_args
+
+    from pydantic.fields import FieldInfo
+
+    out = {}
+    for arg in get_args(annotation):
+        if isinstance(arg, FieldInfo):
+            out.update({k: getattr(m, k) for m in arg.metadata for k in ("ge", "gt", "le", "lt") if hasattr(m, k)})
+        else:
+            out.update(bounds_of(arg))
+    return out
+
+
 def filter_fields(max_top_k: int, max_candidates: int, resolution: int | None) -> dict:
-    """The fields every locate route shares, bounded by the server's limits and the index."""
+    """The fields every locate route shares, bounded by the server's limits and the index. Numbers
+    are JSON numbers as the schema says: "5" or true is refused, not coerced (2.0 is the integer 2)."""
     res = resolution if resolution is not None else 15
     return {
-        "top_k": (int, Field(5, ge=1, le=max_top_k, description="predictions per query")),
-        "candidates": (int, Field(256, ge=1, le=max_candidates, description="cells the softmax runs over")),
+        "top_k": (number(int, ge=1, le=max_top_k), Field(5, description="predictions per query")),
+        "candidates": (number(int, ge=1, le=max_candidates), Field(256, description="cells the softmax runs over")),
         "country": (list[Annotated[str, Field(pattern=COUNTRY)]],
                     Field(default_factory=list, description="ISO 3166-1 alpha-2 codes (OR)")),
         "bbox": (list[BBox] | BBox | None, Field(None, description="[w,s,e,n] or a list of them (OR); s < n, w < e")),
         "cells": (list[Annotated[str, Field(pattern=H3_OR_DECIMAL)]],
                   Field(default_factory=list, description="H3 cells at the index's resolution or coarser (OR)")),
-        "aggregate_res": (int | None, Field(None, ge=0, le=res, description="sum probability into H3 parents")),
-        "confidence": (float | None, Field(None, gt=0, le=1, description="also return the region holding this mass")),
-        "refine": (int | None, Field(None, ge=0, le=MAX_REFINE, description=(
+        "aggregate_res": (number(int, ge=0, le=res) | None, Field(None, description="sum probability into H3 parents")),
+        "confidence": (number(float, gt=0, le=1) | None, Field(None, description="also return the region holding this mass")),
+        "refine": (number(int, ge=0, le=MAX_REFINE) | None, Field(None, description=(
             "refine the best M cells below the grid with the location encoder: lat, lng become the refined "
             "points, score their exact cosine (0: off; default: the index's)"))),
     }

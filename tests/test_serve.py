@@ -127,6 +127,11 @@ def test_cells_route(client):
     ({"embeddings": [[1.0] * 512], "cells": ["nope"]}, 422, "H3"),
     ({"embeddings": [[1.0] * 512], "confidence": 2}, 422, "confidence"),
     ({"embeddings": [[1.0] * 512], "aggregate_res": 9}, 422, "aggregate_res"),
+    # the schema says number: text and booleans are refused, not coerced (found by schemathesis)
+    ({"embeddings": [[1.0] * 512], "confidence": "0.5"}, 422, "give a JSON number"),
+    ({"embeddings": [[1.0] * 512], "top_k": True}, 422, "give a JSON number"),
+    ({"embeddings": [[1.0] * 512], "top_k": "5"}, 422, "top_k"),
+    ({"embeddings": [[1.0] * 512], "top_k": 2.0}, 200, ""),  # JSON Schema's integer 2
     ({"embeddings": "x"}, 422, ""),
     ({}, 422, "embeddings"),
 ])
