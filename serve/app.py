@@ -33,8 +33,16 @@ from geoindex.errors import (
 from serve.batching import MicroBatcher
 from serve.http import BodyLimit, OrjsonRoute, error_response
 from serve.metrics import Metrics, MetricsMiddleware
-from serve.schema import (BBOX_TEXT, COUNTRY, H3_OR_DECIMAL, PATTERN_WORDS, bounds_of, locate_responses, refusals,
-                          request_models)
+from serve.schema import (
+    BBOX_TEXT,
+    COUNTRY,
+    H3_OR_DECIMAL,
+    PATTERN_WORDS,
+    bounds_of,
+    locate_responses,
+    refusals,
+    request_models,
+)
 from serve.settings import ENV_VAR, ServeSettings
 
 log = logging.getLogger("geoindex.serve")
