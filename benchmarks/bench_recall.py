@@ -32,7 +32,7 @@ import time
 import faiss
 import numpy as np
 
-from common import (CACHE, exact_search_chunked, haversine_km, land_gallery, machine, noisy, photo_locations, save,
+from common import (cached_store, exact_search_chunked, haversine_km, land_gallery, machine, noisy, photo_locations, save,
                     table, RESULTS)
 from recall_report import plot, report
 from recall_rules import GOAL_BYTES, chosen_all, choose_default, code_bytes
@@ -63,16 +63,13 @@ def build(factory: str, resolution: int, cells: np.ndarray, xb, shared_quantizer
     would take: k-means lists are trained once per list count and shared by every codec, and the
     training time is charged to each codec that reuses them."""
     from geoindex.index.builder import IndexBuilder
-    from geoindex.index.factory import h3_list_resolution, resolve
+    from geoindex.index.factory import list_resolution_of, resolve
     from geoindex.index.h3lists import h3_centroids, list_numbers, list_parents
 
     t = time.perf_counter()
     n_parents = None
-    if factory.startswith("IVFH3"):
-        from geoindex.index.factory import _IVFH3_TOKEN
-
-        requested = _IVFH3_TOKEN.match(factory.split(",")[0])["res"]
-        parents = list_parents(cells, h3_list_resolution(resolution, int(requested) if requested else None))
+    if (list_res := list_resolution_of(factory, resolution)) is not None:
+        parents = list_parents(cells, list_res)
         n_parents = len(parents)
     plan = resolve(factory, len(cells), resolution, n_parents=n_parents)
     builder = IndexBuilder(plan, use_gpu=False)
@@ -245,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             return np.searchsorted(cells, ids)
 
         if args.rerank_from == "store":
-            reranker, disk_bpv, how = StoreReranker(fp16_store(res, cells, xb), pos_of), 1024, ", fp16 store"
+            store = cached_store(res, "fp16", cells, xb)
+            reranker, disk_bpv, how = StoreReranker(store, pos_of), store.data.itemsize * 512, ", fp16 store"
         else:
             reranker, disk_bpv, how = ExactReranker(lambda ids: latlng[pos_of(ids)], device="cpu"), 0, ""
 
@@ -291,30 +289,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def index_name(factory: str, resolution: int) -> str:
-    from geoindex.index.factory import _IVFH3_TOKEN, h3_list_resolution
+    """``IVFH3,SQ4`` at res 6 -> ``IVFH3r3,SQ4``: the factory with its list resolution named."""
+    from geoindex.index.factory import resolve
 
-    head, _, rest = factory.partition(",")
-    m = _IVFH3_TOKEN.match(head)
-    return f"IVFH3r{h3_list_resolution(resolution, int(m['res']) if m['res'] else None)}{m['hnsw'] or ''},{rest}"
-
-
-def fp16_store(resolution: int, cells: np.ndarray, xb):
-    """The gallery's fp16 exact store (geoindex.store.exact_store), written once under benchmarks/.cache
-    as build_index --store fp16 writes it, opened memory-mapped."""
-    from geoindex.store.exact_store import STORE, open_store, write_store
-
-    folder = CACHE / f"res{resolution}-land" / "store-fp16"
-    if not (folder / STORE).exists():
-        tmp = folder.with_name(folder.name + ".tmp")  # renamed when complete: a killed run leaves no half store
-        tmp.mkdir(parents=True, exist_ok=True)
-        step = 500_000
-        write_store(tmp, "fp16", cells, lambda: ((cells[s : s + step], np.asarray(xb[s : s + step]))
-                                                 for s in range(0, len(cells), step)))
-        tmp.rename(folder)
-    store = open_store(folder, {"kind": "fp16"}, len(cells))
-    for start in range(0, len(cells), 500_000):  # into the page cache, as a server that has run a while has it
-        np.asarray(store.data[start : start + 500_000]).max()
-    return store
+    return resolve(factory, 0, resolution, n_parents=1).factory
 
 
 if __name__ == "__main__":

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from common import ROOT, land_gallery, machine, photo_locations, save, table
+from common import ROOT, cached_store, land_gallery, machine, photo_locations, save, table
 
 
 def assemble(resolution: int, factory: str, search: str, out: Path) -> Path:
     """An index directory for ``factory`` over the cached res-``resolution`` gallery (see above)."""
-    from bench_recall import build, fp16_store
+    from bench_recall import build, index_name
 
     from geoindex.store import exact_store, manifest
 
@@ -45,10 +45,8 @@ def assemble(resolution: int, factory: str, search: str, out: Path) -> Path:
     index, build_s = build(factory, resolution, cells, xb, {})
     faiss.write_index(index, str(out / manifest.VECTORS))
     shutil.copy(source / manifest.CELLS, out / manifest.CELLS)
-    store = fp16_store(resolution, cells, xb)
+    store = cached_store(resolution, "fp16", cells, xb)
     os.link(store.path, out / exact_store.STORE)
-    from bench_recall import index_name
-
     m = dict(src)
     m["index"] = {**src["index"], "factory_requested": factory, "factory": index_name(factory, resolution),
                   "faiss_factory": "assembled by benchmarks/bench_serve_memory.py", "search": search}

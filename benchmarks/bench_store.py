@@ -23,7 +23,17 @@ import time
 
 import faiss
 import numpy as np
-from common import CACHE, exact_search_chunked, land_gallery, machine, photo_locations, save, single_query_ms, table
+from common import (
+    CACHE,
+    cached_store,
+    exact_search_chunked,
+    land_gallery,
+    machine,
+    photo_locations,
+    save,
+    single_query_ms,
+    table,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from geoindex.encoders.location import encode_latlng, load_location_encoder
     from geoindex.locate.rerank import ExactReranker, StoreReranker
-    from geoindex.store.exact_store import open_store, write_store
 
     cells, latlng, xb = land_gallery(args.resolution)
     model = load_location_encoder()
@@ -55,18 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     def rows_of(ids):
         return np.searchsorted(cells, ids)
 
-    step = 500_000
-    stores = {}
-    for kind in ("fp32", "fp16", "sq8"):
-        folder = CACHE / f"res{args.resolution}-land" / f"store-{kind}"
-        if not (folder / "exact.npy").exists():
-            tmp = folder.with_name(folder.name + ".tmp")
-            tmp.mkdir(parents=True, exist_ok=True)
-            write_store(tmp, kind, cells, lambda: ((cells[s : s + step], np.asarray(xb[s : s + step]))
-                                                   for s in range(0, len(cells), step)))
-            tmp.rename(folder)
-        stores[kind] = open_store(folder, {"kind": kind}, len(cells))
-        np.asarray(stores[kind].data).max()  # warm: into the page cache
+    stores = {kind: cached_store(args.resolution, kind, cells, xb) for kind in ("fp32", "fp16", "sq8")}
 
     # FAISS's refine index over the same codes: ids must be rows of the refine index
     by_row = faiss.clone_index(index)
@@ -80,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     flat_path = CACHE / f"res{args.resolution}-land" / "refine-flat.faiss"
     if not flat_path.exists():
         flat = faiss.IndexFlatIP(xb.shape[1])
-        for s in range(0, len(cells), step):
-            flat.add(np.ascontiguousarray(xb[s : s + step]))
+        for s in range(0, len(cells), 500_000):
+            flat.add(np.ascontiguousarray(xb[s : s + 500_000]))
         with tempfile.NamedTemporaryFile(dir=flat_path.parent, delete=False) as f:
             faiss.write_index(flat, f.name)
         os.replace(f.name, flat_path)

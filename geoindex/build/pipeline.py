@@ -243,7 +243,7 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
         },
         "store": None if store_kind is None else {
             "kind": store_kind, "file": exact_store.STORE, "order": "cell",
-            "bytes_per_vector": int(exact_store.KINDS[store_kind]().itemsize * EMBED_DIM)},
+            "bytes_per_vector": exact_store.bytes_per_vector(store_kind)},
         "memory": _memory_entry(staging, ntotal, store_bytes, choice, config.max_memory),
         "self_check": check,
         "timings_s": {k: round(v, 3) for k, v in timer.seconds.items()},

@@ -27,7 +27,7 @@ import numpy as np
 
 from geoindex.encoders.location import EMBED_DIM
 from geoindex.errors import InvalidArgumentError
-from geoindex.index.factory import h3_list_resolution, new_index, resolve
+from geoindex.index.factory import DEFAULT_SEARCH, list_resolution_of, new_index, resolve, with_list_depth
 from geoindex.index.search import SearchSettings
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
@@ -68,7 +68,7 @@ class Measured:
 
     @property
     def search(self) -> SearchSettings:
-        extra = (("quantizer_efSearch", 256),) if "_HNSW" in self.factory else ()
+        extra = DEFAULT_SEARCH["ivf_hnsw"].faiss_extra if "_HNSW" in self.factory else ()
         return SearchSettings(nprobe=self.nprobe, rerank=self.rerank or None, faiss_extra=extra)
 
 
@@ -128,26 +128,16 @@ def candidates_for(resolution: int) -> tuple[int, list[Measured]]:
     return at, sorted((m for m in MEASURED if m.resolution == at), key=lambda m: m.ms_single_p50)
 
 
-def _with_list_res(factory: str, measured_res: int, resolution: int) -> str:
-    """Keep the measured list depth (gallery res minus list res) at another resolution."""
-    m = re.match(r"^IVFH3r(\d+)", factory)
-    if not m or measured_res == resolution:
-        return factory
-    depth = measured_res - int(m[1])
-    return f"IVFH3r{max(0, resolution - depth)}" + factory[m.end():]
-
-
 def predict_resident(factory: str, n: int, resolution: int, parents_at: Callable[[int], int | np.ndarray]) -> int:
     """Bytes the index for ``factory`` over ``n`` vectors takes in RAM: the empty index as written
     (codec tables, headers) + codes and 8-byte ids per vector + the fast-scan blocks' padding + the
     coarse quantizer (flat centroids, plus the graph for an HNSW one). ``parents_at(r)``: the
     gallery's list sizes at H3 resolution r (children per parent: exact padding), or only their
     count (worst-case padding: one block a list)."""
-    head = factory.split(",")[0]
     n_parents, sizes = None, None
-    if head.startswith("IVFH3"):
-        m = re.match(r"^IVFH3(?:r(\d+))?", head)
-        at = parents_at(h3_list_resolution(resolution, int(m[1]) if m[1] else None))
+    list_res = list_resolution_of(factory, resolution)
+    if list_res is not None:
+        at = parents_at(list_res)
         sizes = None if np.isscalar(at) else np.asarray(at)
         n_parents = int(at) if sizes is None else len(sizes)
     plan = resolve(factory, n, resolution, n_parents=n_parents)
@@ -177,11 +167,10 @@ def choose(max_memory: int, resolution: int, n: int, parents_at: Callable[[int],
     at, options = candidates_for(resolution)
     sized = []
     for m in options:
-        factory = _with_list_res(m.factory, at, resolution)
+        factory = with_list_depth(m.factory, at, resolution)
         need = predict_resident(factory, n, resolution, parents_at)
         if need <= max_memory:
-            store = m.store if m.rerank else None
-            return Choice(factory, m.search, store, need, m, at)
+            return Choice(factory, m.search, m.store, need, m, at)
         sized.append((need, factory, m))
     need, factory, m = min(sized, key=lambda s: s[0])
     raise InvalidArgumentError(

@@ -109,17 +109,32 @@ def h3_list_resolution(resolution: int | None, requested: int | None) -> int:
     return res
 
 
+def list_resolution_of(factory: str, resolution: int | None) -> int | None:
+    """The H3 resolution of an ``IVFH3`` factory's lists for a gallery at ``resolution`` (the
+    ``r<p>`` it names, else the default depth); None for any other factory."""
+    m = _IVFH3_TOKEN.match(_split(factory)[0])
+    return None if m is None else h3_list_resolution(resolution, int(m["res"]) if m["res"] else None)
+
+
+def with_list_depth(factory: str, measured_res: int, resolution: int) -> str:
+    """An ``IVFH3r<p>`` factory measured at ``measured_res`` moved to ``resolution`` keeping its lists'
+    depth below the cells (``IVFH3r2,PQ32`` at res 6 -> ``IVFH3r5,PQ32`` at res 9); other factories
+    unchanged."""
+    m = re.match(r"^IVFH3r(\d+)", factory)
+    if not m or measured_res == resolution:
+        return factory
+    return f"IVFH3r{max(0, int(m[1]) + resolution - measured_res)}{factory[m.end():]}"
+
+
 def auto_choice(resolution: int | None, n_rows: int | None = None) -> tuple[str, SearchSettings]:
     """The default (factory, search) for an H3 resolution, or for a CSV gallery of ``n_rows`` rows."""
     if resolution is None:
         return ("Flat", DEFAULT_SEARCH["flat"]) if (n_rows or 0) < FLAT_MAX else ("IVF,SQ8", DEFAULT_SEARCH["ivf"])
     if resolution < min(MEASURED_DEFAULTS):
         return "Flat", DEFAULT_SEARCH["flat"]
-    top = max(MEASURED_DEFAULTS)
-    factory, search = MEASURED_DEFAULTS[min(resolution, top)]
-    if resolution > top and (m := re.match(r"^IVFH3r(\d+)", factory)):  # keep the lists' depth below the cells
-        factory = f"IVFH3r{int(m[1]) + resolution - top}{factory[m.end():]}"
-    return factory, search
+    measured = min(resolution, max(MEASURED_DEFAULTS))
+    factory, search = MEASURED_DEFAULTS[measured]
+    return with_list_depth(factory, measured, resolution), search
 
 
 def auto_factory(resolution: int | None, n_rows: int | None = None) -> str:

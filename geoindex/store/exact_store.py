@@ -49,6 +49,11 @@ def resolve_kind(kind: str, search) -> str | None:
     return None if kind == "none" else kind
 
 
+def bytes_per_vector(kind: str) -> int:
+    """Bytes a store of ``kind`` takes on disk per vector (1,024 for fp16)."""
+    return np.dtype(KINDS[kind]).itemsize * EMBED_DIM
+
+
 def store_files(kind: str | None) -> tuple[str, ...]:
     """The file names a store of ``kind`` writes (none for None)."""
     if kind is None:
@@ -104,10 +109,6 @@ class ExactStore:
 
     def __len__(self) -> int:
         return len(self.data)
-
-    @property
-    def bytes_per_vector(self) -> int:
-        return int(self.data.dtype.itemsize * EMBED_DIM)
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         """(m,) row positions -> (m, 512) float32."""
