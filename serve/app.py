@@ -38,7 +38,9 @@ from serve.schema import (
     COUNTRY,
     H3_OR_DECIMAL,
     PATTERN_WORDS,
+    EmbeddingsResponse,
     bounds_of,
+    coordinates_model,
     locate_responses,
     refusals,
     request_models,
@@ -152,6 +154,7 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
     s = settings
     Filters, TextRequest, EmbeddingRequest = request_models(  # noqa: N806 (classes)
         s.max_top_k, s.max_candidates, engine.geolocator.resolution, EMBED_DIM, s.max_texts, s.max_embeddings)
+    CoordinatesRequest = coordinates_model(s.max_coordinates)  # noqa: N806 (a class)
     metrics = Metrics()
     engine.image_batcher.on_batch = engine.text_batcher.on_batch = metrics.batch_items.observe
 
@@ -267,6 +270,19 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
         xq = validate_embeddings(body.embeddings)
         return await _locate(engine, xq, options, list(range(len(xq))), _wants_geojson(request, format))
 
+    @app.post("/v1/embed/locations", summary="GeoCLIP location embeddings of coordinates",
+              response_model=EmbeddingsResponse, responses=refusals(408, 413, 415, 422))
+    async def embed_locations(body: CoordinatesRequest):
+        import numpy as np
+
+        from geoindex.encoders.location import encode_latlng
+
+        latlng = np.asarray(body.coordinates, dtype=np.float64)
+        encoder = engine.geolocator.encoder_reranker  # one location encoder per process, loaded on first use
+        xb = await asyncio.get_running_loop().run_in_executor(
+            engine.search_pool, lambda: encode_latlng(encoder.model, latlng))
+        return Response(orjson.dumps({"embeddings": xb}, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
     @app.get("/v1/cells/{cell}", summary="One cell's metadata", responses={
         200: {"description": "the cell's row: cell, res, lat, lng, country, admin1, place, ..."}, **refusals(404, 422)})
     async def get_cell(cell: Annotated[str, Path(pattern=H3_OR_DECIMAL, description="H3 id, hex or decimal")]):
@@ -309,6 +325,9 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
     async def metrics_route():
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    from serve.web import mount_web
+
+    mount_web(app, settings)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout=settings.body_timeout)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -71,6 +71,10 @@ class LocateResponse(BaseModel):
     results: list[Result] = Field(description="one per query, in request order")
 
 
+class EmbeddingsResponse(BaseModel):
+    embeddings: list[list[float]] = Field(description="one 512-d L2-normalised GeoCLIP location vector per coordinate, in order")
+
+
 class FeatureCollection(BaseModel):
     type: str = Field(description="FeatureCollection")
     features: list[dict] = Field(description="one Point per prediction (and a region per query when asked)")
@@ -144,6 +148,14 @@ def filter_fields(max_top_k: int, max_candidates: int, resolution: int | None) -
             "refine the best M cells below the grid with the location encoder: lat, lng become the refined "
             "points, score their exact cosine (0: off; default: the index's)"))),
     }
+
+
+def coordinates_model(max_coordinates: int) -> type[BaseModel]:
+    """The body of POST /v1/embed/locations: 1..max_coordinates [lat, lng] pairs in degrees."""
+    return create_model("CoordinatesRequest", coordinates=(
+        list[tuple[number(float, ge=-90, le=90), number(float, ge=-180, le=180)]],
+        Field(..., min_length=1, max_length=max_coordinates, examples=[[[48.8584, 2.2945]]],
+              description=f"1..{max_coordinates} [lat, lng] pairs in degrees")))
 
 
 def request_models(max_top_k: int, max_candidates: int, resolution: int | None, dim: int,

@@ -23,12 +23,14 @@ class ServeSettings:
     max_images: int = 16
     max_texts: int = 64
     max_embeddings: int = 256
+    max_coordinates: int = 1024  # points per POST /v1/embed/locations
     max_top_k: int = 100
     max_candidates: int = 4096
     search_threads: int = 1  # per worker; measured: 2 threads contend for the GIL (-20% req/s)
     decode_threads: int = 2
     batch_window_ms: float = 2.0
     max_batch: int = 16
+    tiles: str | None = None  # the page's online tile layer, an {z}/{x}/{y} URL template (offline basemap without)
 
     def __post_init__(self) -> None:
         """Every limit and count is positive (the batching window may be 0: no waiting)."""

@@ -1,0 +1,5 @@
+import sys
+
+from geoindex_embed.cli import main
+
+sys.exit(main())
