@@ -11,9 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from geoindex.errors import ImageTooLargeError, InvalidArgumentError, InvalidImageError, InvalidQueryError, WeightsNotFoundError
 from geoindex.encoders.clip import load_image_encoder
 from geoindex.encoders.images import crop_to_aspect, load_image, to_rgb
+from geoindex.errors import (
+    ImageTooLargeError,
+    InvalidArgumentError,
+    InvalidImageError,
+    InvalidQueryError,
+    WeightsNotFoundError,
+)
 
 
 def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -165,6 +171,7 @@ def test_weights_error_keeps_the_whole_reason(monkeypatch):
         raise RuntimeError(reason + "\nsecond line")
 
     monkeypatch.setattr(open_clip, "create_model_and_transforms", offline)
+    monkeypatch.setattr("geoindex.encoders.clip.check_download_possible", lambda cfg: None)  # as if online
     with pytest.raises(WeightsNotFoundError) as e:
         load_image_encoder("ViT-L-14", device="cpu")
     assert reason in str(e.value) and "second line" not in str(e.value) and "--clip-checkpoint" in str(e.value)
@@ -178,3 +185,52 @@ def test_no_download_possible_gives_the_fix():
     env.pop("GEOINDEX_CLIP_CHECKPOINT", None)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300).stdout
     assert out.startswith("WeightsNotFoundError") and "GEOINDEX_CLIP_CHECKPOINT" in out
+
+
+def _offline_env(tmp_path, **extra):
+    """No cached weights, no HF_HUB_OFFLINE, and a hub that refuses connections (port 9 on loopback):
+    offline as a user's machine is, whatever network the test machine has."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HOME": str(tmp_path), "HF_ENDPOINT": "http://127.0.0.1:9",
+           **extra}
+    for name in ("HF_HUB_OFFLINE", "GEOINDEX_CLIP_CHECKPOINT", "HTTPS_PROXY", "https_proxy"):
+        env.pop(name, None)
+    return env
+
+
+@pytest.mark.parametrize("command", ["serve", "geolocate"])
+def test_offline_without_weights_fails_in_seconds(tmp_path, built_r2, command):
+    """Without HF_HUB_OFFLINE the hub client retried for over a minute before the error; now the
+    download's host is probed first (3 s at most) and the same message comes at once."""
+    import time
+
+    argv = (["geoindex-serve", "--index", str(built_r2)] if command == "serve"
+            else ["geolocate", "--index", str(built_r2), "--text", "a harbour"])
+    module = "serve.cli" if command == "serve" else "query.cli"
+    code = f"import sys\nfrom {module} import main\nsys.exit(main({argv[1:]!r}))\n"
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_offline_env(tmp_path),
+                          timeout=120)
+    elapsed = time.perf_counter() - start
+    line = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "127.0.0.1:9 unreachable" in line and "--clip-checkpoint" in line, line
+    assert elapsed < 20, f"{command} took {elapsed:.1f} s to say the weights cannot be had"
+
+
+def test_download_probe_times_out_and_trusts_the_cache(monkeypatch):
+    import socket
+    import time
+
+    from geoindex.encoders.weights import check_download_possible
+
+    cfg = {"hf_hub": "timm/vit_large_patch14_clip_224.openai/", "url": "https://example.invalid/ViT-L-14.pt"}
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(5))  # a host that never answers
+    start = time.perf_counter()
+    with pytest.raises(OSError, match="did not answer in 0.2 s"):
+        check_download_possible(cfg, timeout_s=0.2)
+    assert time.perf_counter() - start < 1
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="HF_HUB_OFFLINE is set"):
+        check_download_possible(cfg)
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo, name: f"/cache/{repo}/{name}")
+    assert check_download_possible(cfg) is None  # cached: no probe, no error

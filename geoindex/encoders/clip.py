@@ -24,7 +24,7 @@ from torch import nn
 
 from geoindex.encoders.images import crop_to_aspect
 from geoindex.encoders.location import pick_device
-from geoindex.encoders.weights import geoclip_files
+from geoindex.encoders.weights import check_download_possible, geoclip_files
 from geoindex.errors import InvalidArgumentError, InvalidQueryError, MissingDependencyError, WeightsNotFoundError
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,8 @@ def load_image_encoder(model: str = "ViT-L-14", checkpoint: str | Path | None = 
             )
         source = str(checkpoint) if checkpoint else spec.pretrained
         try:
+            if checkpoint is None:  # fail in seconds, not after the hub client's minute of retries
+                check_download_possible(open_clip.get_pretrained_cfg(spec.open_clip_name, spec.pretrained))
             clip, _, preprocess = open_clip.create_model_and_transforms(spec.open_clip_name, pretrained=source)
         except Exception as e:  # network, hub, or file-format failures all mean "no weights"
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -89,3 +89,59 @@ def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
         while chunk := f.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# -- downloads that cannot happen ----------------------------------------------------------------
+PROBE_TIMEOUT_S = 3.0
+_TRUE = ("1", "true", "yes", "on")
+
+
+def check_download_possible(pretrained_cfg: dict, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Raise at once when open_clip would have to download ``pretrained_cfg``'s weights and cannot.
+
+    Weights already in the Hugging Face (or open_clip URL) cache pass. Otherwise the host the
+    download would use (``$HF_ENDPOINT``, or the proxy in ``$HTTPS_PROXY``) must accept a TCP
+    connection within ``timeout_s``; ``HF_HUB_OFFLINE=1`` means it cannot. Without this check an
+    offline machine waits out the hub client's retries (> 60 s) before the same error.
+    Raises ``OSError`` with the reason; the caller words the fix.
+    """
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    hub, url = pretrained_cfg.get("hf_hub", ""), pretrained_cfg.get("url", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        model_id, filename = os.path.split(hub)
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        if any(isinstance(try_to_load_from_cache(model_id, n), str) for n in names):
+            return
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE:
+            raise OSError(f"HF_HUB_OFFLINE is set and {hub} is not in the Hugging Face cache")
+        target = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    elif url:
+        if (Path.home() / ".cache" / "clip" / os.path.basename(url)).is_file():
+            return
+        target = url
+    else:
+        return  # nothing to download: open_clip reports anything else itself
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    parts = urlparse(proxy or target)
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()  # DNS too: that can hang
+            outcome.append(None)
+        except OSError as e:
+            outcome.append(e)
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if not outcome:
+        raise OSError(f"{host}:{port} did not answer in {timeout_s:g} s (no network?)")
+    if outcome[0] is not None:
+        raise OSError(f"{host}:{port} unreachable ({outcome[0]}): no network?")
