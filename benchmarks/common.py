@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
-from geoindex.cells.geocode import EARTH_RADIUS_KM  # noqa: E402  (one radius for library and benchmarks)
+from geoindex.cells.geocode import EARTH_RADIUS_KM, haversine_km  # noqa: E402,F401  (one radius and one distance for library and benchmarks)
 
 
 def machine() -> dict:
@@ -72,13 +72,6 @@ def photo_locations(m: int, seed: int = 0) -> np.ndarray:
 
     pts = read_gallery_csv(gallery_100k_path())
     return pts[np.random.default_rng(seed).choice(len(pts), m, replace=False)]
-
-
-def haversine_km(lat1, lng1, lat2, lng2) -> np.ndarray:
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    dlat, dlng = p2 - p1, np.radians(np.asarray(lng2) - np.asarray(lng1))
-    a = np.sin(dlat / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlng / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
 
 
 def run_cli(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from geoindex.errors import GeoindexError
+from geoindex.errors import GeoindexError, InvalidArgumentError
 
 EPILOG = """examples:
   build_index --resolution 3 --out idx-r3              # 13K land cells, IVF345,SQ8, nprobe 32
@@ -22,6 +22,8 @@ EPILOG = """examples:
   build_index --gallery-csv coordinates_100K.csv --out idx-100k
   build_index --resolution 5 --index IVF,PQ64,RFlat --search nprobe=32 --out idx-pq
   build_index --resolution 6 --index IVFH3,PQ64 --search nprobe=16,rerank=32 --out idx-r6-small
+  build_index --resolution 7 --country FR --out idx-r7-fr            # one country, 108K cells
+  build_index --resolution 6 --bbox=-10,35,30,60 --cells 831fb4fffffffff --out idx-r6-box
 """
 
 
@@ -37,7 +39,15 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--resolution", "-r", help="H3 resolution 0-9 of the gallery cells")
     src.add_argument("--gallery-csv", type=Path, help="custom gallery: CSV of lat,lng rows")
     p.add_argument("--out", "-o", type=Path, required=True, help="index directory to create")
-    p.add_argument("--cells", default="land", help="land (default: centre or a vertex on land) or all")
+    p.add_argument("--cells", action="append", default=[], metavar="land|all|H3",
+                   help="land (default: centre or a vertex on land) or all; an H3 cell id (repeatable) builds only "
+                        "the cells below it")
+    p.add_argument("--country", action="append", default=[], metavar="CC",
+                   help="build only the cells in this country (ISO alpha-2, repeatable; a cell's country is its "
+                        "nearest GeoNames place's, as in query filters)")
+    p.add_argument("--bbox", action="append", default=[], metavar="W,S,E,N",
+                   help="build only the cells whose centre is in this box (repeatable; --bbox=-5,41,10,51 when "
+                        "west is negative). Region kinds combine with AND, values with OR")
     p.add_argument("--index", default="auto", dest="factory",
                    help="FAISS factory string; auto = the measured default per resolution: Flat to res 2, "
                         "IVF,SQ8 at res 3-5, IVFH3,SQ4 from res 6, each with its nprobe (README: why)")
@@ -67,13 +77,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     # Heavy imports after argument parsing: --help stays instant.
     from geoindex.build import BuildConfig, build, summary_line, work_dir_for
+    from geoindex.cells.region import make_filter
     from geoindex.index.search import SearchSettings
 
     try:
+        import h3
+
+        for value in args.cells:
+            if value not in ("land", "all") and not h3.is_valid_cell(value):
+                raise InvalidArgumentError(f"--cells {value!r} is not land, all or an H3 cell id: use land (default), "
+                                           "all (oceans too), or a cell such as 831fb4fffffffff to build only below it")
+        coverage = [c for c in args.cells if c in ("land", "all")]
+        if len(set(coverage)) > 1:
+            raise InvalidArgumentError("--cells land and --cells all contradict each other: give one")
         config = BuildConfig(
             out=args.out,
             resolution=args.resolution,
-            cells=args.cells,
+            cells=coverage[0] if coverage else "land",
+            region=make_filter(args.country, args.bbox, [c for c in args.cells if c not in ("land", "all")]),
             gallery_csv=args.gallery_csv,
             factory=args.factory,
             search=None if args.search is None else SearchSettings.parse(args.search),

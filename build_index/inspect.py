@@ -1,7 +1,8 @@
 """``python -m build_index.inspect DIR [--lookup LAT,LNG ...]``: verify an index and query it.
 
 Prints the manifest summary, verifies every file's checksum, and for each ``--lookup`` point
-encodes the location, searches the index and prints the top cells with their metadata: a
+encodes the location and locates it as a query would (the index's search settings, re-ranking
+included), printing the top cells with their metadata and their distance from the point: a
 location-embedding query end to end (images and text come with the query layer).
 """
 
@@ -30,37 +31,39 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
-    import duckdb
-    import faiss
     import numpy as np
 
-    from geoindex.encoders.location import encode_latlng, load_location_encoder, location_weights_sha256
-    from geoindex.index.search import apply_search_settings
+    from geoindex.cells.geocode import haversine_km
+    from geoindex.cells.region import describe_region, region_from_dict
+    from geoindex.encoders.location import encode_latlng, location_weights_sha256
+    from geoindex.locate.geolocator import Geolocator
+    from geoindex.locate.options import QueryOptions
     from geoindex.store.manifest import open_index_dir
 
     try:
         idx = open_index_dir(args.index_dir, verify="full", weights_sha256=location_weights_sha256())
         m = idx.manifest
         g, ix = m["gallery"], m["index"]
-        print(f"{idx.path}: {g['count']:,} cells ({g.get('resolution', 'csv')} {g.get('cells', '')}), "
-              f"{ix['factory']} [{idx.search or 'exact'}], checksums ok")
+        print(f"{idx.path}: {g['count']:,} cells (res {g.get('resolution', 'csv')} {g.get('cells', '')}), "
+              f"{ix['factory']} [{str(idx.search) or 'exact'}], checksums ok")
         print(f"self-check at build: recall@10 {m['self_check']['recall_at_10']:.3f}, "
               f"self-hit@1 {m['self_check']['self_hit_at_1']:.3f} over {m['self_check']['queries']} cells")
+        if region := g.get("region"):
+            print(f"region: {describe_region(region_from_dict(region))} (a regional build)")
         if not args.lookup:
             return 0
-        index = faiss.read_index(str(idx.vectors_path))
-        apply_search_settings(index, idx.search)
-        xq = encode_latlng(load_location_encoder(), np.array(args.lookup))
-        D, I = index.search(xq, args.k)
-        con = duckdb.connect(str(idx.cells_path), read_only=True)
-        for (lat, lng), scores, ids in zip(args.lookup, D, I):
+        geo = Geolocator(idx.path)
+        latlng = np.array(args.lookup)
+        xq = encode_latlng(geo.encoder_reranker.model, latlng)
+        results = geo.locate(xq, QueryOptions(k=min(args.k, geo.ntotal)))
+        for (lat, lng), result in zip(args.lookup, results):
             print(f"\nlookup {lat:.4f}, {lng:.4f}:")
-            for score, cell in zip(scores, ids):
-                row = con.execute("SELECT lat, lng, country, admin1, place FROM cells WHERE cell = ?",
-                                  [int(cell)]).fetchone()
-                print(f"  {int(cell):x}  {row[0]:8.3f} {row[1]:9.3f}  score {score:.4f}  "
-                      f"{row[2] or '--'} / {row[3] or '--'} / {row[4] or '--'}")
-        con.close()
+            if note := geo.outside_note(lat, lng):
+                print(f"  note: {note}")
+            for p in result.predictions:
+                km = haversine_km(lat, lng, p.lat, p.lng)
+                print(f"  {p.cell:x}  {p.lat:8.3f} {p.lng:9.3f}  {km:8,.1f} km away  score {p.score:.4f}  "
+                      f"{p.country or '--'} / {p.admin1 or '--'} / {p.place or '--'}")
     except GeoindexError as e:
         print(f"inspect: error: {e}", file=sys.stderr)
         return 2

@@ -279,9 +279,11 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
 
         latlng = np.asarray(body.coordinates, dtype=np.float64)
         encoder = engine.geolocator.encoder_reranker  # one location encoder per process, loaded on first use
-        xb = await asyncio.get_running_loop().run_in_executor(
-            engine.search_pool, lambda: encode_latlng(encoder.model, latlng))
-        return Response(orjson.dumps({"embeddings": xb}, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+        xb, inside = await asyncio.get_running_loop().run_in_executor(
+            engine.search_pool, lambda: (encode_latlng(encoder.model, latlng),
+                                         engine.geolocator.covers(latlng[:, 0], latlng[:, 1])))
+        return Response(orjson.dumps({"embeddings": xb, "inside_region": inside}, option=orjson.OPT_SERIALIZE_NUMPY),
+                        media_type="application/json")
 
     @app.get("/v1/cells/{cell}", summary="One cell's metadata", responses={
         200: {"description": "the cell's row: cell, res, lat, lng, country, admin1, place, ..."}, **refusals(404, 422)})

@@ -73,6 +73,8 @@ class LocateResponse(BaseModel):
 
 class EmbeddingsResponse(BaseModel):
     embeddings: list[list[float]] = Field(description="one 512-d L2-normalised GeoCLIP location vector per coordinate, in order")
+    inside_region: list[bool] = Field(description="per coordinate: inside the region this index was built for "
+                                                  "(always true for a global index)")
 
 
 class FeatureCollection(BaseModel):

@@ -83,7 +83,7 @@ def test_resolution_10_needs_distributed_build(tmp_path, capsys):
     (["--resolution", "abc"], "not an integer"),
     (["--resolution", "-3"], "out of range"),
     (["--resolution", "1", "--index", "IVF99,Nope"], "bad index factory string"),
-    (["--resolution", "1", "--cells", "sea"], "land or all"),
+    (["--resolution", "1", "--cells", "sea"], "is not land, all or an H3 cell id"),
     (["--resolution", "1", "--search", "bogus=3", "--index", "IVF,SQ8"], "search parameters"),
     (["--resolution", "1", "--batch-size", "0"], "positive"),
 ])

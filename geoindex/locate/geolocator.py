@@ -15,6 +15,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from geoindex.cells.region import describe_region, points_inside, region_from_dict
 from geoindex.encoders.location import location_weights_sha256
 from geoindex.errors import InvalidQueryError
 from geoindex.index.search import SearchSettings, apply_search_settings, per_call_params
@@ -54,6 +55,22 @@ class Geolocator:
                                 rebuild_hint(self.dir.path, self.dir.manifest)) if use_store else None
         self.reranker = self.encoder_reranker if self.store is None else StoreReranker(self.store, self.table.rows)
         self.refiner = Refiner(lambda: self.encoder_reranker.model)  # one encoder for both
+        self.region = region_from_dict(self.dir.manifest["gallery"].get("region"))  # None: the whole globe
+
+    def covers(self, lat, lng) -> np.ndarray:
+        """(n,) bool: which points (degrees) lie in the region this index was built for (all True
+        for a global index). A photo taken outside still gets answers, all of them inside."""
+        lat = np.atleast_1d(np.asarray(lat, dtype=np.float64))
+        if self.region is None:
+            return np.ones(len(lat), dtype=bool)
+        return points_inside(self.region, lat, lng)
+
+    def outside_note(self, lat: float, lng: float) -> str | None:
+        """A sentence for a point outside this index's region, else None."""
+        if self.covers(lat, lng)[0]:
+            return None
+        return (f"{lat:.4f}, {lng:.4f} is outside this index's region ({describe_region(self.region)}): "
+                "its answers all lie inside it")
 
     @property
     def rerank_depth(self) -> int:
@@ -84,7 +101,8 @@ class Geolocator:
         return {"path": str(self.dir.path), "gallery": m["gallery"], "factory": m["index"]["factory"],
                 "search": str(self.dir.search), "ntotal": self.ntotal, "created": m["created"],
                 "versions": m["versions"], "self_check": m.get("self_check"),
-                "store": None if self.store is None else self.store.kind, "memory": m.get("memory")}
+                "store": None if self.store is None else self.store.kind, "memory": m.get("memory"),
+                "region": m["gallery"].get("region"), "countries": sorted(self.known_countries)}
 
     # -- validation ---------------------------------------------------------------------------
     def check_options(self, options: QueryOptions) -> None:
@@ -110,7 +128,8 @@ class Geolocator:
         if options.search.names_faiss:
             per_call_params(self.index, options.search)
         if options.region and len(self.region_ids(options.region)) == 0:
-            raise InvalidQueryError("the region filter matches no cells in this index: widen it")
+            within = f" (it was built for {describe_region(self.region)} only)" if self.region else ""
+            raise InvalidQueryError(f"the region filter matches no cells in this index{within}: widen it")
 
     # -- search ---------------------------------------------------------------------------------
     def settings_for(self, options: QueryOptions) -> SearchSettings:

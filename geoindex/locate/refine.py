@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geoindex.cells import geocode
 from geoindex.cells.geocode import EARTH_RADIUS_KM
 from geoindex.errors import InvalidArgumentError
 
@@ -99,9 +100,8 @@ def move(latlng: np.ndarray, offset_km: np.ndarray) -> np.ndarray:
 
 
 def haversine_km(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    la1, lo1, la2, lo2 = (np.radians(v) for v in (a[..., 0], a[..., 1], b[..., 0], b[..., 1]))
-    h = np.sin((la2 - la1) / 2) ** 2 + np.cos(la1) * np.cos(la2) * np.sin((lo2 - lo1) / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0, 1)))
+    """Great-circle km between (..., 2) lat, lng arrays."""
+    return geocode.haversine_km(a[..., 0], a[..., 1], b[..., 0], b[..., 1])
 
 
 # -- the climb -----------------------------------------------------------------------------------

@@ -1,88 +1,20 @@
 """Region filters: countries, bounding boxes, H3 cells at any coarser resolution.
 
-A filter is a typed object; :func:`region_ids` turns it into a SQL predicate that runs in DuckDB
+A filter is a typed object (:class:`geoindex.cells.region.RegionFilter`, which also says which
+cells a regional build holds); :func:`region_ids` turns it into a SQL predicate that runs in DuckDB
 over ``cells`` and returns the matching cell ids, which the search turns into a FAISS ID selector.
 Kinds combine with AND; values within a kind combine with OR.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from geoindex.cells.h3ids import parent_masks
+from geoindex.cells.region import BBox, RegionFilter, make_filter  # noqa: F401 (the query layer's names)
 from geoindex.errors import InvalidQueryError
-
-_CC = re.compile(r"^[A-Z]{2}$")
-
-
-@dataclass(frozen=True)
-class BBox:
-    """west, south, east, north in degrees (GeoJSON order)."""
-
-    west: float
-    south: float
-    east: float
-    north: float
-
-    @classmethod
-    def parse(cls, value) -> BBox:
-        """From ``"w,s,e,n"`` or a 4-sequence; InvalidQueryError names what is wrong."""
-        parts = value.split(",") if isinstance(value, str) else list(value)
-        try:
-            w, s, e, n = (float(p) for p in parts)
-        except (TypeError, ValueError):
-            raise InvalidQueryError(
-                f"bbox {value!r} is not four numbers west,south,east,north (e.g. -5.2,41.3,9.6,51.1)"
-            ) from None
-        if not all(np.isfinite([w, s, e, n])) or not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s <= 90 and -90 <= n <= 90):
-            raise InvalidQueryError(f"bbox {value!r} is outside [-180, 180] x [-90, 90]: give west,south,east,north degrees")
-        if s >= n:
-            raise InvalidQueryError(f"bbox {value!r} is inverted: south {s} >= north {n}; the order is west,south,east,north")
-        if w >= e:
-            raise InvalidQueryError(
-                f"bbox {value!r} has west {w} >= east {e}: the order is west,south,east,north; "
-                "for a box across the antimeridian give two boxes, one each side"
-            )
-        return cls(w, s, e, n)
-
-
-@dataclass(frozen=True)
-class RegionFilter:
-    countries: tuple[str, ...] = ()
-    bboxes: tuple[BBox, ...] = ()
-    cells: tuple[int, ...] = ()  # H3 ids at any resolution <= the index's
-
-    def __bool__(self) -> bool:
-        return bool(self.countries or self.bboxes or self.cells)
-
-
-def _h3_cell(value) -> int:
-    import h3
-
-    try:
-        cell = h3.str_to_int(value) if isinstance(value, str) else int(value)
-        ok = h3.is_valid_cell(h3.int_to_str(cell))
-    except (ValueError, TypeError, OverflowError, h3.H3BaseException):
-        ok = False
-    if not ok:
-        raise InvalidQueryError(f"cells filter: {value!r} is not an H3 cell id (e.g. 851fb467fffffff)")
-    return cell
-
-
-def make_filter(countries=(), bboxes=(), cells=()) -> RegionFilter:
-    """Validate loose values (strings, lists) into a RegionFilter."""
-    ccs = []
-    for c in countries or ():
-        code = str(c).strip().upper()
-        if not _CC.match(code):
-            raise InvalidQueryError(f"country {c!r} is not an ISO 3166-1 alpha-2 code (e.g. FR, US, JP)")
-        ccs.append(code)
-    return RegionFilter(tuple(dict.fromkeys(ccs)), tuple(BBox.parse(b) for b in bboxes or ()),
-                        tuple(dict.fromkeys(_h3_cell(c) for c in cells or ())))
 
 
 def _parent_sql(res: int) -> str:
