@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clip-checkpoint", default=None)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/accuracy.json)")
+    p.add_argument("--map", type=Path, default=None, metavar="OUT.png",
+                   help="also draw each index's errors on a world map (OUT-<index>.png with several)")
     args = p.parse_args(argv)
     if not args.index and not args.gallery_100k:
         raise SystemExit("give --index DIR and/or --gallery-100k")
@@ -98,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         err = haversine_km(truth[:, 0], truth[:, 1], pred[:, 0], pred[:, 1])
         rows.append({"gallery": f"{index_dir} ({geo.dir.factory})", **accuracy_table(err)})
         per_image[str(index_dir)] = err.round(3).tolist()
+        if args.map is not None:
+            from geoindex.maps import draw_errors
+
+            out = args.map if len(args.index) == 1 else args.map.with_name(f"{args.map.stem}-{index_dir.name}.png")
+            draw_errors(truth, pred, out, title=f"{args.csv.name} on {index_dir.name}: true location (dot) to top 1")
+            print(f"map: {out}")
     if args.gallery_100k:
         pred = Gallery100K().top1_latlng(xq)
         err = haversine_km(truth[:, 0], truth[:, 1], pred[:, 0], pred[:, 1])

@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from geoindex.errors import GeoindexError
+from geoindex.errors import GeoindexError, InvalidArgumentError
 
 EPILOG = """examples:
   geolocate photo.jpg --index idx-r5
@@ -43,12 +43,33 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--aggregate-res", type=int, default=None, help="sum probability into H3 parents at this res")
     p.add_argument("--confidence", type=float, default=None, help="add the region holding this mass, e.g. 0.9")
     p.add_argument("--format", choices=("table", "json", "geojson"), default="table")
+    p.add_argument("--map", type=Path, default=None, metavar="OUT.png",
+                   help="also draw each query's predictions (and --confidence region, --true location) on a map; "
+                        "several queries write OUT-1.png, OUT-2.png, ...")
+    p.add_argument("--true", action="append", default=[], metavar="LAT,LNG", type=_latlng,
+                   help="where the photo was really taken: on the map, with its distance to the top prediction "
+                        "(once for all queries, or once per query in order)")
     p.add_argument("--clip-model", default="ViT-L-14", help="CLIP backbone (ViT-L-14; tiny-test for tests)")
     p.add_argument("--clip-checkpoint", default=None,
                    help="local ViT-L-14 checkpoint (else $GEOINDEX_CLIP_CHECKPOINT, else open_clip download)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse larger images (default 64 MP)")
     return p
+
+
+def _latlng(text: str) -> tuple[float, float]:
+    try:
+        lat, lng = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LAT,LNG (e.g. 48.8584,2.2945)") from None
+    if not (abs(lat) <= 90 and abs(lng) <= 180):
+        raise argparse.ArgumentTypeError(f"{text!r} is outside [-90, 90] x [-180, 180] (is it LNG,LAT?)")
+    return lat, lng
+
+
+def map_paths(out: Path, n: int) -> list[Path]:
+    """OUT.png for one query; OUT-1.png ... OUT-n.png for several."""
+    return [out] if n == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(1, n + 1)]
 
 
 def _queries(args):
@@ -99,6 +120,21 @@ def _table(labels, results) -> str:
     return "\n".join(lines)
 
 
+def _notes(geolocator, labels, results, truths) -> None:
+    """On stderr (stdout stays the answer): each true location's distance to the top prediction, and
+    a warning when it lies outside a regional index's region."""
+    from geoindex.cells.geocode import haversine_km
+
+    for label, result, truth in zip(labels, results, truths):
+        if truth is None:
+            continue
+        top = result.predictions[0]
+        km = float(haversine_km(truth[0], truth[1], top.lat, top.lng))
+        print(f"geolocate: {label!r}: top prediction {km:,.1f} km from the true location", file=sys.stderr)
+        if note := geolocator.outside_note(*truth):
+            print(f"geolocate: note: {note}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -123,8 +159,21 @@ def main(argv: list[str] | None = None) -> int:
         options = QueryOptions(k=args.top_k, candidates=args.candidates, search=search,
                                aggregate_res=args.aggregate_res, confidence=args.confidence, region=region)
         geolocator.check_options(options)  # before loading any model
+        if args.map is not None and (args.map.suffix.lower() != ".png" or not args.map.parent.is_dir()):
+            raise InvalidArgumentError(f"--map {str(args.map)!r}: give a .png path in an existing folder")
         labels, xq = _queries(args)
+        if args.true and len(args.true) not in (1, len(labels)):
+            raise InvalidArgumentError(f"--true was given {len(args.true)} times for {len(labels)} queries: "
+                                       "give it once (for all) or once per query")
+        truths = (args.true * len(labels) if len(args.true) == 1 else args.true) or [None] * len(labels)
         results = geolocator.locate(xq, options)
+        _notes(geolocator, labels, results, truths)
+        if args.map is not None:
+            from geoindex.maps import draw_result
+
+            for path, label, result, truth in zip(map_paths(args.map, len(labels)), labels, results, truths):
+                draw_result(result, path, true_latlng=truth, title=f"{label}  ({Path(args.index).name})")
+                print(f"geolocate: map of {label!r} -> {path}", file=sys.stderr)
     except GeoindexError as e:
         print(f"geolocate: error: {e}", file=sys.stderr)
         return 2

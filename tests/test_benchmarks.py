@@ -63,8 +63,9 @@ def test_bench_accuracy_end_to_end(tmp_path, built_r2, g100k):
     (tmp_path / "eval.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "acc.json"
     assert bench_accuracy.main(["--csv", str(tmp_path / "eval.csv"), "--index", str(built_r2), "--gallery-100k",
-                                "--clip-model", "tiny-test", "--out", str(out)]) == 0
+                                "--clip-model", "tiny-test", "--out", str(out), "--map", str(tmp_path / "e.png")]) == 0
     res = json.loads(out.read_text())
+    assert (tmp_path / "e.png").stat().st_size > 10_000  # the map of the errors
     assert res["images"] == 7 and res["skipped"] == [str(tmp_path / "broken.jpg")]
     index_row, gallery_row, paper = res["rows"]
     for row, key in ((index_row, str(built_r2)), (gallery_row, "gallery_100k")):
