@@ -1,5 +1,6 @@
 # Two commands do all setup on a fresh machine:
-#   make demo   install, build a small land index (H3 res 3), print its summary, self-check and a lookup
+#   make demo   install, build a res-3 land index of the globe and a res-5 one of France + Australia,
+#               verify both, answer two landmark lookups, say how to open the page
 #   make test   install, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,21 +10,33 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?=
 DEMO_RES ?= 3
 DEMO_DIR ?= indexes/res$(DEMO_RES)-land
+DEMO_REGION_DIR ?= indexes/res5-fr-au
+WEB_BUILT := serve/static/index.html geoindex/maps/basemap/countries-50m.json
 
 .PHONY: install demo test test-all bench-build clean
 
-$(VENV)/.installed: pyproject.toml tools/pick_torch.py
+$(VENV)/.installed: pyproject.toml tools/pick_torch.py | $(WEB_BUILT)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(or $(TORCH_SPEC),$$($(PY) tools/pick_torch.py))
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# The web page (serve/static/) and the basemap (geoindex/maps/basemap/): third-party JS and data
+# from the npm registry as web/package-lock.json pins them, never from a CDN, never in git.
+$(WEB_BUILT) &: web/package.json web/package-lock.json web/build.mjs $(wildcard web/src/*)
+	cd web && npm ci --no-audit --no-fund && npm run build
+
 install: $(VENV)/.installed
 
 demo: install
 	$(VENV)/bin/build_index --resolution $(DEMO_RES) --out $(DEMO_DIR) --overwrite
-	$(PY) -m build_index.inspect $(DEMO_DIR) --lookup=48.8584,2.2945 --lookup=-33.8568,151.2153
+	$(VENV)/bin/build_index --resolution 5 --country FR --country AU --out $(DEMO_REGION_DIR) --overwrite
+	$(PY) -m build_index.inspect $(DEMO_DIR)
+	$(PY) -m build_index.inspect $(DEMO_REGION_DIR) --lookup=48.8584,2.2945 --lookup=-33.8568,151.2153
+	@echo
+	@echo "See it on a map: $(VENV)/bin/geoindex-serve --index $(DEMO_REGION_DIR) --embeddings-only"
+	@echo "then open http://127.0.0.1:8000/ and type 48.8584, 2.2945 (no CLIP weights needed for a location lookup)"
 
 test: install
 	$(PY) -m pytest -q

@@ -22,7 +22,7 @@ EPILOG = """examples:
   build_index --gallery-csv coordinates_100K.csv --out idx-100k
   build_index --resolution 5 --index IVF,PQ64,RFlat --search nprobe=32 --out idx-pq
   build_index --resolution 6 --index IVFH3,PQ64 --search nprobe=16,rerank=32 --out idx-r6-small
-  build_index --resolution 7 --country FR --out idx-r7-fr            # one country, 108K cells
+  build_index --resolution 7 --country FR --out idx-r7-fr            # one country, 114K cells
   build_index --resolution 6 --bbox=-10,35,30,60 --cells 831fb4fffffffff --out idx-r6-box
 """
 

@@ -224,7 +224,11 @@ def test_download_probe_times_out_and_trusts_the_cache(monkeypatch):
 
     cfg = {"hf_hub": "timm/vit_large_patch14_clip_224.openai/", "url": "https://example.invalid/ViT-L-14.pt"}
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(5))  # a host that never answers
+    def never_answers(*args, **kwargs):
+        time.sleep(5)
+        raise OSError("gave up")
+
+    monkeypatch.setattr(socket, "create_connection", never_answers)  # a host that never answers
     start = time.perf_counter()
     with pytest.raises(OSError, match="did not answer in 0.2 s"):
         check_download_possible(cfg, timeout_s=0.2)

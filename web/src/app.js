@@ -1,0 +1,241 @@
+// The page: photos (picked or dropped) or a text -> POST /v1/locate[/text|/embedding] with the
+// filters -> the selected result on the map and in the table; the true location by a click.
+import { ApiError, getJson, locate } from "./api.js";
+import { parseLatLng } from "./geo.js";
+import { createMap } from "./map.js";
+import { renderResultList, renderTable, summaryText } from "./table.js";
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  config: { tiles: null, max_top_k: 100, max_images: 16 },
+  query: null, // the query shown: {kind: "images", files} | {kind: "text", text} | {kind: "point", latlng}
+  filters: null, // the filters it ran with
+  raw: null, // the server's answer, as text (cell ids are int64: JSON.parse would round them)
+  entries: [], // one per photo or text: {label, thumb, result}
+  selected: 0,
+  trueLatLng: null,
+  bboxes: [],
+  run: 0, // answers to an older run than the latest are dropped
+  thumbs: [],
+};
+
+function showError(message) {
+  const el = $("error");
+  el.textContent = message ?? "";
+  el.hidden = !message;
+}
+
+function setStatus(text, busy = false) {
+  $("status").textContent = text;
+  document.body.classList.toggle("busy", busy);
+  document.body.dataset.state = busy ? "busy" : "idle";
+}
+
+/** The filter controls as the API's fields; throws a message when one is not valid. */
+function readFilters() {
+  const topK = Number($("top-k").value || 5);
+  if (!Number.isInteger(topK) || topK < 1 || topK > state.config.max_top_k) {
+    throw `top k must be a whole number in 1..${state.config.max_top_k} (this server's limit)`;
+  }
+  const c = $("confidence").value.trim();
+  const confidence = c === "" ? null : Number(c);
+  if (confidence !== null && !(confidence > 0 && confidence <= 1)) {
+    throw `confidence ${c} must be in (0, 1], e.g. 0.9, or empty for no region`;
+  }
+  const countries = $("country").value.split(/[\s,;]+/).filter(Boolean).map((s) => s.toUpperCase());
+  const bad = countries.find((s) => !/^[A-Z]{2}$/.test(s));
+  if (bad) throw `country ${bad} should be an ISO 3166-1 alpha-2 code (e.g. FR, US, JP)`;
+  return { topK, confidence, countries, bboxes: state.bboxes.slice() };
+}
+
+function labelsOf(query) {
+  if (query.kind === "images") return query.files.map((f) => f.name || "photo");
+  if (query.kind === "text") return [query.text];
+  return [query.latlng.join(", ")];
+}
+
+async function run(query) {
+  let filters;
+  try {
+    filters = readFilters();
+  } catch (message) {
+    showError(String(message));
+    return;
+  }
+  if (query.kind === "images" && query.files.length > state.config.max_images) {
+    showError(`${query.files.length} photos: this server takes at most ${state.config.max_images} a request`);
+    return;
+  }
+  const id = ++state.run;
+  showError(null);
+  const what = query.kind === "images" ? `${query.files.length} photo${query.files.length > 1 ? "s" : ""}` : "the query";
+  setStatus(`Locating ${what}...`, true);
+  const t0 = performance.now();
+  try {
+    const raw = await locate(query, filters);
+    if (id !== state.run) return;
+    const data = JSON.parse(raw);
+    if (query !== state.query) {
+      state.thumbs.forEach((u) => URL.revokeObjectURL(u));
+      state.thumbs = query.kind === "images" ? query.files.map((f) => URL.createObjectURL(f)) : [];
+      state.selected = 0;
+    }
+    const labels = labelsOf(query);
+    Object.assign(state, { query, filters, raw });
+    state.entries = data.results.map((result, i) => ({ label: labels[i], thumb: state.thumbs[i] ?? null, result }));
+    state.selected = Math.min(state.selected, state.entries.length - 1);
+    setStatus(`${state.entries.length} result${state.entries.length > 1 ? "s" : ""}, `
+      + `top ${filters.topK}, in ${Math.round(performance.now() - t0)} ms.`);
+    render();
+  } catch (e) {
+    if (id !== state.run) return;
+    setStatus("");
+    if (!(e instanceof ApiError)) console.error(e); // the API's refusals are shown, not logged
+    showError(e instanceof ApiError ? `${e.status || ""} ${e.type}: ${e.message}`.trim() : String(e));
+  }
+}
+
+function render() {
+  const entry = state.entries[state.selected];
+  renderResultList($("result-list"), state.entries, state.selected, (i) => {
+    state.selected = i;
+    render();
+  });
+  view.showResult(entry?.result ?? null);
+  renderDetails();
+  $("locate").disabled = !state.query;
+  $("download-json").disabled = $("download-geojson").disabled = !state.raw;
+}
+
+/** What depends on the true location: the table and the summary line. */
+function renderDetails() {
+  const entry = state.entries[state.selected];
+  renderTable($("results-table"), entry?.result ?? null, state.trueLatLng, view.highlight);
+  $("summary").textContent = summaryText(entry?.result ?? null, state.trueLatLng);
+  $("clear-true").disabled = !state.trueLatLng;
+}
+
+function setTrue(latlng) {
+  state.trueLatLng = latlng;
+  view.setTrue(latlng);
+  renderDetails();
+}
+
+function rerun() {
+  if (state.query) run(state.query);
+}
+
+function save(text, type, name) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const a = Object.assign(document.createElement("a"), { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+function fileStem() {
+  const label = labelsOf(state.query)[0] ?? "query";
+  return "geoindex-" + label.replace(/\.[a-z0-9]+$/i, "").replace(/[^\w.-]+/g, "_").slice(0, 40);
+}
+
+// -- wiring ------------------------------------------------------------------------------------
+let view;
+
+async function main() {
+  try {
+    state.config = { ...state.config, ...(await getJson("/config.json")) };
+  } catch (e) {
+    showError(`page configuration: ${e.message}`);
+  }
+  $("top-k").max = String(state.config.max_top_k);
+  view = createMap($("map"), state.config);
+  window.geoindex = { state, view }; // for the console and the browser tests
+  view.onMapClick(setTrue);
+  getJson("/v1/index").then((info) => {
+    const g = info.gallery ?? {};
+    const what = g.resolution != null ? `H3 res ${g.resolution}${g.cells ? ` ${g.cells}` : ""}` : (g.kind ?? "");
+    $("index-info").textContent = `${what} gallery: ${Number(info.ntotal).toLocaleString("en-US")} cells, ${info.factory}`;
+  }).catch((e) => { $("index-info").textContent = `index: ${e.message}`; });
+
+  const files = $("files");
+  files.addEventListener("change", () => {
+    if (files.files.length) run({ kind: "images", files: [...files.files] });
+    files.value = "";
+  });
+  const drop = $("drop");
+  for (const type of ["dragenter", "dragover"]) {
+    drop.addEventListener(type, (e) => {
+      e.preventDefault();
+      drop.classList.add("over");
+    });
+  }
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    const dropped = [...(e.dataTransfer?.files ?? [])];
+    if (dropped.length) run({ kind: "images", files: dropped });
+  });
+  drop.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") files.click();
+  });
+
+  $("text-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = $("text").value.trim();
+    if (!text) return showError("type a description of a place, or lat, lng");
+    const latlng = parseLatLng(text);
+    if (latlng) {
+      setTrue(latlng); // a point: where the index would place it, and how far that is from the point
+      run({ kind: "point", latlng });
+    } else {
+      run({ kind: "text", text });
+    }
+  });
+
+  for (const id of ["top-k", "confidence", "country"]) $(id).addEventListener("change", rerun);
+  $("locate").addEventListener("click", rerun);
+  $("clear-true").addEventListener("click", () => setTrue(null));
+
+  const drawButton = $("draw-box");
+  drawButton.addEventListener("click", () => {
+    if (drawButton.getAttribute("aria-pressed") === "true") {
+      view.stopBox();
+      drawButton.setAttribute("aria-pressed", "false");
+      return;
+    }
+    drawButton.setAttribute("aria-pressed", "true");
+    setStatus("Drag on the map to draw the box to search in.");
+    view.startBox((bboxes) => {
+      drawButton.setAttribute("aria-pressed", "false");
+      setBoxes(bboxes);
+      rerun();
+    });
+  });
+  $("clear-box").addEventListener("click", () => {
+    setBoxes([]);
+    rerun();
+  });
+
+  $("download-json").addEventListener("click", () => save(state.raw, "application/json", fileStem() + ".json"));
+  $("download-geojson").addEventListener("click", async () => {
+    try {
+      save(await locate(state.query, state.filters, "geojson"), "application/geo+json", fileStem() + ".geojson");
+    } catch (e) {
+      showError(`GeoJSON download: ${e.message}`);
+    }
+  });
+  await view.loaded;
+  document.body.dataset.ready = "true";
+}
+
+function setBoxes(bboxes) {
+  state.bboxes = bboxes;
+  view.setBoxes(bboxes);
+  $("bbox-text").textContent = bboxes.map((b) => b.join(", ")).join(" + ");
+  $("clear-box").disabled = !bboxes.length;
+}
+
+main();

@@ -1,0 +1,78 @@
+// The result list (one entry per photo or query) and the predictions table of the selected one.
+import { distanceKm } from "./geo.js";
+import { escapeHtml } from "./map.js";
+
+const km = (d) => (d < 10 ? d.toFixed(1) : Math.round(d).toLocaleString("en-US"));
+const pct = (p) => `${(p * 100).toFixed(p >= 0.0995 ? 1 : 2)}%`;
+const where = (p) => [p.place, p.admin1, p.country].filter(Boolean).join(", ") || "(no place)";
+
+/** entries: [{label, thumb|null, result}]; the selected one is pressed. */
+export function renderResultList(ol, entries, selected, onSelect) {
+  ol.replaceChildren(...entries.map((entry, i) => {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.result = String(i);
+    button.setAttribute("aria-pressed", String(i === selected));
+    const top = entry.result.predictions[0];
+    button.innerHTML = `${entry.thumb ? `<img src="${entry.thumb}" alt="">` : `<span class="thumb-text">Aa</span>`}
+      <span><span class="label">${escapeHtml(entry.label)}</span>
+      <span class="muted small">${top ? `${escapeHtml(where(top))} &middot; ${pct(top.probability)}` : "no cells"}</span>
+      </span>`;
+    button.addEventListener("click", () => onSelect(i));
+    li.append(button);
+    return li;
+  }));
+}
+
+/** The table of one result's predictions; distances to the true location when one is set. */
+export function renderTable(table, result, trueLatLng, onHover) {
+  const tbody = table.tBodies[0];
+  table.hidden = !result;
+  table.querySelectorAll(".true-col").forEach((th) => { th.hidden = !trueLatLng; });
+  if (!result) {
+    tbody.replaceChildren();
+    return;
+  }
+  const preds = result.predictions;
+  const top = preds.length ? [preds[0].lat, preds[0].lng] : null;
+  tbody.replaceChildren(...preds.map((p, rank) => {
+    const tr = document.createElement("tr");
+    Object.assign(tr.dataset, {
+      cell: p.cell_h3 ?? "", rank: String(rank + 1), probability: String(p.probability),
+      lat: String(p.lat), lng: String(p.lng),
+    });
+    const fromTop = distanceKm(top, [p.lat, p.lng]);
+    const cells = [
+      [String(rank + 1), "num"], [p.place ?? "", ""], [p.admin1 ?? "", ""], [p.country ?? "", ""],
+      [pct(p.probability), "num"], [`${p.lat.toFixed(3)}, ${p.lng.toFixed(3)}`, "num"],
+      [km(fromTop), "num from-top"],
+    ];
+    if (trueLatLng) cells.push([km(distanceKm(trueLatLng, [p.lat, p.lng])), "num to-true"]);
+    for (const [text, cls] of cells) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (cls) td.className = cls;
+      tr.append(td);
+    }
+    tr.querySelector(".from-top").dataset.km = String(fromTop);
+    tr.title = p.cell_h3 ? `cell ${p.cell_h3}, score ${p.score.toFixed(4)}` : `row ${p.cell}`;
+    tr.addEventListener("mouseenter", () => onHover?.(p.cell_h3, true));
+    tr.addEventListener("mouseleave", () => onHover?.(p.cell_h3, false));
+    return tr;
+  }));
+}
+
+/** One line under the map: the best guess, its region, and how far off it is. */
+export function summaryText(result, trueLatLng) {
+  if (!result || !result.predictions.length) return "";
+  const p = result.predictions[0];
+  let text = `Best guess: ${where(p)} (${pct(p.probability)}).`;
+  const region = result.confidence_region?.properties;
+  if (region) {
+    text += ` ${Math.round(region.confidence * 100)}% confidence region: ${region.cells.length} cells`
+      + ` (${pct(region.mass)} of the mass).`;
+  }
+  if (trueLatLng) text += ` The best guess is ${km(distanceKm(trueLatLng, [p.lat, p.lng]))} km from the true location.`;
+  return text;
+}
