@@ -66,8 +66,6 @@ class RegionFilter:
 
 
 def _h3_cell(value) -> int:
-    import h3
-
     try:
         cell = h3.str_to_int(value) if isinstance(value, str) else int(value)
         ok = h3.is_valid_cell(h3.int_to_str(cell))
@@ -88,8 +86,6 @@ def make_filter(countries=(), bboxes=(), cells=()) -> RegionFilter:
         ccs.append(code)
     return RegionFilter(tuple(dict.fromkeys(ccs)), tuple(BBox.parse(b) for b in bboxes or ()),
                         tuple(dict.fromkeys(_h3_cell(c) for c in cells or ())))
-
-
 
 
 # -- the manifest's record and its words ------------------------------------------------------------------
@@ -136,23 +132,16 @@ def cells_inside(region: RegionFilter, cell: np.ndarray, lat: np.ndarray, lng: n
 
 def points_inside(region: RegionFilter, lat, lng) -> np.ndarray:
     """(n,) bool: which points (degrees) lie in ``region``, by the rule its cells follow (a point
-    takes the country of its nearest place, unless it is at sea and over 50 km from any)."""
+    takes the country of its nearest place, unless it is at sea and over 50 km from any): each point
+    is taken as its cell at the finest resolution the region names."""
     from geoindex.cells.geocode import reverse_geocode
     from geoindex.cells.landmask import is_land
 
     lat, lng = np.atleast_1d(np.asarray(lat, dtype=np.float64)), np.atleast_1d(np.asarray(lng, dtype=np.float64))
-    keep = np.ones(len(lat), dtype=bool)
-    if region.countries:
-        keep &= np.isin(reverse_geocode(lat, lng, is_land(lat, lng)).country, list(region.countries))
-    if region.bboxes:
-        keep &= _in_boxes(region, lat, lng)
-    if region.cells:
-        inside = np.zeros(len(lat), dtype=bool)
-        for r, ancestors in _cells_by_res(region).items():
-            own = np.array([h3.str_to_int(h3.latlng_to_cell(a, b, r)) for a, b in zip(lat, lng)], dtype=np.int64)
-            inside |= np.isin(own, ancestors)
-        keep &= inside
-    return keep
+    country = reverse_geocode(lat, lng, is_land(lat, lng)).country if region.countries else None
+    res = max(_cells_by_res(region), default=0)
+    own = np.array([h3.str_to_int(h3.latlng_to_cell(a, b, res)) for a, b in zip(lat, lng)], dtype=np.int64)
+    return cells_inside(region, own, lat, lng, country)
 
 
 def _in_boxes(region: RegionFilter, lat: np.ndarray, lng: np.ndarray) -> np.ndarray:
