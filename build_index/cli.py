@@ -60,6 +60,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-memory", default=None, metavar="SIZE",
                    help="resident budget for the index (30MB, 4GiB): builds the fastest measured configuration "
                         "that fits (it picks --index and --search) and records the choice in the manifest")
+    p.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                   help="build on a Ray cluster: encoder actors per CPU (per GPU when it has GPUs) and codes added "
+                        "in parallel; with no ADDRESS joins $RAY_ADDRESS or starts a local cluster. Same index "
+                        "as without it")
     p.add_argument("--batch-size", type=int, default=8192, help="points per encoder batch")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="fp32", help="fp32 (exact); fp16 or bf16 on CUDA only")
@@ -106,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
             store=args.store,
             max_memory=args.max_memory,
+            ray=args.ray,
         )
         result = build(config)
     except GeoindexError as e:

@@ -17,6 +17,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from geoindex.build import distributed
 from geoindex.build.self_check import self_check
 from geoindex.build.workdir import check_output, fresh_staging, lock_work_dir, prepare_work_dir, publish, work_dir_for
 from geoindex.cells import csv_gallery, gallery
@@ -40,7 +42,7 @@ from geoindex.cells.region import (
     region_to_dict,
     shard_roots_in,
 )
-from geoindex.encoders.location import EMBED_DIM, encode_latlng, load_location_encoder, pick_device
+from geoindex.encoders.location import EMBED_DIM, load_location_encoder, pick_device
 from geoindex.encoders.weights import geoclip_files, sha256_file
 from geoindex.errors import IndexDirError, InvalidArgumentError
 from geoindex.index import budget
@@ -49,7 +51,7 @@ from geoindex.index.builder import IndexBuilder
 from geoindex.index.h3lists import h3_centroids, list_numbers, list_parents
 from geoindex.index.search import SearchSettings, apply_search_settings
 from geoindex.store import exact_store, manifest
-from geoindex.store.cells_db import shard_metadata, write_cells_table
+from geoindex.store.cells_db import write_cells_table
 from geoindex.store.shards import ShardFile, iter_vectors, sample_vectors, shard_files
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ class BuildConfig:
     store: str = "auto"
     max_memory: int | None = None
     region: RegionFilter | None = None  # a regional build: only the cells inside (geoindex.cells.region)
+    ray: str | None = None  # build on Ray: "auto" (this process's cluster, $RAY_ADDRESS or a local one) or an address
 
     def __post_init__(self) -> None:
         if isinstance(self.search, str):
@@ -97,18 +100,34 @@ class BuildResult:
     check: dict[str, Any] = field(default_factory=dict)
 
 
-def _fingerprint(config: BuildConfig, weights_sha: str, device: torch.device, csv_sha: str | None) -> dict:
-    """What the shard files depend on. A resume reuses shards only when this matches."""
+def _fingerprint(config: BuildConfig, resolution: int | None, weights_sha: str, device_type: str,
+                 csv_sha: str | None) -> dict:
+    """What the shard files depend on. A resume reuses shards only when this matches (whether they
+    were encoded on Ray or in one process does not matter: the shards are the same)."""
     return {
         "gallery": {"kind": "csv", "sha256": csv_sha} if csv_sha else
                    {"kind": "h3", "resolution": config.resolution, "cells": config.cells,
                     **({"region": region_to_dict(config.region)} if config.region else {})},
         "weights_sha256": weights_sha,
         "precision": config.precision,
-        "device_type": device.type,
+        "device_type": device_type,
         "batch_size": config.batch_size,
         "shard_depth": gallery.SHARD_DEPTH,
+        "spill_dtype": spill_dtype(config, resolution).name,
     }
+
+
+def spill_dtype(config: BuildConfig, resolution: int | None) -> np.dtype:
+    """The dtype shard files keep vectors in: float16 when the index will keep an fp16 exact store
+    (asked for, or the global default from res 5 up), since that store is all that outlives the
+    build; else float32, the encoder's output bit for bit."""
+    if config.store == "fp16":
+        return np.dtype(np.float16)
+    default = (config.store == "auto" and config.factory == "auto" and config.max_memory is None
+               and not config.region and resolution is not None)
+    if default and index_factory.auto_choice(resolution)[1].rerank_depth:
+        return np.dtype(np.float16)
+    return np.dtype(np.float32)
 
 
 def _max_rss_mib() -> float:
@@ -156,23 +175,27 @@ def build(config: BuildConfig) -> BuildResult:
     files = geoclip_files()
     weights_sha = sha256_file(files.location_encoder)
     device = pick_device(config.device)
+    ray_plan = None
+    if config.ray is not None:
+        ray_plan = distributed.actor_plan(distributed.connect(config.ray), config.device)
     model = load_location_encoder(device, config.precision)
     out = config.out.resolve()
     work = work_dir_for(out)
     lock = lock_work_dir(work)
     try:
         return _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, device,
-                             model, out, work, timer, t_total)
+                             model, out, work, timer, t_total, ray_plan)
     finally:
         lock.close()
         Path(lock.name).unlink(missing_ok=True)
 
 
 def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, device, model,
-                  out: Path, work: Path, timer: _Timer, t_total: float) -> BuildResult:
-    prepare_work_dir(work, _fingerprint(config, weights_sha, device, csv_sha))
+                  out: Path, work: Path, timer: _Timer, t_total: float, ray_plan) -> BuildResult:
+    device_type = ray_plan[1] if ray_plan else device.type
+    prepare_work_dir(work, _fingerprint(config, resolution, weights_sha, device_type, csv_sha))
 
-    shards = _encode_shards(config, resolution, csv_latlng, model, work, timer)
+    shards = _encode_shards(config, resolution, csv_latlng, model, work, timer, ray_plan)
     counts = [s.count() for s in shards]
     n = sum(counts)
     if n == 0:
@@ -312,44 +335,49 @@ def _bar(config: BuildConfig, total: int, desc: str, unit: str) -> tqdm:
                 dynamic_ncols=True, mininterval=1.0)
 
 
-def _encode_shards(config, resolution, csv_latlng, model, work: Path, timer: _Timer) -> list[ShardFile]:
-    """Stage 1: enumerate, encode and describe every shard not yet on disk."""
+def _encode_shards(config, resolution, csv_latlng, model, work: Path, timer: _Timer, ray_plan) -> list[ShardFile]:
+    """Stage 1: enumerate, encode and describe every shard not yet on disk (in this process, or on
+    the Ray actors of ``ray_plan``)."""
     if csv_latlng is not None:
         parts = dict(csv_gallery.csv_shards(csv_latlng))
         keys = [f"rows{k:06d}" for k in parts]
         shards = shard_files(work / "shards", keys)
-        jobs = [(s, lambda k=k: parts[k], csv_gallery.CSV_SHARD_ROWS) for s, k in zip(shards, parts)]
-        total = len(csv_latlng)
+        jobs = [(s, partial(_given, parts[k]), len(parts[k])) for s, k in zip(shards, parts)]
     else:
         roots = gallery.h3_shard_roots(resolution)
         if config.region:
             roots = shard_roots_in(config.region, roots, resolution)
-        keys = [h3.int_to_str(r) for r in roots]
-        shards = shard_files(work / "shards", keys)
-        jobs = [(s, lambda r=r: _h3_batch(r, resolution, config),
+        shards = shard_files(work / "shards", [h3.int_to_str(r) for r in roots])
+        jobs = [(s, partial(_h3_batch, r, resolution, config),
                  h3.cell_to_children_size(h3.int_to_str(r), resolution)) for s, r in zip(shards, roots)]
-        total = sum(scanned for _, _, scanned in jobs)
-    kept = 0
+    total = sum(scanned for _, _, scanned in jobs)
+    scanned_of = {s.key: scanned for s, _, scanned in jobs}
+    dtype = spill_dtype(config, resolution)
+    todo = [(s, make_batch) for s, make_batch, _ in jobs if not s.exists()]
     with _bar(config, total, "encode gallery", "cell") as bar:
-        for shard, make_batch, scanned in jobs:
-            if shard.exists():
-                kept += shard.count()
-            else:
-                t = time.perf_counter()
-                batch = make_batch()
-                timer.add("enumerate", t)
-                t = time.perf_counter()
-                vectors = encode_latlng(model, batch.latlng, config.batch_size) if len(batch) else \
-                    np.empty((0, EMBED_DIM), np.float32)
-                timer.add("encode", t)
-                t = time.perf_counter()
-                meta = shard_metadata(batch, resolution)
-                timer.add("geocode", t)
-                shard.write(vectors, meta)
-                kept += len(batch)
-            bar.update(min(scanned, total - bar.n))
+        kept = sum(s.count() for s, _, _ in jobs if s.exists())
+        bar.update(total - sum(scanned_of[s.key] for s, _ in todo))
+        if ray_plan is None:
+            done = ((s, *distributed.encode_shard(model, make_batch, config.batch_size, resolution, dtype))
+                    for s, make_batch in todo)
+        else:
+            actors, device, _ = ray_plan
+            done = distributed.encode_on_ray(todo, actors, device, config.precision, config.batch_size,
+                                             resolution, dtype)
+        for shard, vectors, meta, seconds in done:
+            t = time.perf_counter()
+            shard.write(vectors, meta)
+            timer.add("write_shards", t)
+            for step, sec in seconds.items():
+                timer.seconds[step] = timer.seconds.get(step, 0.0) + sec
+            kept += len(meta["cell"])
+            bar.update(scanned_of[shard.key])
             bar.set_postfix(kept=f"{kept:,}", refresh=False)
     return shards
+
+
+def _given(batch: gallery.CellBatch) -> gallery.CellBatch:
+    return batch
 
 
 def _h3_batch(root: int, resolution: int, config: BuildConfig) -> gallery.CellBatch:

@@ -1,5 +1,9 @@
 """Finished shards of a build: encoded vectors plus metadata, one ``.npz`` per shard.
 
+Vectors are spilled in the build's spill dtype: float32, or float16 when the index keeps an fp16
+exact store anyway (half the disk: 30 GB instead of 59 GB for res 7's 29M land cells). Readers get
+float32 either way.
+
 A shard file is written to a temporary name and renamed into place, so a file that exists is
 complete: a killed build resumes from exactly the shards it finished. Strings are stored as
 fixed-width unicode, never pickled.
@@ -52,7 +56,7 @@ def iter_vectors(shards: list[ShardFile]) -> Iterator[tuple[np.ndarray, np.ndarr
     for shard in shards:
         data = shard.read("cell", "vectors")
         if len(data["cell"]):
-            yield data["cell"], data["vectors"]
+            yield data["cell"], data["vectors"].astype(np.float32, copy=False)
 
 
 def sample_vectors(shards: list[ShardFile], counts: list[int], size: int, seed: int) -> np.ndarray:

@@ -1,0 +1,153 @@
+"""The build on a Ray cluster (``build_index --ray``): shards encoded by a pool of Ray actors, codes
+added per shard in Ray tasks against the trained empty index.
+
+Ray is the engine: its actors, restarts and task retries, not a home-made pool. Each encoder actor
+loads the location encoder once (on a GPU when the cluster has them, else with one CPU thread per
+actor) and hands back a shard's vectors and metadata; the driver writes them as the same shard
+files the one-process build writes, so a killed driver resumes from them exactly as it does, and
+no worker needs the driver's disk. An actor whose process dies is restarted and its shard retried
+by Ray (``max_restarts``, ``max_task_retries``); shard files are written whole or not at all.
+
+Adding codes: the driver trains once; every IVF part (a run of consecutive shards) is added in a
+task to a copy of the trained empty index and comes back as FAISS bytes. Parts are merged in shard
+order (``merge_from``, or ``merge_ondisk`` for on-disk lists), which appends each list's entries in
+the order a one-process add would: the same ids, codes and lists, byte for byte.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoindex.errors import InvalidArgumentError
+
+log = logging.getLogger(__name__)
+
+# Fault injection for the tests (a killed worker must be retried): when set, an encoder actor that
+# is handed shard KEY while DIR/KEY.kill exists renames it to KEY.killed and kills its own process.
+KILL_ENV = "GEOINDEX_RAY_KILL_DIR"
+ACTOR_RESTARTS = 4
+# Vectors per add task: enough work to amortise shipping the trained index (a few MB), small
+# enough that two parts per CPU keep every worker busy.
+PART_VECTORS = 500_000
+
+
+def connect(address: str) -> dict[str, float]:
+    """Join a Ray cluster and return its resources. ``address`` ``"auto"``: the cluster this process
+    already joined, else ``$RAY_ADDRESS``, else a new local one (all cores); anything else is a
+    cluster address (``ray://host:10001``, ``host:6379``)."""
+    try:
+        import ray
+    except ImportError:
+        raise InvalidArgumentError("--ray needs Ray: pip install 'ray>=2.9' (or drop --ray to build in "
+                                   "this process)") from None
+    if not ray.is_initialized():
+        target = None if address == "auto" else address
+        try:
+            ray.init(address=target, include_dashboard=False, log_to_driver=True,
+                     logging_level=logging.WARNING, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            where = target or os.environ.get("RAY_ADDRESS") or "a new local cluster"
+            raise InvalidArgumentError(f"--ray: cannot join {where} ({e}): start it with `ray start --head`, "
+                                       "give its address (--ray HOST:6379), or drop --ray") from None
+    return {k: float(v) for k, v in ray.cluster_resources().items()}
+
+
+def actor_plan(resources: dict[str, float], device: str) -> tuple[int, str, dict[str, float]]:
+    """(actors, their device, Ray resources per actor): one CUDA actor per GPU when the cluster has
+    GPUs and ``device`` allows them, else one single-threaded CPU actor per CPU."""
+    gpus = int(resources.get("GPU", 0))
+    if gpus and device in ("auto", "cuda") or device.startswith("cuda"):
+        if not gpus:
+            raise InvalidArgumentError(f"--device {device} asks for CUDA but the Ray cluster has no GPU: "
+                                       "use --device cpu (or auto)")
+        return gpus, "cuda", {"num_gpus": 1, "num_cpus": 1}
+    cpus = max(1, int(resources.get("CPU", 1)))
+    return cpus, "cpu", {"num_cpus": 1}
+
+
+def _encoder_actor_class():
+    import ray
+
+    @ray.remote
+    class ShardEncoder:
+        """Holds the location encoder; encodes whole shards."""
+
+        def __init__(self, device: str, precision: str, threads: int):
+            import torch
+
+            from geoindex.encoders.location import load_location_encoder, pick_device
+
+            torch.set_num_threads(threads)
+            self.model = load_location_encoder(pick_device(device), precision)
+
+        def encode(self, key: str, job: Callable, batch_size: int, resolution: int | None, dtype: str):
+            _maybe_die(key)
+            return (key, *encode_shard(self.model, job, batch_size, resolution, np.dtype(dtype)))
+
+    return ShardEncoder
+
+
+def _maybe_die(key: str) -> None:
+    folder = os.environ.get(KILL_ENV)
+    if not folder:
+        return
+    mark = Path(folder) / f"{key}.kill"
+    try:
+        os.replace(mark, mark.with_suffix(".killed"))
+    except FileNotFoundError:
+        return
+    os._exit(1)  # the whole worker process, as the OOM killer or a lost node would
+
+
+def encode_shard(model, make_batch: Callable, batch_size: int, resolution: int | None,
+                 dtype: np.dtype) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, float]]:
+    """One shard: its gallery cells (``make_batch()``), their vectors in ``dtype`` and metadata, and
+    the seconds each step took. The one-process build and the Ray actors both run this."""
+    from geoindex.encoders.location import EMBED_DIM, encode_latlng
+    from geoindex.store.cells_db import shard_metadata
+
+    seconds = {}
+    t = time.perf_counter()
+    batch = make_batch()
+    seconds["enumerate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    vectors = encode_latlng(model, batch.latlng, batch_size) if len(batch) else np.empty((0, EMBED_DIM), np.float32)
+    seconds["encode"] = time.perf_counter() - t
+    t = time.perf_counter()
+    meta = shard_metadata(batch, resolution)
+    seconds["geocode"] = time.perf_counter() - t
+    return vectors.astype(dtype, copy=False), meta, seconds
+
+
+def encode_on_ray(jobs: list[tuple[Any, Callable]], actors: int, device: str, precision: str,
+                  batch_size: int, resolution: int | None, dtype: np.dtype
+                  ) -> Iterator[tuple[Any, np.ndarray, dict, dict]]:
+    """Encode ``jobs`` ((shard, make_batch) pairs) on up to ``actors`` encoder actors; yield (shard,
+    vectors, metadata, seconds) as shards finish, in any order. Ray restarts a dead actor and
+    retries its shard; the actors are gone when this returns."""
+    import ray
+    from ray.util import ActorPool
+
+    if not jobs:
+        return
+    encoder = _encoder_actor_class().options(
+        num_cpus=1, num_gpus=1 if device == "cuda" else 0,
+        max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
+    handles = [encoder.remote(device, precision, 1) for _ in range(min(actors, len(jobs)))]
+    shards = {shard.key: shard for shard, _ in jobs}
+    try:
+        pool = ActorPool(handles)  # hands the next shard to whichever actor is free
+        results = pool.map_unordered(
+            lambda actor, job: actor.encode.remote(job[0].key, job[1], batch_size, resolution, dtype.str), jobs)
+        for key, vectors, meta, seconds in results:
+            yield shards[key], vectors, meta, seconds
+    finally:
+        for actor in handles:
+            ray.kill(actor)
