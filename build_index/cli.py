@@ -60,6 +60,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-memory", default=None, metavar="SIZE",
                    help="resident budget for the index (30MB, 4GiB): builds the fastest measured configuration "
                         "that fits (it picks --index and --search) and records the choice in the manifest")
+    p.add_argument("--lists-on-disk", action=argparse.BooleanOptionalAction, default=None,
+                   help="IVF inverted lists in DIR/lists.ivfdata, memory-mapped by readers instead of loaded "
+                        "(default: only when they would take over half of this machine's memory)")
     p.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
                    help="build on a Ray cluster: encoder actors per CPU (per GPU when it has GPUs) and codes added "
                         "in parallel; with no ADDRESS joins $RAY_ADDRESS or starts a local cluster. Same index "
@@ -111,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             store=args.store,
             max_memory=args.max_memory,
             ray=args.ray,
+            lists_on_disk=args.lists_on_disk,
         )
         result = build(config)
     except GeoindexError as e:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 
 from geoindex.errors import InvalidArgumentError
@@ -151,3 +152,78 @@ def encode_on_ray(jobs: list[tuple[Any, Callable]], actors: int, device: str, pr
     finally:
         for actor in handles:
             ray.kill(actor)
+
+
+def part_runs(counts: list[int], size: int | None = None) -> list[list[int]]:
+    """Consecutive shard numbers grouped into parts of about ``size`` vectors (empty shards left
+    out): the grain of the parallel add, fixed by the shards alone so a resume finds the same parts."""
+    size = PART_VECTORS if size is None else size
+    parts, run, held = [], [], 0
+    for i, count in enumerate(counts):
+        if not count:
+            continue
+        run.append(i)
+        held += count
+        if held >= size:
+            parts.append(run)
+            run, held = [], 0
+    return parts + ([run] if run else [])
+
+
+def fill_part(trained: bytes | np.ndarray, ids: np.ndarray, xb: np.ndarray, lists: np.ndarray | None) -> np.ndarray:
+    """The trained empty index (FAISS bytes) with one part's vectors added; its FAISS bytes."""
+    from geoindex.index.builder import add_vectors
+
+    index = faiss.deserialize_index(np.asarray(trained))
+    add_vectors(index, xb, ids, lists)
+    return faiss.serialize_index(index)
+
+
+def fill_parts(trained: faiss.Index, loaders: list[tuple[int, Callable]], ray_workers: int | None
+               ) -> Iterator[tuple[int, np.ndarray]]:
+    """(part number, FAISS bytes of the filled part) for each (number, loader) in ``loaders``, where
+    ``loader()`` gives the part's (ids, vectors, lists or None). In this process when
+    ``ray_workers`` is None, else as Ray tasks (``ray_workers`` at a time, retried when a worker
+    dies); results come in any order."""
+    blob = faiss.serialize_index(trained)
+    if ray_workers is None:
+        for number, loader in loaders:
+            yield number, fill_part(blob, *loader())
+        return
+    import ray
+
+    task = ray.remote(num_cpus=1, max_retries=ACTOR_RESTARTS)(_fill_part_task)
+    blob_ref = ray.put(blob)
+    pending: dict = {}
+    queue = iter(loaders)
+    while True:
+        while len(pending) < 2 * ray_workers and (item := next(queue, None)) is not None:
+            number, loader = item
+            pending[task.remote(blob_ref, *loader())] = number  # two in flight per worker: no idle gaps
+        if not pending:
+            return
+        done, _ = ray.wait(list(pending), num_returns=1)
+        yield pending.pop(done[0]), ray.get(done[0])
+
+
+def _fill_part_task(trained, ids, xb, lists):
+    faiss.omp_set_num_threads(1)  # one Ray CPU, one thread
+    return fill_part(trained, ids, xb, lists)
+
+
+def merge_parts(trained: faiss.Index, part_files: list[Path], lists_file: Path | None) -> faiss.Index:
+    """``trained`` (empty) holding every part's vectors, parts taken in order so each list's entries
+    come in the order a one-process add gives. ``lists_file``: put the lists there on disk
+    (``OnDiskInvertedLists``, named relative to the index so the directory can move), else in memory."""
+    if lists_file is not None:
+        from faiss.contrib.ondisk import merge_ondisk
+
+        merge_ondisk(trained, [str(f) for f in part_files], str(lists_file))
+        ivf = faiss.extract_index_ivf(trained)
+        faiss.downcast_InvertedLists(ivf.invlists).filename = lists_file.name
+        return trained
+    for f in part_files:
+        part = faiss.read_index(str(f))
+        trained.merge_from(part, 0)
+        del part
+    return trained

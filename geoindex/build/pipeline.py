@@ -11,7 +11,9 @@ and produces the same index (same shards, same seeded sample, same add order).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import resource
 import shutil
 import time
@@ -82,6 +84,7 @@ class BuildConfig:
     store: str = "auto"
     max_memory: int | None = None
     region: RegionFilter | None = None  # a regional build: only the cells inside (geoindex.cells.region)
+    lists_on_disk: bool | None = None  # IVF lists in DIR/lists.ivfdata; None: when they would not fit in memory
     ray: str | None = None  # build on Ray: "auto" (this process's cluster, $RAY_ADDRESS or a local one) or an address
 
     def __post_init__(self) -> None:
@@ -221,24 +224,39 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
     store_kind = exact_store.resolve_kind(store_kind, search)
     builder = IndexBuilder(plan, use_gpu=None)
     apply_search_settings(builder.cpu_index, search)
-    if parents is not None:
-        builder.set_h3_centroids(h3_centroids(iter_vectors(shards), parents, plan.h3_list_res))
+    on_disk = _lists_on_disk(config.lists_on_disk, plan, builder, n)
+    # parts need lists to merge: an IVF index itself (not under a refine or an IdMap)
+    in_parts = isinstance(builder.cpu_index, faiss.IndexIVF) and (ray_plan is not None or on_disk)
     train_size = _train_size(plan, builder.cpu_index, n)
-    if not builder.index.is_trained:
-        sample = sample_vectors(shards, counts, train_size, config.seed)
-        builder.train(sample)
-        del sample
+    trained = _saved_trained(work, plan, search, config.seed, train_size) if in_parts else None
+    if trained is None:  # else a resumed build's saved trained index, whose parts may be on disk
+        if parents is not None:
+            builder.set_h3_centroids(h3_centroids(iter_vectors(shards), parents, plan.h3_list_res))
+        if not builder.index.is_trained:
+            sample = sample_vectors(shards, counts, train_size, config.seed)
+            builder.train(sample)
+            del sample
     timer.add("train", t)
 
     t = time.perf_counter()
-    with _bar(config, n, "add to index", "vec") as bar:
-        for ids, xb in iter_vectors(shards):
-            lists = None
-            if parents is not None:
-                lists = list_numbers(ids, parents, plan.h3_list_res)
-            builder.add(xb, ids, lists)
-            bar.update(len(ids))
-    index = builder.finish()
+    staging = fresh_staging(work)
+    if in_parts:
+        if trained is None:
+            trained = _save_trained(work, builder.trained_empty(), plan, search, config.seed, train_size)
+        part_files = _fill_parts(config, work, shards, counts, trained, parents, plan, ray_plan)
+        t_merge = time.perf_counter()
+        index = builder.finish_merged(distributed.merge_parts(
+            trained, part_files, staging / manifest.LISTS if on_disk else None))
+        timer.add("merge", t_merge)
+    else:
+        with _bar(config, n, "add to index", "vec") as bar:
+            for ids, xb in iter_vectors(shards):
+                lists = None
+                if parents is not None:
+                    lists = list_numbers(ids, parents, plan.h3_list_res)
+                builder.add(xb, ids, lists)
+                bar.update(len(ids))
+        index = builder.finish()
     apply_search_settings(index, search)
     timer.add("add", t)
 
@@ -246,7 +264,6 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
     check = self_check(index, shards, counts, config.seed, search.rerank_depth, model)
     timer.add("self_check", t)
 
-    staging = fresh_staging(work)
     t = time.perf_counter()
     faiss.write_index(index, str(staging / manifest.VECTORS))
     ntotal, nlist, built_on_gpu = int(index.ntotal), _nlist(index), builder.on_gpu
@@ -289,6 +306,8 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
             "h3_list_resolution": plan.h3_list_res,
             "train_size": train_size,
             "built_on": "gpu" if built_on_gpu else "cpu",
+            "built_with": "ray" if ray_plan else "one process",
+            "lists": "disk" if on_disk else "memory",
             "seed": config.seed,
         },
         "store": None if store_kind is None else {
@@ -299,7 +318,8 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
         "timings_s": {k: round(v, 3) for k, v in timer.seconds.items()},
         "peak_rss_mib": round(_max_rss_mib(), 1),
         "versions": manifest.versions(),
-        "files": manifest.file_entries(staging, manifest.REQUIRED_FILES + exact_store.store_files(store_kind)),
+        "files": manifest.file_entries(staging, manifest.REQUIRED_FILES + exact_store.store_files(store_kind)
+                                       + ((manifest.LISTS,) if on_disk else ())),
     }
     manifest.write_manifest(staging, man)
     publish(staging, out)
@@ -314,12 +334,88 @@ def _memory_entry(staging: Path, ntotal: int, store_bytes: int, choice, max_memo
     resident = (staging / manifest.VECTORS).stat().st_size
     entry = {"resident_bytes": resident, "resident_bytes_per_vector": round(resident / max(ntotal, 1), 1),
              "disk_bytes": store_bytes, "disk_bytes_per_vector": round(store_bytes / max(ntotal, 1), 1)}
+    if (staging / manifest.LISTS).is_file():  # mapped, read a list at a time: on disk, not resident
+        entry["lists_disk_bytes"] = (staging / manifest.LISTS).stat().st_size
     if choice is not None:
         if resident > max_memory:
             raise IndexDirError(f"internal: the index takes {resident:,} B resident, over the budget "
                                 f"{max_memory:,} B that {choice.factory} was predicted to fit")
         entry.update(max_memory=max_memory, chosen=choice.to_dict())
     return entry
+
+
+LISTS_IN_MEMORY_SHARE = 0.5  # auto: lists go to disk when they would take over half of this machine's memory
+
+
+def _lists_on_disk(asked: bool | None, plan, builder: IndexBuilder, n: int) -> bool:
+    """Whether the inverted lists go to ``lists.ivfdata``: as asked, else (None) when the lists'
+    codes and ids would take more than half of the machine's memory."""
+    ivf = builder.cpu_index if isinstance(builder.cpu_index, faiss.IndexIVF) else None
+    if ivf is None or builder.fast_scan or "FastScan" in type(ivf).__name__:
+        ivf = None
+    if asked and ivf is None:
+        raise InvalidArgumentError(
+            f"--lists-on-disk needs an IVF index whose lists FAISS can map from disk; {plan.factory} has "
+            "none (Flat, HNSW) or packs them for SIMD (fast-scan PQ..x4fs): use e.g. --index IVFH3,PQ32")
+    if asked is not None or ivf is None:
+        return bool(asked)
+    lists_bytes = n * (ivf.code_size + 8)
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return lists_bytes > LISTS_IN_MEMORY_SHARE * memory
+
+
+def _saved_trained(work: Path, plan, search, seed: int, train_size: int) -> faiss.Index | None:
+    """The trained empty index a killed build saved, when it was trained for the same plan."""
+    stamp, path = work / "trained.json", work / "trained.faiss"
+    try:
+        if json.loads(stamp.read_text()) == _trained_key(plan, search, seed, train_size):
+            log.info("resuming: the trained index and %d filled parts in %s", len(list((work / "parts").glob("*.faiss"))), work)
+            return faiss.read_index(str(path))
+    except (OSError, ValueError, RuntimeError):
+        pass
+    shutil.rmtree(work / "parts", ignore_errors=True)  # parts of another training are worthless
+    return None
+
+
+def _save_trained(work: Path, index: faiss.Index, plan, search, seed: int, train_size: int) -> faiss.Index:
+    tmp = work / "trained.faiss.tmp"
+    faiss.write_index(index, str(tmp))
+    os.replace(tmp, work / "trained.faiss")
+    (work / "trained.json").write_text(json.dumps(_trained_key(plan, search, seed, train_size)))
+    return index
+
+
+def _trained_key(plan, search, seed: int, train_size: int) -> dict:
+    return {"faiss_factory": plan.faiss_factory, "factory": plan.factory, "search": str(search),
+            "seed": seed, "train_size": train_size}
+
+
+def _fill_parts(config: BuildConfig, work: Path, shards: list[ShardFile], counts: list[int],
+                trained: faiss.Index, parents, plan, ray_plan) -> list[Path]:
+    """Add every part's vectors to its own copy of the trained empty index (Ray tasks, or here),
+    each kept as ``parts/NNNNN.faiss`` until the merge: a resumed build redoes only missing parts."""
+    folder = work / "parts"
+    folder.mkdir(exist_ok=True)
+    runs = distributed.part_runs(counts)
+    files = [folder / f"{i:05d}.faiss" for i in range(len(runs))]
+
+    def loader(run: list[int]):
+        def load():
+            ids, xb = zip(*iter_vectors([shards[i] for i in run], as_spilled=True))
+            ids, xb = np.concatenate(ids), np.concatenate(xb)
+            return ids, xb, None if parents is None else list_numbers(ids, parents, plan.h3_list_res)
+        return load
+
+    todo = [(i, loader(run)) for i, run in enumerate(runs) if not files[i].is_file()]
+    sizes = [sum(counts[i] for i in run) for run in runs]
+    with _bar(config, sum(sizes), "add to index", "vec") as bar:
+        bar.update(sum(sizes) - sum(sizes[i] for i, _ in todo))
+        for i, blob in distributed.fill_parts(trained, todo, None if ray_plan is None else ray_plan[0]):
+            tmp = files[i].with_suffix(".tmp")
+            blob.tofile(tmp)
+            os.replace(tmp, files[i])
+            bar.update(sizes[i])
+    return files
 
 
 def _nlist(index: faiss.Index) -> int:

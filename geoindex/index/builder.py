@@ -88,17 +88,26 @@ class IndexBuilder:
 
     def add(self, xb: np.ndarray, ids: np.ndarray, lists: np.ndarray | None = None) -> None:
         """Add (n, 512) float32 vectors with (n,) int64 ids; ``lists`` (n,) int64 for IVFH3."""
-        xb = np.ascontiguousarray(xb, dtype=np.float32)
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
         if self.plan.h3_list_res is not None:
             if lists is None:
                 raise InvalidArgumentError("IVFH3 add needs the list number of every vector")
-            # Named references: add_core reads through raw pointers, so the arrays must outlive it.
-            lists = np.ascontiguousarray(lists, dtype=np.int64)
-            self.cpu_index.add_core(len(xb), faiss.swig_ptr(xb), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
-            del lists
-            return
-        self.index.add_with_ids(xb, ids)
+            add_vectors(self.cpu_index, xb, ids, lists)
+        else:
+            add_vectors(self.index, xb, ids)
+
+    def trained_empty(self) -> faiss.Index:
+        """A CPU copy of the trained index with no vectors yet (what parallel adds start from)."""
+        if self.index.ntotal:
+            raise InvalidArgumentError("trained_empty() after add(): the index already holds vectors")
+        index = faiss.index_gpu_to_cpu(self.index) if self.on_gpu else self.cpu_index
+        return faiss.deserialize_index(faiss.serialize_index(index))
+
+    def finish_merged(self, merged: faiss.Index) -> faiss.Index:
+        """The index :meth:`finish` would give had the vectors of ``merged`` (the trained empty index
+        filled by parallel adds) been added here."""
+        self.cpu_index = self.index = merged
+        self.on_gpu = False
+        return self.finish()
 
     def finish(self) -> faiss.Index:
         if self.on_gpu:
@@ -109,6 +118,20 @@ class IndexBuilder:
             self.cpu_index = self.index = _to_fast_scan(self.cpu_index)
             self.fast_scan = False
         return self.cpu_index
+
+
+def add_vectors(index: faiss.Index, xb: np.ndarray, ids: np.ndarray, lists: np.ndarray | None = None) -> None:
+    """Add (n, 512) vectors (float32 or float16) with (n,) int64 ids; with ``lists`` (n,) int64,
+    each into that inverted list (IVFH3's pre-assigned lists) instead of its nearest centroid's."""
+    xb = np.ascontiguousarray(xb, dtype=np.float32)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if lists is None:
+        index.add_with_ids(xb, ids)
+        return
+    # Named references: add_core reads through raw pointers, so the arrays must outlive it.
+    lists = np.ascontiguousarray(lists, dtype=np.int64)
+    index.add_core(len(xb), faiss.swig_ptr(xb), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
+    del lists
 
 
 _FAST_SCAN = re.compile(r"(PQ\d+x4)fs(?:_\d+)?\b")

@@ -40,7 +40,8 @@ class Geolocator:
         """``use_store``: re-rank from the index's exact store when it has one (False: with the
         encoder, as an index without a store does)."""
         self.dir = open_index_dir(index_dir, verify=verify, weights_sha256=location_weights_sha256())
-        self.index = faiss.read_index(str(self.dir.vectors_path))
+        # on-disk lists (DIR/lists.ivfdata) are memory-mapped from beside vectors.faiss, wherever the dir is now
+        self.index = faiss.read_index(str(self.dir.vectors_path), faiss.IO_FLAG_ONDISK_SAME_DIR)
         apply_search_settings(self.index, self.dir.search)
         self.table = load_cell_table(self.dir.cells_path)
         self.logit_scale = float(math.exp(self.dir.logit_scale))

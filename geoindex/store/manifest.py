@@ -24,6 +24,7 @@ FORMAT = "geoindex-index/1"
 MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"
 CELLS = "cells.duckdb"
+LISTS = "lists.ivfdata"  # the inverted lists, when built with --lists-on-disk (memory-mapped, never read whole)
 REQUIRED_FILES = (VECTORS, CELLS)
 
 

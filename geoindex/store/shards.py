@@ -51,12 +51,13 @@ def shard_files(folder: Path, keys: list[str]) -> list[ShardFile]:
     return [ShardFile(key, folder / f"{key}.npz") for key in keys]
 
 
-def iter_vectors(shards: list[ShardFile]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(cell ids (n,) int64, vectors (n, 512) float32) per non-empty shard, in shard order."""
+def iter_vectors(shards: list[ShardFile], as_spilled: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(cell ids (n,) int64, vectors (n, 512) float32) per non-empty shard, in shard order;
+    ``as_spilled``: the vectors in the dtype they were spilled in (half the bytes to ship)."""
     for shard in shards:
         data = shard.read("cell", "vectors")
         if len(data["cell"]):
-            yield data["cell"], data["vectors"].astype(np.float32, copy=False)
+            yield data["cell"], data["vectors"] if as_spilled else data["vectors"].astype(np.float32, copy=False)
 
 
 def sample_vectors(shards: list[ShardFile], counts: list[int], size: int, seed: int) -> np.ndarray:

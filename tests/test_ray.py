@@ -1,0 +1,152 @@
+"""The build on a local Ray cluster: the same index as one process, bit for bit; a killed worker
+retried, a killed driver resumed; lists on disk answering like lists in memory."""
+
+import hashlib
+import os
+import shutil
+
+import duckdb
+import h3
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from build_index.cli import main  # noqa: E402
+from geoindex.build import distributed, work_dir_for  # noqa: E402
+from geoindex.store import shards as shards_mod  # noqa: E402
+from geoindex.store.manifest import open_index_dir  # noqa: E402
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def rows(out):
+    con = duckdb.connect(str(out / "cells.duckdb"), read_only=True)
+    try:
+        return con.execute("SELECT * FROM cells ORDER BY cell").fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A local 2-CPU Ray cluster; its workers inherit the kill-switch folder from this process."""
+    kill_dir = tmp_path_factory.mktemp("kill")
+    os.environ[distributed.KILL_ENV] = str(kill_dir)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield kill_dir
+    ray.shutdown()
+    os.environ.pop(distributed.KILL_ENV, None)
+
+
+R2 = ["--resolution", "2", "--index", "IVFH3,SQ8", "--no-progress", "-q"]
+R3 = ["--resolution", "3", "--no-progress", "-q"]  # the default: IVF,SQ8 on k-means lists
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The reference builds, in this process without Ray."""
+    root = tmp_path_factory.mktemp("one")
+    built = {"r2": root / "r2", "r3disk": root / "r3disk"}
+    assert main([*R2, "--out", str(built["r2"])]) == 0
+    assert main([*R3, "--lists-on-disk", "--out", str(built["r3disk"])]) == 0
+    return built
+
+
+def test_ray_build_is_the_one_process_build(cluster, one_process, tmp_path):
+    out = tmp_path / "ray"
+    assert main([*R2, "--ray", "--out", str(out)]) == 0
+    assert sha(out / "vectors.faiss") == sha(one_process["r2"] / "vectors.faiss")
+    assert rows(out) == rows(one_process["r2"])
+    index = open_index_dir(out, verify="full").manifest["index"]
+    assert (index["built_with"], index["lists"]) == ("ray", "memory")
+
+
+def test_killed_worker_is_retried(cluster, one_process, tmp_path):
+    paris_root = h3.latlng_to_cell(48.85, 2.35, 0)  # a res-2 build's shards are res-0 cells
+    (cluster / f"{paris_root}.kill").touch()
+    out = tmp_path / "ray"
+    assert main([*R2, "--ray", "--out", str(out)]) == 0
+    assert (cluster / f"{paris_root}.killed").exists()  # the actor holding that shard did die
+    assert sha(out / "vectors.faiss") == sha(one_process["r2"] / "vectors.faiss")
+    assert rows(out) == rows(one_process["r2"])
+
+
+def test_killed_driver_resumes_on_ray(cluster, one_process, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "ray"
+    real_write = shards_mod.ShardFile.write
+    calls = {"n": 0}
+
+    def dying_write(self, vectors, meta):
+        calls["n"] += 1
+        if calls["n"] == 30:
+            raise KeyboardInterrupt  # the driver stops mid-encode
+        real_write(self, vectors, meta)
+
+    monkeypatch.setattr(shards_mod.ShardFile, "write", dying_write)
+    assert main([*R2, "--ray", "--out", str(out)]) == 130
+    assert not out.exists()
+    assert len(list((work_dir_for(out) / "shards").glob("*.npz"))) == 29
+    monkeypatch.setattr(shards_mod.ShardFile, "write", real_write)
+    capsys.readouterr()
+
+    assert main([*R2, "--ray", "--out", str(out)]) == 0
+    assert sha(out / "vectors.faiss") == sha(one_process["r2"] / "vectors.faiss")
+    assert rows(out) == rows(one_process["r2"])
+
+
+def test_ray_on_disk_lists_resume_from_filled_parts(cluster, one_process, tmp_path, monkeypatch, caplog):
+    out = tmp_path / "disk"
+    monkeypatch.setattr(distributed, "PART_VECTORS", 4_000)  # several parts at res 3
+    real_merge = distributed.merge_parts
+
+    def dying_merge(*args):
+        raise KeyboardInterrupt  # every part filled, the merge not done
+
+    monkeypatch.setattr(distributed, "merge_parts", dying_merge)
+    assert main([*R3, "--lists-on-disk", "--ray", "--out", str(out)]) == 130
+    parts = sorted((work_dir_for(out) / "parts").glob("*.faiss"))
+    assert len(parts) >= 3  # 13,483 vectors in parts of >= 4,000
+    monkeypatch.setattr(distributed, "merge_parts", real_merge)
+    real_fill, refilled = distributed.fill_parts, []
+
+    def counting_fill(trained, loaders, workers):
+        refilled.append(len(loaders))
+        yield from real_fill(trained, loaders, workers)
+
+    monkeypatch.setattr(distributed, "fill_parts", counting_fill)
+    with caplog.at_level("INFO", logger="geoindex.build.pipeline"):
+        assert main([*R3, "--lists-on-disk", "--ray", "--out", str(out)]) == 0
+    assert f"the trained index and {len(parts)} filled parts" in caplog.text
+    assert refilled == [0]  # every part came from the killed run
+    assert not work_dir_for(out).exists()
+    for name in ("vectors.faiss", "lists.ivfdata"):
+        assert sha(out / name) == sha(one_process["r3disk"] / name), name
+    assert rows(out) == rows(one_process["r3disk"])
+
+
+def test_on_disk_lists_answer_like_lists_in_memory(one_process, tmp_path, encoder):
+    from geoindex import Geolocator, QueryOptions
+    from geoindex.encoders.location import encode_latlng
+
+    memory = tmp_path / "memory"
+    assert main([*R3, "--out", str(memory)]) == 0
+    moved = tmp_path / "moved"
+    shutil.copytree(one_process["r3disk"], moved)  # the lists file is found beside vectors.faiss
+    disk, mem = Geolocator(moved), Geolocator(memory)
+    m = disk.dir.manifest
+    assert m["index"]["lists"] == "disk" and "lists.ivfdata" in m["files"]
+    assert m["memory"]["lists_disk_bytes"] == (moved / "lists.ivfdata").stat().st_size
+    assert m["memory"]["resident_bytes"] < m["memory"]["lists_disk_bytes"] / 5
+    q = encode_latlng(encoder, np.random.default_rng(7).uniform([-50, -170], [70, 170], (40, 2)))
+    for a, b in zip(disk.locate(q, QueryOptions(k=10)), mem.locate(q, QueryOptions(k=10)), strict=True):
+        assert a.to_dict() == b.to_dict()
+
+
+def test_lists_on_disk_needs_lists(tmp_path, capsys):
+    assert main(["--resolution", "1", "--lists-on-disk", "--out", str(tmp_path / "x"), "-q", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--lists-on-disk needs an IVF index" in err and "IVFH3,PQ32" in err
+    assert not work_dir_for(tmp_path / "x").exists() or not (tmp_path / "x").exists()
