@@ -1,6 +1,7 @@
 """End to end through ``build_index.cli.main`` on res 0-2 galleries."""
 
 import hashlib
+import shutil
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from build_index.cli import main
+from geoindex.store.cell_table import hot_files
 from geoindex.store import shards as shards_mod
 from geoindex.build.pipeline import work_dir_for
 from geoindex.errors import IndexDirError
@@ -29,7 +31,8 @@ def sha(path):
 def test_index_dir_contract(built_r2):
     idx = open_index_dir(built_r2, verify="full", weights_sha256=location_weights_sha256())
     m = idx.manifest
-    assert sorted(p.name for p in built_r2.iterdir()) == ["cells.duckdb", "manifest.json", "vectors.faiss"]
+    assert sorted(p.name for p in built_r2.iterdir()) == ["cells.duckdb", "hot", "manifest.json", "vectors.faiss"]
+    assert sorted(m["files"]) == sorted(["cells.duckdb", "vectors.faiss", *hot_files()])
     assert m["gallery"] == {"kind": "h3", "resolution": 2, "cells": "land", "count": m["index"]["ntotal"]}
     assert m["index"]["factory"] == "IVFH3r0,SQ8" and m["index"]["search"] == "nprobe=16"
     assert m["index"]["nlist"] <= 122
@@ -212,9 +215,7 @@ def test_open_index_dir_refusals(built_r2, tmp_path):
     with pytest.raises(IndexDirError, match="no manifest.json"):
         open_index_dir(tmp_path)
     copy = tmp_path / "copy"
-    copy.mkdir()
-    for p in built_r2.iterdir():
-        (copy / p.name).write_bytes(p.read_bytes())
+    shutil.copytree(built_r2, copy)
     with pytest.raises(IndexDirError, match="another model"):
         open_index_dir(copy, weights_sha256="0" * 64)
     with open(copy / "vectors.faiss", "ab") as f:

@@ -3,6 +3,7 @@ against brute force on real location embeddings, and the geolocate CLI."""
 
 import json
 import math
+import shutil
 
 import duckdb
 import faiss
@@ -187,9 +188,7 @@ def test_index_dir_errors(tmp_path, flat_r2):
     with pytest.raises(IndexDirError, match="build_index"):
         Geolocator(tmp_path / "missing")
     other = tmp_path / "other"
-    other.mkdir()
-    for p in flat_r2.iterdir():
-        (other / p.name).write_bytes(p.read_bytes())
+    shutil.copytree(flat_r2, other)
     m = json.loads((other / "manifest.json").read_text())
     m["encoder"]["weights_sha256"] = "f" * 64
     (other / "manifest.json").write_text(json.dumps(m))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from build_index.cli import main as build_main
+from geoindex.store.cell_table import hot_files
 from geoindex import Geolocator, QueryOptions
 from geoindex.encoders.location import encode_latlng
 from geoindex.errors import IndexDirError
@@ -83,7 +84,7 @@ def test_manifest_records_store_and_memory(stores):
     assert m["memory"]["resident_bytes"] == m["files"]["vectors.faiss"]["bytes"]
     assert m["memory"]["disk_bytes"] >= n * 1024 and m["memory"]["disk_bytes_per_vector"] == pytest.approx(1024, abs=1)
     sq8 = json.loads((stores["sq8"] / "manifest.json").read_text())
-    assert set(sq8["files"]) == {"vectors.faiss", "cells.duckdb", "exact.npy", "exact_sq8.npy"}
+    assert set(sq8["files"]) == {"vectors.faiss", "cells.duckdb", "exact.npy", "exact_sq8.npy", *hot_files()}
 
 
 def test_store_auto_follows_rerank(tmp_path):

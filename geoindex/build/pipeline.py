@@ -53,6 +53,7 @@ from geoindex.index.builder import IndexBuilder
 from geoindex.index.h3lists import h3_centroids, list_numbers, list_parents
 from geoindex.index.search import SearchSettings, apply_search_settings
 from geoindex.store import exact_store, manifest
+from geoindex.store.cell_table import write_hot_columns
 from geoindex.store.cells_db import write_cells_table
 from geoindex.store.shards import ShardFile, iter_vectors, sample_vectors, shard_files
 
@@ -271,6 +272,7 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
     timer.add("write_index", t)
     t = time.perf_counter()
     rows = write_cells_table(staging / manifest.CELLS, (s.read(*_META_COLUMNS) for s in shards))
+    hot = write_hot_columns(staging / manifest.CELLS, staging)
     timer.add("metadata_db", t)
     store_bytes = 0
     if store_kind is not None:
@@ -319,7 +321,7 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
         "peak_rss_mib": round(_max_rss_mib(), 1),
         "versions": manifest.versions(),
         "files": manifest.file_entries(staging, manifest.REQUIRED_FILES + exact_store.store_files(store_kind)
-                                       + ((manifest.LISTS,) if on_disk else ())),
+                                       + ((manifest.LISTS,) if on_disk else ()) + hot),
     }
     manifest.write_manifest(staging, man)
     publish(staging, out)
