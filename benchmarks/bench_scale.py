@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--resolution", type=int, default=5)
     c.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / ".cache" / "scale")
     c.add_argument("extra", nargs="*", default=["--lists-on-disk"], help="more build_index options")
-    b = sub.add_parser("build", help="one build_index under the process-tree sampler")
+    b = sub.add_parser("build", help="one build_index under the process-tree sampler: build -- BUILD_INDEX_ARGS")
     b.add_argument("args", nargs=argparse.REMAINDER)
     s = sub.add_parser("serve", help="latency cold/warm and server RSS on an index")
     s.add_argument("index", type=Path)
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "build":
         log = RESULTS / "scale" / "build.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        results["build"] = run_build(args.args, log)
+        results["build"] = run_build([a for a in args.args if a != "--"], log)
         print(json.dumps(results["build"], indent=2))
     elif args.command == "serve":
         results.setdefault("serve", {})[args.index.name] = serve(args)

@@ -150,3 +150,16 @@ def test_lists_on_disk_needs_lists(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--lists-on-disk needs an IVF index" in err and "IVFH3,PQ32" in err
     assert not work_dir_for(tmp_path / "x").exists() or not (tmp_path / "x").exists()
+
+
+def test_actor_plan_follows_the_cluster():
+    assert distributed.actor_plan({"CPU": 2.0}, "auto") == (2, "cpu")
+    assert distributed.actor_plan({"CPU": 16.0, "GPU": 2.0}, "auto") == (2, "cuda")
+    assert distributed.actor_plan({"CPU": 16.0, "GPU": 2.0}, "cpu") == (16, "cpu")
+    with pytest.raises(Exception, match="has no GPU"):
+        distributed.actor_plan({"CPU": 2.0}, "cuda")
+
+
+def test_part_runs_keep_shard_order_and_skip_empty_shards():
+    assert distributed.part_runs([3, 0, 4, 5, 0, 1], size=7) == [[0, 2], [3, 5]]
+    assert distributed.part_runs([0, 0]) == []

@@ -34,9 +34,10 @@ log = logging.getLogger(__name__)
 # is handed shard KEY while DIR/KEY.kill exists renames it to KEY.killed and kills its own process.
 KILL_ENV = "GEOINDEX_RAY_KILL_DIR"
 ACTOR_RESTARTS = 4
-# Vectors per add task: enough work to amortise shipping the trained index (a few MB), small
-# enough that two parts per CPU keep every worker busy.
-PART_VECTORS = 500_000
+# Vectors per add task: enough work to amortise the trained index each task deserialises (~40 MB
+# at res 7), few enough that a part's vectors and codes stay small beside the driver (500K parts
+# took a res-5 one-process build's peak RSS from ~1.5 to 3.6 GiB).
+PART_VECTORS = 100_000
 
 
 def connect(address: str) -> dict[str, float]:
@@ -60,17 +61,16 @@ def connect(address: str) -> dict[str, float]:
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
 
-def actor_plan(resources: dict[str, float], device: str) -> tuple[int, str, dict[str, float]]:
-    """(actors, their device, Ray resources per actor): one CUDA actor per GPU when the cluster has
-    GPUs and ``device`` allows them, else one single-threaded CPU actor per CPU."""
+def actor_plan(resources: dict[str, float], device: str) -> tuple[int, str]:
+    """(encoder actors, their device type): one CUDA actor per GPU when the cluster has GPUs and
+    ``device`` is auto or cuda, else one single-threaded CPU actor per CPU."""
     gpus = int(resources.get("GPU", 0))
-    if gpus and device in ("auto", "cuda") or device.startswith("cuda"):
+    if device.startswith("cuda") or (device == "auto" and gpus):
         if not gpus:
             raise InvalidArgumentError(f"--device {device} asks for CUDA but the Ray cluster has no GPU: "
                                        "use --device cpu (or auto)")
-        return gpus, "cuda", {"num_gpus": 1, "num_cpus": 1}
-    cpus = max(1, int(resources.get("CPU", 1)))
-    return cpus, "cpu", {"num_cpus": 1}
+        return gpus, "cuda"
+    return max(1, int(resources.get("CPU", 1))), "cpu"
 
 
 def _encoder_actor_class():

@@ -459,7 +459,7 @@ def _encode_shards(config, resolution, csv_latlng, model, work: Path, timer: _Ti
             done = ((s, *distributed.encode_shard(model, make_batch, config.batch_size, resolution, dtype))
                     for s, make_batch in todo)
         else:
-            actors, device, _ = ray_plan
+            actors, device = ray_plan
             done = distributed.encode_on_ray(todo, actors, device, config.precision, config.batch_size,
                                              resolution, dtype)
         for shard, vectors, meta, seconds in done:
