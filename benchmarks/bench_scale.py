@@ -32,8 +32,8 @@ from common import RESULTS, ROOT, machine, photo_locations, table
 
 SCALE_JSON = RESULTS / "scale.json"
 # Land cells per resolution under this project's land rule: measured builds to res 6 (README); res 7
-# from the res-7 build's gallery count when scale.json has it; res 8/9 x7 per resolution.
-LAND_CELLS = {5: 594_367, 6: 4_084_324, 7: 28_590_000}
+# the issue's ~29M until scale.json holds the res-7 build's count; res 8/9 x7 per resolution.
+LAND_CELLS = {5: 594_367, 6: 4_084_324, 7: 29_000_000}
 # A GPU's sustained fp32 rate on the encoder's GEMMs (stated, not measured here: no GPU was lent):
 # 40 TFLOP/s is 60% of an H100 SXM's 67 TFLOP/s fp32 peak (TF32 tensor cores would be ~6x that).
 GPU_TFLOPS = 40.0
@@ -225,12 +225,19 @@ def encoder_flops_per_point() -> int:
 
 
 def plan(results: dict) -> dict:
-    """The scale table, computed. Per CPU worker: the encode rate one Ray actor (1 thread, one CPU)
-    reached in ``compare``'s Ray build; bytes per vector from the largest measured build."""
+    """The scale table, computed. Per CPU worker: the rate one Ray actor (1 thread, one CPU)
+    reached in ``compare``'s Ray build for its whole shard job (enumerate, encode, geocode). The
+    driver's stages (train, merge, self-check, DuckDB, hot columns, store) per cell from the same
+    build, the parallel add left out. Bytes per vector from the largest measured build. GPUs: the
+    encoder's FLOPs at ``GPU_TFLOPS``, plus the shard job's CPU side on 16 cores a GPU."""
     ray_row = results.get("compare", {}).get("rows", {}).get("ray local")
     if ray_row is None:
         raise SystemExit("run `bench_scale.py compare` first: the plan needs a measured per-worker rate")
-    per_worker = ray_row["encode_points_per_s_per_worker"]
+    t = ray_row["timings_s"]
+    cells_meas = ray_row["cells"]
+    job_s = (t["enumerate"] + t["encode"] + t["geocode"]) / cells_meas  # one actor's seconds a cell
+    cpu_side_s = (t["enumerate"] + t["geocode"]) / cells_meas
+    driver_s = (t["total"] - t["add"] - t["write_shards"]) / cells_meas - job_s / results["compare"]["cores"]
     measured = results.get("build") or ray_row
     n_meas = measured["cells"]
     files = measured["files_bytes"]
@@ -239,9 +246,9 @@ def plan(results: dict) -> dict:
                "exact_store": files.get("exact.npy", 0) / n_meas,
                "duckdb": files["cells.duckdb"] / n_meas}
     flops = encoder_flops_per_point()
-    gpu_pps = GPU_TFLOPS * 1e12 / flops
+    gpu_s = flops / (GPU_TFLOPS * 1e12) + cpu_side_s / 16
     cells = dict(LAND_CELLS)
-    if results.get("build", {}).get("cells") and "7" in results["build"]["args"]:
+    if results.get("build", {}).get("cells") and "--resolution 7" in results["build"]["args"]:
         cells[7] = results["build"]["cells"]
     cells[8], cells[9] = cells[7] * 7, cells[7] * 49
     rows = []
@@ -254,15 +261,17 @@ def plan(results: dict) -> dict:
                "duckdb_GB": round(n * per_vec["duckdb"] / 1e9, 1),
                "spill_GB": round(n * 1024 / 1e9, 1)}
         for w in (1, 8, 64):
-            row[f"h_{w}cpu"] = round(n / (per_worker * w) / 3600, 2)
+            row[f"h_{w}cpu"] = round(n * job_s / w / 3600, 2)
         for g in (1, 8):
-            row[f"h_{g}gpu"] = round(n / (gpu_pps * g) / 3600, 3)
+            row[f"h_{g}gpu"] = round(n * gpu_s / g / 3600, 2)
+        row["h_driver"] = round(n * driver_s / 3600, 2)
         rows.append(row)
     print(table(rows, list(rows[0])))
-    return {"per_worker_points_per_s": round(per_worker, 1), "measured_from": measured.get("args"),
+    return {"per_worker_points_per_s": round(1 / job_s, 1), "cpu_side_s_per_point": cpu_side_s,
+            "driver_s_per_point": driver_s, "measured_from": measured.get("args"),
             "bytes_per_vector": {k: round(v, 1) for k, v in per_vec.items()},
             "encoder_flops_per_point": flops, "gpu_tflops_assumed": GPU_TFLOPS,
-            "gpu_points_per_s_computed": round(gpu_pps), "cells": cells, "rows": rows}
+            "gpu_points_per_s_computed": round(1 / gpu_s), "cells": cells, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
