@@ -17,7 +17,7 @@ import pytest
 
 from build_index.cli import main
 from geoindex.store.cell_table import hot_files
-from geoindex.store import shards as shards_mod
+from tests.conftest import stop_at_shard_write
 from geoindex.build.pipeline import work_dir_for
 from geoindex.errors import IndexDirError
 from geoindex.encoders.location import encode_latlng, location_weights_sha256
@@ -166,22 +166,13 @@ def test_killed_build_resumes_to_the_same_index(tmp_path, monkeypatch, capsys):
     assert main([*args, "--out", str(clean)]) == 0
 
     out = tmp_path / "resumed"
-    real_write = shards_mod.ShardFile.write
-    calls = {"n": 0}
-
-    def dying_write(self, vectors, meta):
-        calls["n"] += 1
-        if calls["n"] == 40:
-            raise KeyboardInterrupt  # as if Ctrl-C'd mid-build
-        real_write(self, vectors, meta)
-
-    monkeypatch.setattr(shards_mod.ShardFile, "write", dying_write)
+    stop_at_shard_write(monkeypatch, 40)  # as if Ctrl-C'd mid-build
     assert main([*args, "--out", str(out)]) == 130
     assert "resume" in capsys.readouterr().err
     assert not out.exists()
     assert len(list((work_dir_for(out) / "shards").glob("*.npz"))) == 39
     assert not list((work_dir_for(out) / "shards").glob("*.tmp"))
-    monkeypatch.setattr(shards_mod.ShardFile, "write", real_write)
+    monkeypatch.undo()
 
     assert main([*args, "--out", str(out)]) == 0
     assert sha(out / "vectors.faiss") == sha(clean / "vectors.faiss")

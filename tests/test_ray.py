@@ -14,8 +14,8 @@ ray = pytest.importorskip("ray")
 
 from build_index.cli import main  # noqa: E402
 from geoindex.build import distributed, work_dir_for  # noqa: E402
-from geoindex.store import shards as shards_mod  # noqa: E402
 from geoindex.store.manifest import open_index_dir  # noqa: E402
+from tests.conftest import stop_at_shard_write  # noqa: E402
 
 
 def sha(path):
@@ -76,20 +76,11 @@ def test_killed_worker_is_retried(cluster, one_process, tmp_path):
 
 def test_killed_driver_resumes_on_ray(cluster, one_process, tmp_path, monkeypatch, capsys):
     out = tmp_path / "ray"
-    real_write = shards_mod.ShardFile.write
-    calls = {"n": 0}
-
-    def dying_write(self, vectors, meta):
-        calls["n"] += 1
-        if calls["n"] == 30:
-            raise KeyboardInterrupt  # the driver stops mid-encode
-        real_write(self, vectors, meta)
-
-    monkeypatch.setattr(shards_mod.ShardFile, "write", dying_write)
+    stop_at_shard_write(monkeypatch, 30)  # the driver stops mid-encode
     assert main([*R2, "--ray", "--out", str(out)]) == 130
     assert not out.exists()
     assert len(list((work_dir_for(out) / "shards").glob("*.npz"))) == 29
-    monkeypatch.setattr(shards_mod.ShardFile, "write", real_write)
+    monkeypatch.undo()
     capsys.readouterr()
 
     assert main([*R2, "--ray", "--out", str(out)]) == 0
