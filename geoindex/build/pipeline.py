@@ -178,11 +178,14 @@ def build(config: BuildConfig) -> BuildResult:
 
     files = geoclip_files()
     weights_sha = sha256_file(files.location_encoder)
-    device = pick_device(config.device)
     ray_plan = None
-    if config.ray is not None:
+    if config.ray is None:
+        device = pick_device(config.device)
+        model = load_location_encoder(device, config.precision)
+    else:  # the actors encode on the cluster's devices; the driver's encoder only serves the self-check
         ray_plan = distributed.actor_plan(distributed.connect(config.ray), config.device)
-    model = load_location_encoder(device, config.precision)
+        device = pick_device("cpu" if config.device == "cpu" else "auto")
+        model = load_location_encoder(device, config.precision if device.type == "cuda" else "fp32")
     out = config.out.resolve()
     work = work_dir_for(out)
     lock = lock_work_dir(work)
@@ -293,7 +296,7 @@ def _build_locked(config, resolution, csv_latlng, csv_sha, files, weights_sha, d
             "weights_sha256": weights_sha,
             "logit_scale": float(torch.load(files.logit_scale, weights_only=True)),
             "precision": config.precision,
-            "device": str(device),
+            "device": f"{ray_plan[0]} Ray {ray_plan[1]} actors" if ray_plan else str(device),
             "dim": EMBED_DIM,
             "normalized": True,
             "metric": "inner_product",
