@@ -97,7 +97,9 @@ def test_ray_on_disk_lists_resume_from_filled_parts(cluster, one_process, tmp_pa
         raise KeyboardInterrupt  # every part filled, the merge not done
 
     monkeypatch.setattr(distributed, "merge_parts", dying_merge)
+    (cluster / "part00001.kill").touch()  # and the worker filling part 1 dies: Ray retries the task
     assert main([*R3, "--lists-on-disk", "--ray", "--out", str(out)]) == 130
+    assert (cluster / "part00001.killed").exists()
     parts = sorted((work_dir_for(out) / "parts").glob("*.faiss"))
     assert len(parts) >= 3  # 13,483 vectors in parts of >= 4,000
     monkeypatch.setattr(distributed, "merge_parts", real_merge)

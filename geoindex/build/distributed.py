@@ -30,8 +30,9 @@ from geoindex.errors import InvalidArgumentError
 
 log = logging.getLogger(__name__)
 
-# Fault injection for the tests (a killed worker must be retried): when set, an encoder actor that
-# is handed shard KEY while DIR/KEY.kill exists renames it to KEY.killed and kills its own process.
+# Fault injection for the tests (a killed worker must be retried): when set, an encoder actor handed
+# shard KEY, or the task filling part N (KEY partNNNNN), while DIR/KEY.kill exists renames it to
+# KEY.killed and kills its own process.
 KILL_ENV = "GEOINDEX_RAY_KILL_DIR"
 ACTOR_RESTARTS = 4
 # Vectors per add task: enough work to amortise the trained index each task deserialises (~40 MB
@@ -199,14 +200,15 @@ def fill_parts(trained: faiss.Index, loaders: list[tuple[int, Callable]], ray_wo
     while True:
         while len(pending) < 2 * ray_workers and (item := next(queue, None)) is not None:
             number, loader = item
-            pending[task.remote(blob_ref, *loader())] = number  # two in flight per worker: no idle gaps
+            pending[task.remote(blob_ref, *loader(), f"part{number:05d}")] = number  # two in flight per worker
         if not pending:
             return
         done, _ = ray.wait(list(pending), num_returns=1)
         yield pending.pop(done[0]), ray.get(done[0])
 
 
-def _fill_part_task(trained, ids, xb, lists):
+def _fill_part_task(trained, ids, xb, lists, key: str):
+    _maybe_die(key)
     faiss.omp_set_num_threads(1)  # one Ray CPU, one thread
     return fill_part(trained, ids, xb, lists)
 
