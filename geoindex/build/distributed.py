@@ -9,9 +9,10 @@ no worker needs the driver's disk. An actor whose process dies is restarted and 
 by Ray (``max_restarts``, ``max_task_retries``); shard files are written whole or not at all.
 
 Adding codes: the driver trains once; every IVF part (a run of consecutive shards) is added in a
-task to a copy of the trained empty index and comes back as FAISS bytes. Parts are merged in shard
-order (``merge_from``, or ``merge_ondisk`` for on-disk lists), which appends each list's entries in
-the order a one-process add would: the same ids, codes and lists, byte for byte.
+task to a copy of the trained empty index and comes back as its inverted lists' bytes. Parts are
+merged in shard order (into the index's lists, or into ``OnDiskInvertedLists``), which appends
+each list's entries in the order a one-process add would: the same ids, codes and lists, byte for
+byte.
 """
 
 from __future__ import annotations
@@ -172,17 +173,21 @@ def part_runs(counts: list[int], size: int | None = None) -> list[list[int]]:
 
 
 def fill_part(trained: bytes | np.ndarray, ids: np.ndarray, xb: np.ndarray, lists: np.ndarray | None) -> np.ndarray:
-    """The trained empty index (FAISS bytes) with one part's vectors added; its FAISS bytes."""
+    """The trained empty index (FAISS bytes) with one part's vectors added; the bytes of its inverted
+    lists alone (FAISS's ``write_InvertedLists``): the coarse centroids, 30 MB at res 7, are the
+    trained index's and need not travel back with every part."""
     from geoindex.index.builder import add_vectors
 
     index = faiss.deserialize_index(np.asarray(trained))
     add_vectors(index, xb, ids, lists)
-    return faiss.serialize_index(index)
+    writer = faiss.VectorIOWriter()
+    faiss.write_InvertedLists(index.invlists, writer)
+    return faiss.vector_to_array(writer.data)
 
 
 def fill_parts(trained: faiss.Index, loaders: list[tuple[int, Callable]], ray_workers: int | None
                ) -> Iterator[tuple[int, np.ndarray]]:
-    """(part number, FAISS bytes of the filled part) for each (number, loader) in ``loaders``, where
+    """(part number, inverted-list bytes of the filled part) for each (number, loader) in ``loaders``, where
     ``loader()`` gives the part's (ids, vectors, lists or None). In this process when
     ``ray_workers`` is None, else as Ray tasks (``ray_workers`` at a time, retried when a worker
     dies); results come in any order."""
@@ -214,18 +219,27 @@ def _fill_part_task(trained, ids, xb, lists, key: str):
 
 
 def merge_parts(trained: faiss.Index, part_files: list[Path], lists_file: Path | None) -> faiss.Index:
-    """``trained`` (empty) holding every part's vectors, parts taken in order so each list's entries
-    come in the order a one-process add gives. ``lists_file``: put the lists there on disk
-    (``OnDiskInvertedLists``, named relative to the index so the directory can move), else in memory."""
-    if lists_file is not None:
-        from faiss.contrib.ondisk import merge_ondisk
-
-        merge_ondisk(trained, [str(f) for f in part_files], str(lists_file))
-        ivf = faiss.extract_index_ivf(trained)
-        faiss.downcast_InvertedLists(ivf.invlists).filename = lists_file.name
+    """``trained`` (an empty IndexIVF) holding the lists of every part file, parts taken in order so
+    each list's entries come in the order a one-process add gives. ``lists_file``: the merged lists
+    go there on disk, the parts memory-mapped (FAISS ``OnDiskInvertedLists``, as
+    ``faiss.contrib.ondisk.merge_ondisk`` does; named relative to the index so its directory can
+    move), else into the index's in-memory lists."""
+    if lists_file is None:  # InvertedLists.merge_from empties its source: load each part (small), merge, drop
+        for f in part_files:
+            part = faiss.read_InvertedLists(faiss.FileIOReader(str(f)), 0)
+            trained.ntotal += part.compute_ntotal()
+            trained.invlists.merge_from(part, 0)
+            del part
         return trained
-    for f in part_files:
-        part = faiss.read_index(str(f))
-        trained.merge_from(part, 0)
-        del part
+    readers = [faiss.FileIOReader(str(f)) for f in part_files]
+    parts = [faiss.read_InvertedLists(r, faiss.IO_FLAG_MMAP) for r in readers]  # mapped, not loaded
+    ondisk = faiss.OnDiskInvertedLists(trained.nlist, trained.code_size, str(lists_file))
+    pointers = faiss.InvertedListsPtrVector()
+    for part in parts:
+        pointers.push_back(part)
+    trained.ntotal = ondisk.merge_from_multiple(pointers.data(), pointers.size(), False)
+    trained.replace_invlists(ondisk, True)
+    ondisk.this.disown()  # the index owns it now
+    ondisk.filename = lists_file.name
+    del parts, readers
     return trained

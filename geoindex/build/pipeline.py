@@ -392,7 +392,7 @@ def _save_trained(work: Path, index: faiss.Index, plan, search, seed: int, train
 
 def _trained_key(plan, search, seed: int, train_size: int) -> dict:
     return {"faiss_factory": plan.faiss_factory, "factory": plan.factory, "search": str(search),
-            "seed": seed, "train_size": train_size}
+            "seed": seed, "train_size": train_size, "parts": "inverted lists"}
 
 
 def _fill_parts(config: BuildConfig, work: Path, shards: list[ShardFile], counts: list[int],
