@@ -355,14 +355,13 @@ LISTS_IN_MEMORY_SHARE = 0.5  # auto: lists go to disk when they would take over 
 def _lists_on_disk(asked: bool | None, plan, builder: IndexBuilder, n: int) -> bool:
     """Whether the inverted lists go to ``lists.ivfdata``: as asked, else (None) when the lists'
     codes and ids would take more than half of the machine's memory."""
-    ivf = builder.cpu_index if isinstance(builder.cpu_index, faiss.IndexIVF) else None
-    if ivf is None or builder.fast_scan or "FastScan" in type(ivf).__name__:
-        ivf = None
-    if asked and ivf is None:
+    ivf = builder.cpu_index
+    mappable = isinstance(ivf, faiss.IndexIVF) and not builder.fast_scan and "FastScan" not in type(ivf).__name__
+    if asked and not mappable:
         raise InvalidArgumentError(
             f"--lists-on-disk needs an IVF index whose lists FAISS can map from disk; {plan.factory} has "
             "none (Flat, HNSW) or packs them for SIMD (fast-scan PQ..x4fs): use e.g. --index IVFH3,PQ32")
-    if asked is not None or ivf is None:
+    if asked is not None or not mappable:
         return bool(asked)
     lists_bytes = n * (ivf.code_size + 8)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

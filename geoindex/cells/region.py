@@ -124,7 +124,7 @@ def cells_inside(region: RegionFilter, cell: np.ndarray, lat: np.ndarray, lng: n
         keep &= _in_boxes(region, lat, lng)
     if region.cells:
         inside = np.zeros(len(cell), dtype=bool)
-        for r, ancestors in _cells_by_res(region).items():
+        for r, ancestors in cells_by_res(region).items():
             inside |= np.isin(cell_to_parent(np.asarray(cell, dtype=np.int64), r), ancestors)
         keep &= inside
     return keep
@@ -139,7 +139,7 @@ def points_inside(region: RegionFilter, lat, lng) -> np.ndarray:
 
     lat, lng = np.atleast_1d(np.asarray(lat, dtype=np.float64)), np.atleast_1d(np.asarray(lng, dtype=np.float64))
     country = reverse_geocode(lat, lng, is_land(lat, lng)).country if region.countries else None
-    res = max(_cells_by_res(region), default=0)
+    res = max(cells_by_res(region), default=0)
     own = np.array([h3.str_to_int(h3.latlng_to_cell(a, b, res)) for a, b in zip(lat, lng)], dtype=np.int64)
     return cells_inside(region, own, lat, lng, country)
 
@@ -151,11 +151,22 @@ def _in_boxes(region: RegionFilter, lat: np.ndarray, lng: np.ndarray) -> np.ndar
     return inside
 
 
-def _cells_by_res(region: RegionFilter) -> dict[int, np.ndarray]:
+def cells_by_res(region: RegionFilter) -> dict[int, np.ndarray]:
+    """The region's cells grouped by H3 resolution: {resolution: (m,) int64 ids}."""
     out: dict[int, list[int]] = {}
     for c in region.cells:
         out.setdefault(h3.get_resolution(h3.int_to_str(c)), []).append(c)
     return {r: np.array(cs, dtype=np.int64) for r, cs in out.items()}
+
+
+def finer_cell(region: RegionFilter, resolution: int) -> tuple[str, int] | None:
+    """The first of the region's cells finer than ``resolution`` (hex id, its resolution), else None:
+    such a cell cannot select cells at ``resolution``."""
+    for c in region.cells:
+        r = h3.get_resolution(h3.int_to_str(c))
+        if r > resolution:
+            return h3.int_to_str(c), r
+    return None
 
 
 # -- a build's shards ------------------------------------------------------------------------------------
@@ -163,11 +174,10 @@ def check_build_region(region: RegionFilter, resolution: int) -> None:
     """Refuse what cannot select cells at ``resolution``: finer cells, unknown countries."""
     from geoindex.cells.geocode import places
 
-    for c in region.cells:
-        r = h3.get_resolution(h3.int_to_str(c))
-        if r > resolution:
-            raise InvalidQueryError(f"--cells {h3.int_to_str(c)} is resolution {r}, finer than the gallery's "
-                                    f"{resolution}: give cells at resolution <= {resolution}")
+    if too_fine := finer_cell(region, resolution):
+        cell, r = too_fine
+        raise InvalidQueryError(f"--cells {cell} is resolution {r}, finer than the gallery's "
+                                f"{resolution}: give cells at resolution <= {resolution}")
     known = set(places().country)
     for cc in region.countries:
         if cc not in known:
@@ -185,7 +195,7 @@ def shard_roots_in(region: RegionFilter, roots: list[int], resolution: int) -> l
     root_res = h3.get_resolution(h3.int_to_str(int(arr[0])))
     if region.cells:
         near = np.zeros(len(arr), dtype=bool)
-        for r, ancestors in _cells_by_res(region).items():
+        for r, ancestors in cells_by_res(region).items():
             if r <= root_res:  # a region cell as coarse as a shard: the shards below it
                 near |= np.isin(cell_to_parent(arr, r), ancestors)
             else:  # finer: the shard holding it

@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from geoindex.cells.h3ids import parent_masks
-from geoindex.cells.region import BBox, RegionFilter, make_filter  # noqa: F401 (the query layer's names)
+from geoindex.cells.region import (  # noqa: F401 (BBox, RegionFilter, make_filter: the query layer's names)
+    BBox,
+    RegionFilter,
+    cells_by_res,
+    finer_cell,
+    make_filter,
+)
 from geoindex.errors import InvalidQueryError
 
 
@@ -26,7 +32,6 @@ def _parent_sql(res: int) -> str:
 def region_ids(db_path: Path, region: RegionFilter, index_res: int | None, known_countries: set[str]) -> np.ndarray:
     """Sorted int64 ids of the cells inside ``region`` (DuckDB does the filtering)."""
     import duckdb
-    import h3
 
     clauses, params = [], []
     if region.countries:
@@ -48,16 +53,14 @@ def region_ids(db_path: Path, region: RegionFilter, index_res: int | None, known
     if region.cells:
         if index_res is None:
             raise InvalidQueryError("cells filters need an H3 index; this index holds CSV rows: use --country or --bbox")
-        by_res: dict[int, list[int]] = {}
-        for cell in region.cells:
-            r = h3.get_resolution(h3.int_to_str(cell))
-            if r > index_res:
-                raise InvalidQueryError(
-                    f"cells filter: {h3.int_to_str(cell)} is resolution {r}, finer than the index's {index_res}: "
-                    f"give cells at resolution <= {index_res}"
-                )
-            by_res.setdefault(r, []).append(cell)
-        parts = [f"{_parent_sql(r)} IN ({', '.join(str(c) for c in cs)})" for r, cs in sorted(by_res.items())]
+        if too_fine := finer_cell(region, index_res):
+            cell, r = too_fine
+            raise InvalidQueryError(
+                f"cells filter: {cell} is resolution {r}, finer than the index's {index_res}: "
+                f"give cells at resolution <= {index_res}"
+            )
+        parts = [f"{_parent_sql(r)} IN ({', '.join(str(c) for c in cs)})"
+                 for r, cs in sorted(cells_by_res(region).items())]
         clauses.append("(" + " OR ".join(parts) + ")")
     con = duckdb.connect(str(db_path), read_only=True)
     try:
