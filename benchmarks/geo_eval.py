@@ -9,18 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-THRESHOLDS_KM = (1, 25, 200, 750, 2500)
+from geoindex.train.evaluate import THRESHOLDS_KM, accuracy_table  # noqa: F401 (the benchmarks' import)
+
 GEOCLIP_IM2GPS3K = {"1": 14.11, "25": 34.47, "200": 50.65, "750": 69.67, "2500": 83.82}  # % (paper, Table 1)
-
-
-def accuracy_table(errors_km: np.ndarray) -> dict:
-    """Share of predictions within each threshold (in %), median and p90 error in km."""
-    errors_km = np.asarray(errors_km, dtype=np.float64)
-    out = {f"within_{t}km": round(100 * float(np.mean(errors_km <= t)), 2) for t in THRESHOLDS_KM}
-    out["median_km"] = round(float(np.median(errors_km)), 2)
-    out["p90_km"] = round(float(np.percentile(errors_km, 90)), 2)
-    out["n"] = int(len(errors_km))
-    return out
 
 
 class Gallery100K:

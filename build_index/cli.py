@@ -67,6 +67,8 @@ def parser() -> argparse.ArgumentParser:
                    help="build on a Ray cluster: encoder actors per CPU (per GPU when it has GPUs) and codes added "
                         "in parallel; with no ADDRESS joins $RAY_ADDRESS or starts a local cluster. Same index "
                         "as without it")
+    p.add_argument("--weights", type=Path, default=None, metavar="DIR",
+                   help="GeoCLIP weights folder (from geoindex-train fit); default the released weights")
     p.add_argument("--batch-size", type=int, default=8192, help="points per encoder batch")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="fp32", help="fp32 (exact); fp16 or bf16 on CUDA only")
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             max_memory=args.max_memory,
             ray=args.ray,
             lists_on_disk=args.lists_on_disk,
+            weights=args.weights,
         )
         result = build(config)
     except GeoindexError as e:

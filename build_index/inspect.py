@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("index_dir")
     p.add_argument("--lookup", type=_latlng, action="append", default=[], metavar="LAT,LNG")
     p.add_argument("-k", type=int, default=5, help="cells to show per lookup")
+    p.add_argument("--weights", default=None, metavar="DIR", help="the GeoCLIP weights folder it was built with")
     args = p.parse_args(argv)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from geoindex.store.manifest import open_index_dir
 
     try:
-        idx = open_index_dir(args.index_dir, verify="full", weights_sha256=location_weights_sha256())
+        idx = open_index_dir(args.index_dir, verify="full", weights_sha256=location_weights_sha256(args.weights))
         m = idx.manifest
         g, ix = m["gallery"], m["index"]
         print(f"{idx.path}: {g['count']:,} cells (res {g.get('resolution', 'csv')} {g.get('cells', '')}), "
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"region: {describe_region(region_from_dict(region))} (a regional build)")
         if not args.lookup:
             return 0
-        geo = Geolocator(idx.path)
+        geo = Geolocator(idx.path, weights=args.weights)
         latlng = np.array(args.lookup)
         xq = encode_latlng(geo.encoder_reranker.model, latlng)
         results = geo.locate(xq, QueryOptions(k=min(args.k, geo.ntotal)))

@@ -23,6 +23,10 @@ class GalleryFileError(GeoindexError, ValueError):
     """A custom gallery CSV cannot be read or holds a bad row."""
 
 
+class TrainingDataError(GeoindexError, ValueError):
+    """A photos CSV, a feature cache or a training folder cannot be used as given."""
+
+
 class WeightsNotFoundError(GeoindexError, FileNotFoundError):
     """Pretrained weights are not on disk (and cannot be downloaded here)."""
 

@@ -49,7 +49,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--true", action="append", default=[], metavar="LAT,LNG", type=_latlng,
                    help="where the photo was really taken: on the map, with its distance to the top prediction "
                         "(once for all queries, or once per query in order)")
-    p.add_argument("--clip-model", default="ViT-L-14", help="CLIP backbone (ViT-L-14; tiny-test for tests)")
+    p.add_argument("--clip-model", default=None, help="CLIP backbone: ViT-L-14 (default, or the one --weights was "
+                   "trained on), tiny-test for tests, or any open_clip ARCH:TAG")
+    p.add_argument("--weights", type=Path, default=None, metavar="DIR",
+                   help="GeoCLIP weights folder (from geoindex-train fit); the index must be built with the same")
     p.add_argument("--clip-checkpoint", default=None,
                    help="local ViT-L-14 checkpoint (else $GEOINDEX_CLIP_CHECKPOINT, else open_clip download)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
@@ -84,7 +87,7 @@ def _queries(args):
         from geoindex.encoders.images import load_image
 
         images = [load_image(p, max_pixels=args.max_pixels) for p in args.images]  # fail before model load
-        encoder = load_image_encoder(args.clip_model, args.clip_checkpoint, args.device)
+        encoder = load_image_encoder(args.clip_model, args.clip_checkpoint, args.device, weights=args.weights)
         if images:
             parts.append(encoder.encode_images(images))
             labels += [str(p) for p in args.images]
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         region = make_filter(args.country, args.bbox, args.cells)
-        geolocator = Geolocator(args.index)
+        geolocator = Geolocator(args.index, weights=args.weights)
         search = SearchSettings.parse(args.search)
         if args.refine is not None:
             from dataclasses import replace

@@ -61,13 +61,13 @@ class Engine:
 
         faiss.omp_set_num_threads(1)  # one thread per query; concurrency comes from the pool
         self.settings = settings
-        self.geolocator = Geolocator(settings.index)
+        self.geolocator = Geolocator(settings.index, weights=settings.weights)
         self.encoder = None
         if not settings.embeddings_only:
             from geoindex.encoders.clip import load_image_encoder
 
             self.encoder = load_image_encoder(settings.clip_model, settings.clip_checkpoint, settings.device,
-                                              batch_size=settings.max_batch)
+                                              batch_size=settings.max_batch, weights=settings.weights)
         # OpenMP settings are per thread: a pool thread left at the default would start a team of
         # spinning threads per query and oversubscribe the cores under load.
         self.search_pool = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="search",

@@ -12,7 +12,8 @@ ENV_VAR = "GEOINDEX_SERVE_SETTINGS"
 @dataclass(frozen=True)
 class ServeSettings:
     index: str
-    clip_model: str = "ViT-L-14"
+    clip_model: str | None = None  # None: the backbone --weights was trained on, else ViT-L-14
+    weights: str | None = None  # a GeoCLIP weights folder (geoindex-train fit --out); None: the released weights
     clip_checkpoint: str | None = None
     embeddings_only: bool = False  # serve without CLIP (image and text routes answer 503)
     device: str = "auto"

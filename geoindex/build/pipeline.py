@@ -87,6 +87,7 @@ class BuildConfig:
     region: RegionFilter | None = None  # a regional build: only the cells inside (geoindex.cells.region)
     lists_on_disk: bool | None = None  # IVF lists in DIR/lists.ivfdata; None: when they would not fit in memory
     ray: str | None = None  # build on Ray: "auto" (this process's cluster, $RAY_ADDRESS or a local one) or an address
+    weights: Path | None = None  # a GeoCLIP weights folder (geoindex-train fit --out); None: the released weights
 
     def __post_init__(self) -> None:
         if isinstance(self.search, str):
@@ -176,16 +177,16 @@ def build(config: BuildConfig) -> BuildResult:
         raise InvalidArgumentError(f"--batch-size {config.batch_size} must be positive: try 8192")
     check_output(config.out, config.overwrite)
 
-    files = geoclip_files()
+    files = geoclip_files(config.weights)
     weights_sha = sha256_file(files.location_encoder)
     ray_plan = None
     if config.ray is None:
         device = pick_device(config.device)
-        model = load_location_encoder(device, config.precision)
+        model = load_location_encoder(device, config.precision, config.weights)
     else:  # the actors encode on the cluster's devices; the driver's encoder only serves the self-check
         ray_plan = distributed.actor_plan(distributed.connect(config.ray), config.device)
         device = pick_device("cpu" if config.device == "cpu" else "auto")
-        model = load_location_encoder(device, config.precision if device.type == "cuda" else "fp32")
+        model = load_location_encoder(device, config.precision if device.type == "cuda" else "fp32", config.weights)
     out = config.out.resolve()
     work = work_dir_for(out)
     lock = lock_work_dir(work)

@@ -61,12 +61,32 @@ def _open_clip():
     return open_clip
 
 
-def load_geoclip_head() -> nn.Sequential:
-    """GeoCLIP's image MLP head (768 -> 768 -> 512) with its pretrained weights."""
-    head = nn.Sequential(nn.Linear(CLIP_DIM, CLIP_DIM), nn.ReLU(), nn.Linear(CLIP_DIM, 512))
-    state = torch.load(geoclip_files().image_head, map_location="cpu", weights_only=True)
-    head.load_state_dict(state)
+def make_head(width: int, hidden: int | None = None) -> nn.Sequential:
+    """GeoCLIP's image MLP head shape for CLIP features of ``width``: width -> hidden -> 512
+    (the released head: 768 -> 768 -> 512)."""
+    hidden = hidden or width
+    return nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, 512))
+
+
+def load_geoclip_head(weights: str | Path | None = None) -> nn.Sequential:
+    """GeoCLIP's image MLP head with the weights in use (its input width read from the file)."""
+    path = geoclip_files(weights).image_head
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        hidden, width = state["0.weight"].shape
+        head = make_head(int(width), int(hidden))
+        head.load_state_dict(state)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise WeightsNotFoundError(
+            f"{path} is not a GeoCLIP image head (Linear, ReLU, Linear to 512): {e}; "
+            "point --weights at a folder `geoindex-train fit` wrote"
+        ) from e
     return head.eval().requires_grad_(False)
+
+
+def head_width(head: nn.Sequential) -> int:
+    """The CLIP feature width a head takes."""
+    return int(head[0].in_features)
 
 
 def validate_texts(texts: list[str]) -> None:
@@ -127,33 +147,53 @@ class ImageEncoder:
         return torch.autocast("cpu", enabled=False)
 
 
-def load_image_encoder(model: str = "ViT-L-14", checkpoint: str | Path | None = None, device: str = "auto",
-                       precision: str | None = None, batch_size: int = 16) -> ImageEncoder:
-    """Build the image/text encoder.
+def clip_spec(model: str) -> ClipSpec:
+    """A name from :data:`CLIP_MODELS`, or any open_clip backbone as ``ARCH:TAG`` (``ViT-B-16:openai``;
+    ``ARCH:random`` for random weights). InvalidArgumentError names the fix."""
+    if model in CLIP_MODELS:
+        return CLIP_MODELS[model]
+    arch, sep, tag = model.partition(":")
+    if not sep or not arch or not tag:
+        raise InvalidArgumentError(
+            f"CLIP model {model!r} is not one of {sorted(CLIP_MODELS)} nor an open_clip ARCH:TAG "
+            "such as ViT-B-16:openai: use ViT-L-14 (GeoCLIP's backbone)"
+        )
+    open_clip = _open_clip()
+    if arch not in open_clip.list_models():
+        raise InvalidArgumentError(f"CLIP model {model!r}: open_clip has no architecture {arch!r} "
+                                   "(open_clip.list_models() lists them)")
+    if tag == "random":
+        return ClipSpec(arch, None, f"open_clip {arch}, random weights")
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if tag not in tags:
+        raise InvalidArgumentError(f"CLIP model {model!r}: open_clip has no weights {tag!r} for {arch} "
+                                   f"(it has {sorted(tags) or 'none'}; or use {arch}:random)")
+    return ClipSpec(arch, tag, f"open_clip {arch} ({tag})")
 
-    ``checkpoint``: a local open_clip/OpenAI ViT-L/14 checkpoint file (else ``$GEOINDEX_CLIP_CHECKPOINT``,
-    else open_clip downloads OpenAI's weights into its cache). ``precision``: ``fp32`` or ``fp16``;
-    default fp16 on CUDA, fp32 on CPU (half precision is refused on CPU).
-    """
-    if model not in CLIP_MODELS:
-        raise InvalidArgumentError(f"CLIP model {model!r} is not one of {sorted(CLIP_MODELS)}: use ViT-L-14")
-    spec = CLIP_MODELS[model]
-    dev = pick_device(device)
-    precision = precision or ("fp16" if dev.type == "cuda" else "fp32")
-    dtypes = {"fp32": torch.float32, "fp16": torch.float16}
-    if precision not in dtypes:
-        raise InvalidArgumentError(f"precision {precision!r} is not fp32 or fp16")
-    if precision != "fp32" and dev.type != "cuda":
-        raise InvalidArgumentError(f"precision {precision!r} needs CUDA: use fp32 on the CPU")
+
+def clip_width(model: str) -> int:
+    """The width of ``model``'s image features (768 for ViT-L-14), from its open_clip config."""
+    config = _open_clip().get_model_config(clip_spec(model).open_clip_name)
+    return int(config["embed_dim"])
+
+
+def load_clip(model: str = "ViT-L-14", checkpoint: str | Path | None = None, device: torch.device | None = None):
+    """The frozen CLIP model alone: (clip, preprocess, tokenizer) on ``device``.
+
+    ``checkpoint``: a local open_clip/OpenAI checkpoint file for ``model`` (else
+    ``$GEOINDEX_CLIP_CHECKPOINT``, else open_clip downloads the weights into its cache, failing in
+    seconds when it cannot)."""
+    spec = clip_spec(model)
+    dev = device or torch.device("cpu")
     open_clip = _open_clip()
     checkpoint = checkpoint or os.environ.get(CHECKPOINT_ENV) or None
     if spec.pretrained is None:
-        torch.manual_seed(0)  # the tiny test model is random but reproducible
+        torch.manual_seed(0)  # random test models are reproducible
         clip, _, preprocess = open_clip.create_model_and_transforms(spec.open_clip_name, pretrained=None)
     else:
         if checkpoint is not None and not Path(checkpoint).is_file():
             raise WeightsNotFoundError(
-                f"CLIP checkpoint {str(checkpoint)!r} does not exist: pass the path of a ViT-L-14 OpenAI "
+                f"CLIP checkpoint {str(checkpoint)!r} does not exist: pass the path of a {model} "
                 f"checkpoint (--clip-checkpoint or ${CHECKPOINT_ENV}), or unset it to let open_clip download one"
             )
         source = str(checkpoint) if checkpoint else spec.pretrained
@@ -165,10 +205,41 @@ def load_image_encoder(model: str = "ViT-L-14", checkpoint: str | Path | None = 
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise WeightsNotFoundError(
                 f"CLIP {model} weights could not be loaded from {source!r} ({reason}). open_clip downloads "
-                f"OpenAI's ViT-L/14 on first use, which needs internet access; offline, pass "
-                f"--clip-checkpoint PATH or set {CHECKPOINT_ENV}=PATH to a local ViT-L-14 checkpoint"
+                f"them on first use, which needs internet access; offline, pass "
+                f"--clip-checkpoint PATH or set {CHECKPOINT_ENV}=PATH to a local {model} checkpoint"
             ) from e
     tokenizer = open_clip.get_tokenizer(spec.open_clip_name)
-    clip = clip.to(dev).eval().requires_grad_(False)
-    head = load_geoclip_head().to(dev)
-    return ImageEncoder(model, clip, preprocess, tokenizer, head, dev, dtypes[precision], batch_size)
+    return clip.to(dev).eval().requires_grad_(False), preprocess, tokenizer
+
+
+def load_image_encoder(model: str | None = None, checkpoint: str | Path | None = None, device: str = "auto",
+                       precision: str | None = None, batch_size: int = 16,
+                       weights: str | Path | None = None) -> ImageEncoder:
+    """Build the image/text encoder.
+
+    ``model``: the CLIP backbone (default: the one ``weights`` was trained on, else ViT-L-14).
+    ``checkpoint``: a local checkpoint file for it (see :func:`load_clip`). ``precision``: ``fp32``
+    or ``fp16``; default fp16 on CUDA, fp32 on CPU (half precision is refused on CPU).
+    ``weights``: a GeoCLIP weights folder (``--weights``; default the released weights).
+    """
+    files = geoclip_files(weights)
+    model = model or files.clip_model or "ViT-L-14"
+    clip_spec(model)  # a bad name fails before anything loads
+    dev = pick_device(device)
+    precision = precision or ("fp16" if dev.type == "cuda" else "fp32")
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise InvalidArgumentError(f"precision {precision!r} is not fp32 or fp16")
+    if precision != "fp32" and dev.type != "cuda":
+        raise InvalidArgumentError(f"precision {precision!r} needs CUDA: use fp32 on the CPU")
+    head = load_geoclip_head(weights)
+    width = clip_width(model)
+    if head_width(head) != width:
+        raise InvalidArgumentError(
+            f"CLIP model {model!r} gives {width}-d features but the GeoCLIP head in {files.source} takes "
+            f"{head_width(head)}-d: use the backbone the head was trained on"
+            + (f" ({files.clip_model})" if files.clip_model else " (ViT-L-14)")
+            + f", or train a head for {model} with `geoindex-train fit --clip-model {model}`"
+        )
+    clip, preprocess, tokenizer = load_clip(model, checkpoint, dev)
+    return ImageEncoder(model, clip, preprocess, tokenizer, head.to(dev), dev, dtypes[precision], batch_size)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -97,6 +98,19 @@ class LocationEncoder(nn.Module):
             model.bh.copy_(stack("head.0.bias"))
         return model.eval().requires_grad_(False)
 
+    def to_geoclip_state_dict(self) -> dict[str, torch.Tensor]:
+        """The reference layout, float32 on the CPU (the inverse of :meth:`from_geoclip_state_dict`):
+        what ``geoindex-train`` saves, so trained weights load wherever GeoCLIP's released ones do."""
+        layers = (("capsule.1", "w1", "b1"), ("capsule.3", "w2", "b2"), ("capsule.5", "w3", "b3"), ("head.0", "wh", "bh"))
+        out = {}
+        with torch.no_grad():
+            for i in range(len(SIGMAS)):
+                out[f"LocEnc{i}.capsule.0.b"] = self.b[i].float().cpu().clone()
+                for key, w, b in layers:
+                    out[f"LocEnc{i}.{key}.weight"] = getattr(self, w)[i].t().float().cpu().contiguous()
+                    out[f"LocEnc{i}.{key}.bias"] = getattr(self, b)[i, 0].float().cpu().clone()
+        return out
+
     def fourier_features(self, latlng: torch.Tensor) -> torch.Tensor:
         """(n, 2) lat, lng degrees -> (3, n, 512) float32 [cos, sin] per branch."""
         v = 2 * np.pi * equal_earth(latlng)
@@ -108,7 +122,12 @@ class LocationEncoder(nn.Module):
 
     def forward(self, latlng: torch.Tensor) -> torch.Tensor:
         """(n, 2) float32 lat, lng degrees -> (n, 512) raw (not normalised) features."""
-        feats = self.fourier_features(latlng).to(self.w1.dtype)
+        return self.from_features(self.fourier_features(latlng))
+
+    def from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """(3, n, 512) Fourier features -> (n, 512) raw features: the MLPs alone (training keeps
+        the phases out of fp16 autocast and runs these in it)."""
+        feats = feats.to(self.w1.dtype)
         out = torch.addmm(self.bh[0], self._trunk(feats[0], 0), self.wh[0])
         for i in range(1, feats.shape[0]):
             out.addmm_(self._trunk(feats[i], i), self.wh[i]).add_(self.bh[i])
@@ -134,11 +153,14 @@ class LocationEncoder(nn.Module):
         return torch.addmm(self.b3[i], h, self.w3[i]).relu_()
 
 
-def load_location_encoder(device: str | torch.device = "cpu", precision: str = "fp32") -> LocationEncoder:
+def load_location_encoder(device: str | torch.device = "cpu", precision: str = "fp32",
+                          weights: str | Path | None = None, state: dict | None = None) -> LocationEncoder:
     """The pretrained GeoCLIP location encoder on ``device``.
 
     ``precision`` is ``fp32`` (default, exact), or ``fp16``/``bf16`` for the MLPs on CUDA only
     (the Fourier phases always stay float32). This CPU class has no fast half-precision units.
+    ``weights``: a weights folder (:func:`geoclip_files`); ``state``: the reference state dict
+    itself (Ray actors get it from the driver, so no node needs the folder).
     """
     device = torch.device(device)
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -151,8 +173,8 @@ def load_location_encoder(device: str | torch.device = "cpu", precision: str = "
             f"precision {precision!r} needs a CUDA device (on CPU it is slower and less exact): "
             "use --precision fp32"
         )
-    files = geoclip_files()
-    state = torch.load(files.location_encoder, map_location="cpu", weights_only=True)
+    if state is None:
+        state = location_state_dict(weights)
     model = LocationEncoder.from_geoclip_state_dict(state)
     mlp_dtype = dtypes[precision]
     for name in ("w1", "b1", "w2", "b2", "w3", "b3", "wh", "bh"):
@@ -160,9 +182,14 @@ def load_location_encoder(device: str | torch.device = "cpu", precision: str = "
     return model.to(device)
 
 
-def location_weights_sha256() -> str:
+def location_state_dict(weights: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """The reference-format state dict in the weight folder in use (see :func:`geoclip_files`)."""
+    return torch.load(geoclip_files(weights).location_encoder, map_location="cpu", weights_only=True)
+
+
+def location_weights_sha256(weights: str | Path | None = None) -> str:
     """SHA-256 of the location-encoder weight file in use (recorded in every manifest)."""
-    return sha256_file(geoclip_files().location_encoder)
+    return sha256_file(geoclip_files(weights).location_encoder)
 
 
 def pick_device(requested: str = "auto") -> torch.device:

@@ -3,15 +3,18 @@
 GeoCLIP's location encoder, image MLP head and logit scale ship as ``.pth`` files inside the
 ``geoclip`` package on PyPI (``geoclip/model/weights``). geoindex reads them as data: it never
 imports the reference model classes. ``GEOINDEX_GEOCLIP_WEIGHTS`` points at another folder with
-the same three files (for example a fine-tuned release).
+the same three files (for example a fine-tuned release), and every command's ``--weights DIR``
+(a folder ``geoindex-train fit`` wrote) wins over both. Such a folder also holds ``weights.json``:
+which CLIP backbone its head was trained on, and how.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from geoindex.errors import WeightsNotFoundError
@@ -22,6 +25,7 @@ LOCATION_ENCODER_FILE = "location_encoder_weights.pth"
 IMAGE_HEAD_FILE = "image_encoder_mlp_weights.pth"
 LOGIT_SCALE_FILE = "logit_scale_weights.pth"
 GALLERY_100K_FILE = "coordinates_100K.csv"
+WEIGHTS_INFO_FILE = "weights.json"  # written by geoindex-train fit beside the three .pth files
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,13 @@ class GeoclipFiles:
     location_encoder: Path
     image_head: Path
     logit_scale: Path
-    source: str  # "geoclip-pypi" or the env var's folder
+    source: str  # "geoclip-pypi", the env var's folder, or the --weights folder
+    info: dict = field(default_factory=dict)  # the folder's weights.json ({} for the released weights)
+
+    @property
+    def clip_model(self) -> str | None:
+        """The CLIP backbone these weights' image head was trained on (None: the released ViT-L-14)."""
+        return self.info.get("clip_model")
 
 
 def _geoclip_package_dir() -> Path | None:
@@ -41,10 +51,20 @@ def _geoclip_package_dir() -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def geoclip_files() -> GeoclipFiles:
-    """Locate the pretrained GeoCLIP weight files, or raise a WeightsNotFoundError that says how."""
+def geoclip_files(weights: str | Path | None = None) -> GeoclipFiles:
+    """Locate the GeoCLIP weight files, or raise a WeightsNotFoundError that says how.
+
+    ``weights``: a folder (``--weights``); else ``$GEOINDEX_GEOCLIP_WEIGHTS``; else the geoclip package.
+    """
     override = os.environ.get(WEIGHTS_ENV)
-    if override:
+    if weights is not None:
+        folder, source = Path(weights), str(Path(weights).resolve())
+        if not folder.is_dir():
+            raise WeightsNotFoundError(
+                f"--weights {str(weights)!r} is not a folder: pass the folder `geoindex-train fit --out` "
+                f"wrote (it holds {LOCATION_ENCODER_FILE}), or leave --weights out for the released weights"
+            )
+    elif override:
         folder, source = Path(override), f"{WEIGHTS_ENV}={override}"
     else:
         pkg = _geoclip_package_dir()
@@ -60,6 +80,7 @@ def geoclip_files() -> GeoclipFiles:
         image_head=folder / IMAGE_HEAD_FILE,
         logit_scale=folder / LOGIT_SCALE_FILE,
         source=source,
+        info=_read_info(folder / WEIGHTS_INFO_FILE),
     )
     for path in (files.location_encoder, files.image_head, files.logit_scale):
         if not path.is_file():
@@ -69,6 +90,18 @@ def geoclip_files() -> GeoclipFiles:
                 "that holds all three GeoCLIP .pth files."
             )
     return files
+
+
+def _read_info(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise WeightsNotFoundError(f"{path} is not readable JSON ({e}): copy the weights folder again") from e
+    if not isinstance(info, dict):
+        raise WeightsNotFoundError(f"{path} does not hold a JSON object: copy the weights folder again")
+    return info
 
 
 def gallery_100k_path() -> Path:

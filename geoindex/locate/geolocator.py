@@ -36,10 +36,14 @@ REGION_CACHE = 64
 class Geolocator:
     """Opens an index directory once; :meth:`locate` is the hot path (no DuckDB round trip)."""
 
-    def __init__(self, index_dir: str | Path, verify: str = "size", use_store: bool = True):
+    def __init__(self, index_dir: str | Path, verify: str = "size", use_store: bool = True,
+                 weights: str | Path | None = None):
         """``use_store``: re-rank from the index's exact store when it has one (False: with the
-        encoder, as an index without a store does)."""
-        self.dir = open_index_dir(index_dir, verify=verify, weights_sha256=location_weights_sha256())
+        encoder, as an index without a store does). ``weights``: the GeoCLIP weights folder the
+        index was built with (``--weights``; default the released weights): an index built with
+        others is refused."""
+        self.weights = weights
+        self.dir = open_index_dir(index_dir, verify=verify, weights_sha256=location_weights_sha256(weights))
         # on-disk lists (DIR/lists.ivfdata) are memory-mapped from beside vectors.faiss, wherever the dir is now
         self.index = faiss.read_index(str(self.dir.vectors_path), faiss.IO_FLAG_ONDISK_SAME_DIR)
         apply_search_settings(self.index, self.dir.search)
@@ -51,7 +55,7 @@ class Geolocator:
         self._list_of_row: np.ndarray | None = None
         self._centroids: np.ndarray | None = None
         self._region_cache: dict[RegionFilter, np.ndarray] = {}
-        self.encoder_reranker = ExactReranker(self._latlng_of)
+        self.encoder_reranker = ExactReranker(self._latlng_of, weights=weights)
         self.store = open_store(self.dir.path, self.dir.store, len(self.table),
                                 rebuild_hint(self.dir.path, self.dir.manifest)) if use_store else None
         self.reranker = self.encoder_reranker if self.store is None else StoreReranker(self.store, self.table.rows)

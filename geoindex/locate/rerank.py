@@ -32,12 +32,14 @@ class ExactReranker:
     ``latlng_of``: (m,) int64 ids -> (m, 2) float64 lat, lng degrees of the points the index
     encoded (the cell table's centres). ``model``: a loaded LocationEncoder to use; when None the
     pretrained one loads on first use (38 MB of weights), on CUDA when torch sees one, else on
-    the CPU (or on ``device``).
+    the CPU (or on ``device``); ``weights``: a weights folder to load instead of the released one.
     """
 
-    def __init__(self, latlng_of: Callable[[np.ndarray], np.ndarray], device: str | None = None, model=None):
+    def __init__(self, latlng_of: Callable[[np.ndarray], np.ndarray], device: str | None = None, model=None,
+                 weights=None):
         self.latlng_of = latlng_of
         self.device = device
+        self.weights = weights  # a GeoCLIP weights folder; None: the released weights
         self._model = model
         self._lock = threading.Lock()
         self._batches = Coalescer(self._encode)
@@ -51,7 +53,7 @@ class ExactReranker:
                 from geoindex.encoders.location import load_location_encoder
 
                 device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-                self._model = load_location_encoder(device)
+                self._model = load_location_encoder(device, weights=self.weights)
         return self._model
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:

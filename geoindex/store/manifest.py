@@ -170,7 +170,9 @@ def open_index_dir(path: str | Path, verify: str = "size", weights_sha256: str |
             raise IndexDirError(
                 f"index dir {str(path)!r} was built with location-encoder weights {str(built_with)[:12]}..., "
                 f"but the weights in use are {weights_sha256[:12]}...: its vectors belong to another "
-                f"model; {rebuild_hint(path)} (or point GEOINDEX_GEOCLIP_WEIGHTS at the original weights)"
+                f"model; pass the weights it was built with (--weights DIR; its manifest names them: "
+                f"{manifest.get('encoder', {}).get('weights_source')!s}), or {rebuild_hint(path, manifest)} "
+                f"(adding --weights DIR when these are trained weights)"
             )
     try:
         search = SearchSettings.parse(manifest.get("index", {}).get("search"))

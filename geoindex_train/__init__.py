@@ -1,0 +1,1 @@
+"""``geoindex-train``: fine-tune GeoCLIP on your own geotagged photos (see :mod:`geoindex.train`)."""
