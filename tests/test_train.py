@@ -1,8 +1,8 @@
 """geoindex-train: the feature cache, GeoCLIP's objective, resume, and the trained weights in use.
 
-The photos are synthetic and their content depends on where they were taken: red encodes the
-latitude, green and blue the longitude (plus per-photo noise), seen through the tiny random CLIP. The
-released head cannot read that; a few hundred steps must teach the head and the location encoder.
+The photos are synthetic (:mod:`geoindex.train.synthetic`): their colour says where they were
+taken, seen through the tiny random CLIP. The released head cannot read that; a couple of hundred
+steps must teach the head and the location encoder.
 """
 
 from __future__ import annotations
@@ -21,31 +21,9 @@ from geoindex.errors import InvalidArgumentError, TrainingDataError
 from geoindex.train.features import FeatureCache, cache_features
 from geoindex.train.fit import FitConfig, GPSQueue, fit
 from geoindex.train.photos import read_photos
+from geoindex.train.synthetic import photo, write_grid, write_photos
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def photo(lat: float, lng: float, rng: np.random.Generator, size: int = 64) -> np.ndarray:
-    """Red is the latitude, green and blue the longitude's cosine and sine (so that -179 and 179
-    look alike), plus noise of its own for each photo."""
-    colour = np.array([(lat + 90) / 180 * 255, 128 + 127 * np.cos(np.radians(lng)), 128 + 127 * np.sin(np.radians(lng))])
-    return np.clip(colour + rng.normal(0, 6, (size, size, 3)), 0, 255).astype(np.uint8)
-
-
-def write_photos(folder: Path, n: int, seed: int = 0) -> Path:
-    """n PNG photos at uniform random points on the sphere, and photos.csv listing them."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    lat = np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
-    lng = rng.uniform(-180, 180, n)
-    lines = ["image,lat,lng"]
-    for i in range(n):
-        Image.fromarray(photo(lat[i], lng[i], rng)).save(folder / f"{i:04d}.png")
-        lines.append(f"{i:04d}.png,{lat[i]:.5f},{lng[i]:.5f}")
-    (folder / "photos.csv").write_text("\n".join(lines) + "\n")
-    return folder / "photos.csv"
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +34,7 @@ def photos_csv(tmp_path_factory):
 @pytest.fixture(scope="module")
 def grid_csv(tmp_path_factory):
     """A 10-degree grid of candidate points (648): the held-out evaluation's gallery."""
-    path = tmp_path_factory.mktemp("grid") / "grid.csv"
-    points = [f"{a},{b}" for a in range(-85, 90, 10) for b in range(-175, 180, 10)]
-    path.write_text("lat,lng\n" + "\n".join(points) + "\n")
-    return path
+    return write_grid(tmp_path_factory.mktemp("grid") / "grid.csv")
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +81,8 @@ def test_csv_header_and_paths(tmp_path):
 
 def test_unreadable_images_are_skipped_and_listed(tmp_path):
     csv = write_photos(tmp_path / "p", 6)
-    (tmp_path / "p" / "0002.png").unlink()
-    (tmp_path / "p" / "0004.png").write_bytes(b"not an image")
+    (tmp_path / "p" / "000002.png").unlink()
+    (tmp_path / "p" / "000004.png").write_bytes(b"not an image")
     out = tmp_path / "f"
     report = cache_features(csv, out, clip_model="tiny-test", device="cpu", shard_rows=4, progress=False)
     assert (report.images, report.skipped) == (4, 2)
@@ -119,7 +94,7 @@ def test_unreadable_images_are_skipped_and_listed(tmp_path):
     with pytest.raises(TrainingDataError, match="line 4: image .* does not exist"):
         cache_features(csv, tmp_path / "strict", clip_model="tiny-test", device="cpu", strict=True, progress=False)
     for i in range(6):
-        (tmp_path / "p" / f"{i:04d}.png").unlink(missing_ok=True)
+        (tmp_path / "p" / f"{i:06d}.png").unlink(missing_ok=True)
     with pytest.raises(TrainingDataError, match="none of the 6 photos could be read.*--image-root"):
         cache_features(csv, tmp_path / "none", clip_model="tiny-test", device="cpu", progress=False)
 
@@ -310,3 +285,34 @@ def test_trained_weights_build_and_answer(feats, grid_csv, tmp_path, capsys):
     assert code == 0
     answer = json.loads(capsys.readouterr().out)
     assert len(answer[0]["predictions"]) == 1
+
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+    from serve.settings import ServeSettings
+
+    settings = ServeSettings(index=str(index), weights=str(weights), device="cpu")  # backbone from weights.json
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/locate", files=[("images", ("p.png", image.read_bytes(), "image/png"))],
+                        data={"top_k": "1"})
+        assert r.status_code == 200, r.text
+        pred = r.json()["results"][0]["predictions"][0]
+        assert [pred["lat"], pred["lng"]] == [answer[0]["predictions"][0][k] for k in ("lat", "lng")]
+
+
+def test_held_out_evaluation_against_an_index(feats, built_r2, tmp_path):
+    """An index built with the starting weights answers as served while the location encoder is
+    frozen (its FAISS search); once the encoder trains, its cells are re-encoded."""
+    from geoindex.train.fit import IndexGallery
+
+    frozen = fit(config(feats, tmp_path / "frozen", eval_index=built_r2, freeze_location=True, epochs=1))
+    name = f"index {built_r2}"
+    assert [set(h) >= {name} for h in frozen.history] == [True, True]
+    assert frozen.history[-1][name]["n"] == 80  # 10% of 800 held out
+    trained = fit(config(feats, tmp_path / "trained", eval_index=built_r2, epochs=1))
+    assert trained.history[-1][name]["n"] == 80
+    from geoindex.encoders.location import location_weights_sha256
+
+    served = IndexGallery(built_r2, None, location_weights_sha256(), frozen=True)
+    other = IndexGallery(built_r2, None, "0" * 64, frozen=False)
+    assert served.geo is not None and other.geo is None and len(other.exact.latlng) == served.geo.ntotal

@@ -344,6 +344,7 @@ class FitReport:
     steps_per_s: float
     history: list = field(default_factory=list)
     resumed_from: int | None = None
+    device: str = "cpu"
 
 
 def fit(config: FitConfig) -> FitReport:
@@ -462,7 +463,7 @@ def fit(config: FitConfig) -> FitReport:
     seconds = time.perf_counter() - start
     steps_per_s = steps_run / seconds if seconds > 0 and steps_run else float("nan")
     write_weights(out, model, config, cache, fingerprint, history, source, global_step, seconds, steps_per_s, device)
-    return FitReport(out, global_step, seconds, steps_per_s, history, resumed_from)
+    return FitReport(out, global_step, seconds, steps_per_s, history, resumed_from, str(device))
 
 
 def _log_eval(record: dict) -> None:
