@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--index", type=Path, action="append", default=[], help="index dir (repeatable)")
     p.add_argument("--gallery-100k", action="store_true", help="also evaluate GeoCLIP's 100K gallery")
     p.add_argument("--aggregate-res", type=int, default=None)
-    p.add_argument("--clip-model", default="ViT-L-14")
+    p.add_argument("--clip-model", default=None, help="default: the backbone --weights was trained on, else ViT-L-14")
+    p.add_argument("--weights", type=Path, default=None, help="a GeoCLIP weights folder (geoindex-train fit --out)")
     p.add_argument("--clip-checkpoint", default=None)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/accuracy.json)")
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     from geoindex.encoders.images import load_image
 
     paths, truth = read_eval_csv(args.csv)
-    encoder = load_image_encoder(args.clip_model, args.clip_checkpoint, batch_size=args.batch_size)
+    encoder = load_image_encoder(args.clip_model, args.clip_checkpoint, batch_size=args.batch_size,
+                                 weights=args.weights)
     t = time.perf_counter()
     xq, skipped = [], []
     for start in range(0, len(paths), args.batch_size):
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows, per_image = [], {}
     for index_dir in args.index:
-        geo = Geolocator(index_dir)
+        geo = Geolocator(index_dir, weights=args.weights)
         results = geo.locate(xq, QueryOptions(k=1, aggregate_res=args.aggregate_res))
         pred = np.array([[r.predictions[0].lat, r.predictions[0].lng] for r in results])
         err = haversine_km(truth[:, 0], truth[:, 1], pred[:, 0], pred[:, 1])
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             draw_errors(truth, pred, out, title=f"{args.csv.name} on {index_dir.name}: true location (dot) to top 1")
             print(f"map: {out}")
     if args.gallery_100k:
-        pred = Gallery100K().top1_latlng(xq)
+        pred = Gallery100K(args.weights).top1_latlng(xq)
         err = haversine_km(truth[:, 0], truth[:, 1], pred[:, 0], pred[:, 1])
         rows.append({"gallery": "GeoCLIP 100K gallery (exact)", **accuracy_table(err)})
         per_image["gallery_100k"] = err.round(3).tolist()
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                  **{f"within_{k}km": v for k, v in GEOCLIP_IM2GPS3K.items()}})
     cols = ["gallery", "within_1km", "within_25km", "within_200km", "within_750km", "within_2500km", "median_km", "n"]
     print(table(rows, cols))
-    result = {"machine": machine(), "csv": str(args.csv), "clip_model": args.clip_model, "images": len(paths),
+    result = {"machine": machine(), "csv": str(args.csv), "clip_model": encoder.name,
+              "weights": str(args.weights) if args.weights else "released", "images": len(paths),
               "skipped": [str(paths[i]) for i in skipped], "encode_s": round(encode_s, 2), "rows": rows,
               "errors_km": per_image}
     if args.out:

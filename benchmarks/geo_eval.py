@@ -17,7 +17,8 @@ GEOCLIP_IM2GPS3K = {"1": 14.11, "25": 34.47, "200": 50.65, "750": 69.67, "2500":
 class Gallery100K:
     """GeoCLIP's 100K gallery as an exact (Flat) index over its location embeddings."""
 
-    def __init__(self):
+    def __init__(self, weights=None):
+        """``weights``: a GeoCLIP weights folder (default the released weights)."""
         import faiss
 
         from geoindex.cells.csv_gallery import read_gallery_csv
@@ -25,7 +26,7 @@ class Gallery100K:
         from geoindex.encoders.weights import gallery_100k_path
 
         self.latlng = read_gallery_csv(gallery_100k_path())
-        self.vectors = encode_latlng(load_location_encoder(), self.latlng)
+        self.vectors = encode_latlng(load_location_encoder(weights=weights), self.latlng)
         self.index = faiss.IndexFlatIP(512)
         self.index.add(self.vectors)
 
