@@ -316,3 +316,19 @@ def test_held_out_evaluation_against_an_index(feats, built_r2, tmp_path):
     served = IndexGallery(built_r2, None, location_weights_sha256(), frozen=True)
     other = IndexGallery(built_r2, None, "0" * 64, frozen=False)
     assert served.geo is not None and other.geo is None and len(other.exact.latlng) == served.geo.ntotal
+
+
+def test_any_open_clip_backbone_by_arch_and_tag():
+    from geoindex.encoders.clip import clip_spec, clip_width, load_image_encoder
+
+    assert clip_spec("ViT-B-32:random").pretrained is None and clip_width("ViT-B-32:random") == 512
+    assert clip_spec("ViT-B-16:openai").pretrained == "openai" and clip_width("ViT-L-14") == 768
+    with pytest.raises(InvalidArgumentError, match="no weights 'nope' for ViT-B-16 \\(it has .*openai"):
+        clip_spec("ViT-B-16:nope")
+    with pytest.raises(InvalidArgumentError, match="no architecture 'Nope'"):
+        clip_spec("Nope:openai")
+    with pytest.raises(InvalidArgumentError, match="nor an open_clip ARCH:TAG"):
+        clip_spec("ViT-B-16")
+    with pytest.raises(InvalidArgumentError, match="gives 512-d features but the GeoCLIP head .* takes 768-d.*"
+                                                   "features --clip-model ViT-B-32:random.*--new-head"):
+        load_image_encoder("ViT-B-32:random", device="cpu")  # refused before the backbone loads

@@ -239,7 +239,7 @@ def load_image_encoder(model: str | None = None, checkpoint: str | Path | None =
             f"CLIP model {model!r} gives {width}-d features but the GeoCLIP head in {files.source} takes "
             f"{head_width(head)}-d: use the backbone the head was trained on"
             + (f" ({files.clip_model})" if files.clip_model else " (ViT-L-14)")
-            + f", or train a head for {model} with `geoindex-train fit --clip-model {model}`"
+            + f", or train a head for it (`geoindex-train features --clip-model {model}`, then `fit --new-head`)"
         )
     clip, preprocess, tokenizer = load_clip(model, checkpoint, dev)
     return ImageEncoder(model, clip, preprocess, tokenizer, head.to(dev), dev, dtypes[precision], batch_size)
