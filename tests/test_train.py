@@ -332,3 +332,19 @@ def test_any_open_clip_backbone_by_arch_and_tag():
     with pytest.raises(InvalidArgumentError, match="gives 512-d features but the GeoCLIP head .* takes 768-d.*"
                                                    "features --clip-model ViT-B-32:random.*--new-head"):
         load_image_encoder("ViT-B-32:random", device="cpu")  # refused before the backbone loads
+
+
+def test_training_from_scratch(feats, tmp_path):
+    """--init scratch: a random head, a random location encoder (Fourier frequencies drawn at the
+    released sigmas) and CLIP's initial temperature, trained and written like any other run."""
+    from geoindex.encoders.location import location_state_dict
+
+    report = fit(config(feats, tmp_path / "w", init="scratch", epochs=1))
+    trained, released = location_state_dict(report.out), location_state_dict()
+    for i, sigma in enumerate((1, 16, 256)):
+        b = trained[f"LocEnc{i}.capsule.0.b"]
+        assert 0.8 * sigma < float(b.std()) < 1.2 * sigma and not torch.equal(b, released[f"LocEnc{i}.capsule.0.b"])
+    info = json.loads((report.out / "weights.json").read_text())
+    assert info["started_from"] == "scratch" and info["fingerprint"]["base_weights_sha256"] is None
+    with pytest.raises(InvalidArgumentError, match="--init scratch and --base-weights contradict"):
+        config(feats, tmp_path / "x", init="scratch", base_weights=report.out)
