@@ -156,3 +156,28 @@ def test_actor_plan_follows_the_cluster():
 def test_part_runs_keep_shard_order_and_skip_empty_shards():
     assert distributed.part_runs([3, 0, 4, 5, 0, 1], size=7) == [[0, 2], [3, 5]]
     assert distributed.part_runs([0, 0]) == []
+
+
+def test_ray_build_encodes_with_the_drivers_weights(cluster, tmp_path):
+    """--weights on Ray: the actors get the driver's location weights (not the folder) and build
+    the same bytes as one process with them, and another index than the released weights'."""
+    import torch
+
+    from geoindex.encoders.weights import geoclip_files
+
+    released = geoclip_files()
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for src in (released.image_head, released.logit_scale):
+        shutil.copy(src, weights / src.name)
+    state = torch.load(released.location_encoder, weights_only=True)
+    state["LocEnc2.head.0.bias"] = state["LocEnc2.head.0.bias"] + 0.05  # another model
+    torch.save(state, weights / released.location_encoder.name)
+    r1 = ["--resolution", "1", "--index", "Flat", "--no-progress", "-q", "--weights", str(weights)]
+    assert main([*r1, "--out", str(tmp_path / "one")]) == 0
+    assert main([*r1, "--ray", "--out", str(tmp_path / "ray")]) == 0
+    assert main([*r1[:-2], "--out", str(tmp_path / "released")]) == 0
+    assert sha(tmp_path / "ray" / "vectors.faiss") == sha(tmp_path / "one" / "vectors.faiss")
+    assert sha(tmp_path / "ray" / "vectors.faiss") != sha(tmp_path / "released" / "vectors.faiss")
+    encoder = open_index_dir(tmp_path / "ray").manifest["encoder"]
+    assert encoder["weights_sha256"] == sha(weights / released.location_encoder.name)

@@ -82,13 +82,13 @@ def _encoder_actor_class():
     class ShardEncoder:
         """Holds the location encoder; encodes whole shards."""
 
-        def __init__(self, device: str, precision: str, threads: int):
+        def __init__(self, device: str, precision: str, threads: int, state: dict | None):
             import torch
 
             from geoindex.encoders.location import load_location_encoder, pick_device
 
             torch.set_num_threads(threads)
-            self.model = load_location_encoder(pick_device(device), precision)
+            self.model = load_location_encoder(pick_device(device), precision, state=state)
 
         def encode(self, key: str, job: Callable, batch_size: int, resolution: int | None, dtype: str):
             _maybe_die(key)
@@ -130,11 +130,13 @@ def encode_shard(model, make_batch: Callable, batch_size: int, resolution: int |
 
 
 def encode_on_ray(jobs: list[tuple[Any, Callable]], actors: int, device: str, precision: str,
-                  batch_size: int, resolution: int | None, dtype: np.dtype
+                  batch_size: int, resolution: int | None, dtype: np.dtype, state: dict | None = None
                   ) -> Iterator[tuple[Any, np.ndarray, dict, dict]]:
     """Encode ``jobs`` ((shard, make_batch) pairs) on up to ``actors`` encoder actors; yield (shard,
     vectors, metadata, seconds) as shards finish, in any order. Ray restarts a dead actor and
-    retries its shard; the actors are gone when this returns."""
+    retries its shard; the actors are gone when this returns. ``state``: the location encoder's
+    state dict, put in the object store once so that every actor encodes with the driver's
+    weights (no node needs the weights folder); None: each loads the weights it finds."""
     import ray
     from ray.util import ActorPool
 
@@ -143,7 +145,8 @@ def encode_on_ray(jobs: list[tuple[Any, Callable]], actors: int, device: str, pr
     encoder = _encoder_actor_class().options(
         num_cpus=1, num_gpus=1 if device == "cuda" else 0,
         max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
-    handles = [encoder.remote(device, precision, 1) for _ in range(min(actors, len(jobs)))]
+    state_ref = None if state is None else ray.put(state)
+    handles = [encoder.remote(device, precision, 1, state_ref) for _ in range(min(actors, len(jobs)))]
     shards = {shard.key: shard for shard, _ in jobs}
     try:
         pool = ActorPool(handles)  # hands the next shard to whichever actor is free

@@ -44,7 +44,7 @@ from geoindex.cells.region import (
     region_to_dict,
     shard_roots_in,
 )
-from geoindex.encoders.location import EMBED_DIM, load_location_encoder, pick_device
+from geoindex.encoders.location import EMBED_DIM, load_location_encoder, location_state_dict, pick_device
 from geoindex.encoders.weights import geoclip_files, sha256_file
 from geoindex.errors import IndexDirError, InvalidArgumentError
 from geoindex.index import budget
@@ -464,7 +464,7 @@ def _encode_shards(config, resolution, csv_latlng, model, work: Path, timer: _Ti
         else:
             actors, device = ray_plan
             done = distributed.encode_on_ray(todo, actors, device, config.precision, config.batch_size,
-                                             resolution, dtype)
+                                             resolution, dtype, location_state_dict(config.weights))
         for shard, vectors, meta, seconds in done:
             t = time.perf_counter()
             shard.write(vectors, meta)
