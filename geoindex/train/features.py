@@ -134,8 +134,8 @@ def cache_features(csv: str | Path, out: str | Path, *, clip_model: str = "ViT-L
         log.info("resuming: %d of %d shards already in %s", n_shards - len(todo), n_shards, out)
     start, encoded = time.perf_counter(), 0
     encoder = _Encoder(clip, preprocess, dev, batch_size, views, seed, max_pixels, strict, workers, dtype)
-    with tqdm(total=len(photos), unit="img", disable=not progress, desc="features",
-              initial=len(photos) - sum(min(shard_rows, len(photos) - s * shard_rows) for s in todo)) as bar:
+    with encoder, tqdm(total=len(photos), unit="img", disable=not progress, desc="features",
+                       initial=len(photos) - sum(min(shard_rows, len(photos) - s * shard_rows) for s in todo)) as bar:
         for s in todo:
             rows = np.arange(s * shard_rows, min(len(photos), (s + 1) * shard_rows))
             with torch.inference_mode():
@@ -154,6 +154,12 @@ class _Encoder:
         self.batch_size, self.views, self.seed = batch_size, views, seed
         self.max_pixels, self.strict, self.dtype = max_pixels, strict, np.dtype(dtype)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="decode")
+
+    def __enter__(self) -> _Encoder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(cancel_futures=True)
 
     def _load(self, photos: Photos, row: int):
         """(row, [view tensors]) or (row, reason)."""
