@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("geoindex").setLevel(logging.INFO)  # resume notes and each epoch's held-out accuracy
+    logging.getLogger("geoindex.encoders.torchvision_compat").setLevel(logging.WARNING)
     try:
         if args.command == "features":
             return _features(args)

@@ -19,6 +19,12 @@ from dataclasses import fields
 from geoindex.errors import GeoindexError, WeightsNotFoundError
 from serve.settings import ENV_VAR, ServeSettings
 
+HELP = {  # the settings whose default alone does not say what they do
+    "weights": "GeoCLIP weights folder from geoindex-train fit (default: the released weights); "
+               "the index must be built with the same",
+    "clip_model": "CLIP backbone (default: the one --weights was trained on, else ViT-L-14; tiny-test for tests)",
+}
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="geoindex-serve", description="HTTP API: where was this photo taken?")
@@ -33,11 +39,12 @@ def parser() -> argparse.ArgumentParser:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
+        text = HELP.get(f.name, f"(default {default})")
         if isinstance(default, bool):
-            p.add_argument(flag, action="store_true", help=f"(default {default})")
+            p.add_argument(flag, action="store_true", help=text)
         else:
             kind = type(default) if default is not None else str
-            p.add_argument(flag, type=kind, default=default, help=f"(default {default})")
+            p.add_argument(flag, type=kind, default=default, help=text)
     return p
 
 
