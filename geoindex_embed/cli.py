@@ -27,6 +27,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", type=Path, required=True, help="OUT.npy or OUT.parquet")
     p.add_argument("--batch-size", type=int, default=8192, help="points per encoder batch (default 8192)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--weights", type=Path, default=None, metavar="DIR",
+                   help="GeoCLIP weights folder from geoindex-train fit (default: the released weights)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         report = embed_file(args.input, args.out, device=args.device, batch_size=args.batch_size,
-                            overwrite=args.overwrite, progress=not args.no_progress)
+                            overwrite=args.overwrite, progress=not args.no_progress, weights=args.weights)
     except GeoindexError as e:
         print(f"geoindex-embed: error: {e}", file=sys.stderr)
         return 2

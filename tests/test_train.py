@@ -91,6 +91,22 @@ def test_unreadable_images_are_skipped_and_listed(tmp_path):
     assert "does not exist" in listed[1] and "not an image" in listed[2]
     cache = FeatureCache(out)
     assert len(cache) == 4 and np.allclose(cache.latlng, read_photos(csv).latlng[[0, 1, 3, 5]])
+    import geoindex.train.features as features
+
+    real = features.load_image
+
+    def unreadable(path, **kw):  # what a file without read permission gives (root reads anything)
+        if str(path).endswith("000001.png"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, **kw)
+
+    features.load_image = unreadable
+    try:
+        report = cache_features(csv, tmp_path / "perm", clip_model="tiny-test", device="cpu", progress=False)
+    finally:
+        features.load_image = real
+    assert (report.images, report.skipped) == (3, 3)
+    assert "Permission denied" in (tmp_path / "perm" / "skipped.csv").read_text()
     with pytest.raises(TrainingDataError, match="line 4: image .* does not exist"):
         cache_features(csv, tmp_path / "strict", clip_model="tiny-test", device="cpu", strict=True, progress=False)
     for i in range(6):
@@ -204,6 +220,8 @@ def test_killed_run_resumes_to_the_same_weights(feats, grid_csv, tmp_path):
     assert "resuming from step-000000010.pt" in resumed.stderr
     from geoindex.encoders.weights import IMAGE_HEAD_FILE, LOCATION_ENCODER_FILE, LOGIT_SCALE_FILE
 
+    histories = [json.loads((out / "weights.json").read_text())["history"] for out in (whole.out, tmp_path / "cut")]
+    assert histories[0] == histories[1]  # the resumed epoch's loss too (its earlier steps' are in the checkpoint)
     for name in (LOCATION_ENCODER_FILE, IMAGE_HEAD_FILE, LOGIT_SCALE_FILE):
         a = torch.load(whole.out / name, weights_only=True)
         b = torch.load(tmp_path / "cut" / name, weights_only=True)
@@ -236,6 +254,10 @@ def test_fit_refuses_what_cannot_work(feats, tmp_path):
     with pytest.raises(TrainingDataError, match="not a training folder"):
         fit(config(feats, tmp_path / "c", Path("x"), eval_gallery="none"))
     assert (tmp_path / "c" / "notes.txt").read_text() == "mine"
+    base = fit(config(feats, tmp_path / "base", epochs=1)).out
+    with pytest.raises(TrainingDataError, match="is also --base-weights"):
+        fit(config(feats, base, base_weights=base, overwrite=True))  # would delete what it starts from
+    assert (base / "weights.json").is_file()
 
 
 def test_a_head_for_another_width(tmp_path, grid_csv):
@@ -285,6 +307,14 @@ def test_trained_weights_build_and_answer(feats, grid_csv, tmp_path, capsys):
     assert code == 0
     answer = json.loads(capsys.readouterr().out)
     assert len(answer[0]["predictions"]) == 1
+
+    from geoindex.encoders.location import encode_latlng, load_location_encoder
+    from geoindex.encoders.location_files import embed_file
+
+    (tmp_path / "points.csv").write_text("lat,lng\n48.85,2.35\n-33.86,151.21\n")
+    embed_file(tmp_path / "points.csv", tmp_path / "points.npy", device="cpu", progress=False, weights=weights)
+    trained = encode_latlng(load_location_encoder(weights=weights), np.array([[48.85, 2.35], [-33.86, 151.21]]))
+    assert np.array_equal(np.load(tmp_path / "points.npy"), trained)  # geoindex-embed --weights
 
     from fastapi.testclient import TestClient
 
@@ -348,3 +378,20 @@ def test_training_from_scratch(feats, tmp_path):
     assert info["started_from"] == "scratch" and info["fingerprint"]["base_weights_sha256"] is None
     with pytest.raises(InvalidArgumentError, match="--init scratch and --base-weights contradict"):
         config(feats, tmp_path / "x", init="scratch", base_weights=report.out)
+
+
+def test_location_encoder_trains_under_autocast():
+    """fp16 autocast (CUDA) casts addmm's inputs but not in-place ops: the location encoder must
+    run and backpropagate under autocast. CPU autocast (bf16) takes the same path here."""
+    from geoindex.encoders.location import LocationEncoder, location_state_dict
+    from geoindex.train.fit import GeoCLIPModel
+
+    model = GeoCLIPModel(torch.nn.Linear(8, 512), LocationEncoder.from_geoclip_state_dict(location_state_dict()), 3.0)
+    model.location.requires_grad_(True)
+    coords = torch.tensor([[48.85, 2.35], [-33.86, 151.21], [0.0, 0.0], [64.1, -21.9]])
+    exact = model.gps(coords).detach()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        vectors = model.gps(coords)
+    assert vectors.dtype == torch.float32 and torch.allclose(vectors, exact, atol=0.05)
+    vectors.sum().backward()
+    assert model.location.w1.grad is not None and torch.isfinite(model.location.w1.grad).all()

@@ -223,6 +223,10 @@ def load_image_encoder(model: str | None = None, checkpoint: str | Path | None =
     ``weights``: a GeoCLIP weights folder (``--weights``; default the released weights).
     """
     files = geoclip_files(weights)
+    if model and files.clip_model and model != files.clip_model:
+        log.warning("CLIP model %s asked for, but the head in %s was trained on %s features: its answers are only "
+                    "meaningful with that backbone (leave --clip-model out to use it)", model, files.source,
+                    files.clip_model)
     model = model or files.clip_model or "ViT-L-14"
     clip_spec(model)  # a bad name fails before anything loads
     dev = pick_device(device)

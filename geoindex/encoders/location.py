@@ -128,6 +128,11 @@ class LocationEncoder(nn.Module):
         """(3, n, 512) Fourier features -> (n, 512) raw features: the MLPs alone (training keeps
         the phases out of fp16 autocast and runs these in it)."""
         feats = feats.to(self.w1.dtype)
+        if torch.is_autocast_enabled(feats.device.type):
+            # autocast casts addmm's inputs but skips in-place ops: an fp16 out.addmm_(h, fp32 weights)
+            # would fail on the dtypes, so under autocast (training on CUDA) the branches are summed out of place
+            return sum(torch.addmm(self.bh[i], self._trunk(feats[i], i), self.wh[i])
+                       for i in range(feats.shape[0])).float()
         out = torch.addmm(self.bh[0], self._trunk(feats[0], 0), self.wh[0])
         for i in range(1, feats.shape[0]):
             out.addmm_(self._trunk(feats[i], i), self.wh[i]).add_(self.bh[i])

@@ -50,7 +50,7 @@ def check_paths(src: str | Path, out: str | Path, overwrite: bool = False) -> tu
 
 
 def embed_file(src: str | Path, out: str | Path, *, device: str = "auto", batch_size: int = 8192,
-               overwrite: bool = False, progress: bool = True, model=None) -> EmbedReport:
+               overwrite: bool = False, progress: bool = True, model=None, weights=None) -> EmbedReport:
     """Encode every row of ``src`` into ``out`` (format by suffix); see the module docstring."""
     from tqdm import tqdm
 
@@ -59,7 +59,7 @@ def embed_file(src: str | Path, out: str | Path, *, device: str = "auto", batch_
     src, out = check_paths(src, out, overwrite)
     n = count_latlng(src)  # every row checked before any encoding
     dev = pick_device(device) if model is None else model.b.device
-    model = model if model is not None else load_location_encoder(dev)
+    model = model if model is not None else load_location_encoder(dev, weights=weights)
     partial = out.with_name(f".{out.name}.partial")
     start = time.perf_counter()
     writer = _NpyWriter(partial, n) if out.suffix.lower() == ".npy" else _ParquetWriter(partial)

@@ -106,7 +106,7 @@ def cache_features(csv: str | Path, out: str | Path, *, clip_model: str = "ViT-L
     import torch
     from tqdm import tqdm
 
-    from geoindex.encoders.clip import clip_spec, clip_width, load_clip
+    from geoindex.encoders.clip import CHECKPOINT_ENV, clip_spec, clip_width, load_clip
     from geoindex.encoders.location import pick_device
 
     for name, value in (("--batch-size", batch_size), ("--views", views), ("--shard-rows", shard_rows),
@@ -115,7 +115,9 @@ def cache_features(csv: str | Path, out: str | Path, *, clip_model: str = "ViT-L
             raise InvalidArgumentError(f"{name} {value!r} must be a positive integer")
     if dtype not in DTYPES:
         raise InvalidArgumentError(f"--dtype {dtype!r} is not one of {DTYPES}: float16 halves the cache")
-    clip_spec(clip_model)
+    spec = clip_spec(clip_model)
+    if spec.pretrained is not None:  # the checkpoint that will load, named in the fingerprint whichever way it came
+        clip_checkpoint = clip_checkpoint or os.environ.get(CHECKPOINT_ENV) or None
     photos = read_photos(csv, image_root)
     out = Path(out)
     fingerprint = {
@@ -165,7 +167,7 @@ class _Encoder:
         """(row, [view tensors]) or (row, reason)."""
         try:
             img = crop_to_aspect(load_image(photos.images[row], max_pixels=self.max_pixels))
-        except (InvalidImageError, ImageTooLargeError) as e:
+        except (InvalidImageError, ImageTooLargeError, OSError) as e:  # OSError: unreadable (permissions, I/O)
             if self.strict:
                 raise TrainingDataError(f"line {photos.lines[row]}: {e} (without --strict such photos are "
                                         "skipped and listed)") from e
@@ -296,6 +298,6 @@ class FeatureCache:
 
     def fingerprint(self) -> str:
         """A short id of this cache's contents (what a training run's resume checks)."""
-        return hashlib.sha256(json.dumps({k: self.info[k] for k in ("csv_sha256", "clip_model", "views", "seed",
-                                                                  "images", "shards", "dtype")},
-                                         sort_keys=True).encode()).hexdigest()[:16]
+        keys = ("csv_sha256", "image_root", "clip_model", "clip_checkpoint", "views", "seed", "max_pixels", "images",
+                "shards", "dtype")
+        return hashlib.sha256(json.dumps({k: self.info.get(k) for k in keys}, sort_keys=True).encode()).hexdigest()[:16]

@@ -360,8 +360,9 @@ def fit(config: FitConfig) -> FitReport:
                                 "again, or another --out")
     if out.exists() and any(out.iterdir()) and not (out / CHECKPOINTS).is_dir() and not (out / WEIGHTS_INFO_FILE).is_file():
         raise TrainingDataError(f"--out {str(out)!r} exists and is not a training folder: give an empty or new folder")
-    if config.overwrite and out.exists():
-        shutil.rmtree(out)
+    for other, flag in ((config.base_weights, "--base-weights"), (config.features, "--features")):
+        if other is not None and Path(other).resolve() == out.resolve():
+            raise TrainingDataError(f"--out {str(out)!r} is also {flag}: write the trained weights to another folder")
     device = pick_device(config.device)
     amp = (device.type == "cuda") if config.amp is None else config.amp
     if amp and device.type != "cuda":
@@ -372,7 +373,9 @@ def fit(config: FitConfig) -> FitReport:
     model.location.requires_grad_(not config.freeze_location)
     model.head.requires_grad_(True)
     model.logit_scale.requires_grad_(True)
-    fingerprint = config.fingerprint(cache, base_sha)
+    fingerprint = {**config.fingerprint(cache, base_sha), "amp": amp, "device_type": device.type}
+    if config.overwrite and out.exists():
+        shutil.rmtree(out)  # only now: everything it starts from has loaded
     train_rows, held_rows = split(len(cache), config.holdout, config.seed)
     if len(held_rows) > config.eval_max:
         held_rows = np.sort(np.random.default_rng([config.seed, 11]).choice(held_rows, config.eval_max, replace=False))
@@ -385,6 +388,7 @@ def fit(config: FitConfig) -> FitReport:
     queue = GPSQueue(config.queue_size)
     history: list[dict] = []
     epoch, step_in_epoch, global_step = 0, 0, 0
+    epoch_losses: list[float] = []  # this epoch's so far (a mid-epoch checkpoint keeps them)
     ckpt = latest_checkpoint(out)
     resumed_from = None
     if ckpt is not None:
@@ -403,10 +407,11 @@ def fit(config: FitConfig) -> FitReport:
         queue.load(state["queue"])
         history = state["history"]
         epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        epoch_losses = list(state.get("epoch_losses", []))
         resumed_from = global_step
         log.info("resuming from %s (epoch %d, step %d)", ckpt.name, epoch + 1, global_step)
     galleries = eval_galleries(config, base_sha)
-    if not history and galleries:
+    if not history and galleries and global_step == 0:  # the baseline: before any step
         history.append({"epoch": 0, "step": 0, **evaluate(model, cache, held_rows, galleries, device, trained=False)})
         _log_eval(history[-1])
     kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
@@ -416,7 +421,7 @@ def fit(config: FitConfig) -> FitReport:
     with tqdm(total=total_steps, initial=global_step, unit="step", disable=not config.progress, desc="fit") as bar:
         while epoch < config.epochs:
             order = np.random.default_rng([config.seed, epoch]).permutation(train_rows)
-            losses = []
+            losses, epoch_losses = epoch_losses, []
             while step_in_epoch < steps_per_epoch:
                 if kill_at and global_step == kill_at:
                     os._exit(137)  # as a kill -9 would: nothing flushed, nothing cleaned up
@@ -449,7 +454,7 @@ def fit(config: FitConfig) -> FitReport:
                 bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1)
                 if global_step % config.checkpoint_every == 0 and step_in_epoch < steps_per_epoch:
                     save_checkpoint(out, global_step, fingerprint, model, optimizer, schedule, scaler, queue, history,
-                                    epoch, step_in_epoch)
+                                    epoch, step_in_epoch, losses)
             epoch, step_in_epoch = epoch + 1, 0
             record = {"epoch": epoch, "step": global_step,
                       "train_loss": round(float(np.mean(losses)), 5) if losses else None,
@@ -480,7 +485,7 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def save_checkpoint(out: Path, step: int, fingerprint: dict, model, optimizer, schedule, scaler, queue: GPSQueue,
-                    history: list, epoch: int, step_in_epoch: int) -> Path:
+                    history: list, epoch: int, step_in_epoch: int, epoch_losses: list | None = None) -> Path:
     """Write a whole checkpoint (tmp file renamed into place); keep the newest KEEP_CHECKPOINTS."""
     folder = out / CHECKPOINTS
     folder.mkdir(parents=True, exist_ok=True)
@@ -488,7 +493,8 @@ def save_checkpoint(out: Path, step: int, fingerprint: dict, model, optimizer, s
     tmp = path.with_suffix(".tmp")
     torch.save({"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "scaler": scaler.state_dict(), "queue": queue.state(),
-                "history": history, "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": step}, tmp)
+                "history": history, "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": step,
+                "epoch_losses": list(epoch_losses or [])}, tmp)
     os.replace(tmp, path)
     for old in sorted(folder.glob("step-*.pt"))[:-KEEP_CHECKPOINTS]:
         old.unlink()
@@ -513,6 +519,7 @@ def write_weights(out: Path, model: GeoCLIPModel, config: FitConfig, cache: Feat
         "format": FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "clip_model": cache.clip_model,
+        "clip_checkpoint": cache.info.get("clip_checkpoint"),  # the backbone weights the features came from
         "width": cache.width,
         "started_from": source,
         "features": {"path": str(Path(config.features).resolve()), "images": len(cache),
