@@ -42,7 +42,6 @@ class Geolocator:
         encoder, as an index without a store does). ``weights``: the GeoCLIP weights folder the
         index was built with (``--weights``; default the released weights): an index built with
         others is refused."""
-        self.weights = weights
         self.dir = open_index_dir(index_dir, verify=verify, weights_sha256=location_weights_sha256(weights))
         # on-disk lists (DIR/lists.ivfdata) are memory-mapped from beside vectors.faiss, wherever the dir is now
         self.index = faiss.read_index(str(self.dir.vectors_path), faiss.IO_FLAG_ONDISK_SAME_DIR)

@@ -242,8 +242,9 @@ class EvalGallery:
         self.name = name
         self.latlng = np.ascontiguousarray(latlng, dtype=np.float64)
 
-    def predict(self, model: GeoCLIPModel, images: torch.Tensor, device: torch.device) -> np.ndarray:
-        """(n, 512) unit image vectors -> (n, 2) lat, lng of the best gallery point each."""
+    def predict(self, model: GeoCLIPModel, images: torch.Tensor, device: torch.device, trained: bool) -> np.ndarray:
+        """(n, 512) unit image vectors -> (n, 2) lat, lng of the best gallery point each (encoded now,
+        so ``trained`` changes nothing here)."""
         best = torch.full((len(images),), -2.0, device=device)
         arg = torch.zeros(len(images), dtype=torch.long, device=device)
         coords = torch.from_numpy(self.latlng).float()
@@ -280,7 +281,7 @@ class IndexGallery:
 
             results = self.geo.locate(images.cpu().numpy(), QueryOptions(k=1))
             return np.array([[r.predictions[0].lat, r.predictions[0].lng] for r in results])
-        return self.exact.predict(model, images, device)
+        return self.exact.predict(model, images, device, trained)
 
 
 def evaluate(model: GeoCLIPModel, cache: FeatureCache, rows: np.ndarray, galleries: list, device: torch.device,
@@ -293,10 +294,7 @@ def evaluate(model: GeoCLIPModel, cache: FeatureCache, rows: np.ndarray, galleri
                             for s in range(0, len(rows), 4096)])
         truth = cache.latlng[rows]
         for gallery in galleries:
-            if isinstance(gallery, IndexGallery):
-                pred = gallery.predict(model, images, device, trained)
-            else:
-                pred = gallery.predict(model, images, device)
+            pred = gallery.predict(model, images, device, trained)
             out[gallery.name] = accuracy_table(haversine_km(truth[:, 0], truth[:, 1], pred[:, 0], pred[:, 1]))
     model.train()
     return out
