@@ -79,7 +79,7 @@ def test_csv_header_and_paths(tmp_path):
     assert photos.latlng.tolist() == [[1, 2], [-3, 4]] and photos.lines.tolist() == [2, 3]
 
 
-def test_unreadable_images_are_skipped_and_listed(tmp_path):
+def test_unreadable_images_are_skipped_and_listed(tmp_path, monkeypatch):
     csv = write_photos(tmp_path / "p", 6)
     (tmp_path / "p" / "000002.png").unlink()
     (tmp_path / "p" / "000004.png").write_bytes(b"not an image")
@@ -100,11 +100,9 @@ def test_unreadable_images_are_skipped_and_listed(tmp_path):
             raise PermissionError(13, "Permission denied", str(path))
         return real(path, **kw)
 
-    features.load_image = unreadable
-    try:
-        report = cache_features(csv, tmp_path / "perm", clip_model="tiny-test", device="cpu", progress=False)
-    finally:
-        features.load_image = real
+    monkeypatch.setattr(features, "load_image", unreadable)
+    report = cache_features(csv, tmp_path / "perm", clip_model="tiny-test", device="cpu", progress=False)
+    monkeypatch.undo()
     assert (report.images, report.skipped) == (3, 3)
     assert "Permission denied" in (tmp_path / "perm" / "skipped.csv").read_text()
     with pytest.raises(TrainingDataError, match="line 4: image .* does not exist"):

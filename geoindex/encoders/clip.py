@@ -142,9 +142,14 @@ class ImageEncoder:
         return np.concatenate(out) if out else np.empty((0, 512), np.float32)
 
     def _autocast(self):
-        if self.device.type == "cuda" and self.dtype != torch.float32:
-            return torch.autocast("cuda", dtype=self.dtype)
-        return torch.autocast("cpu", enabled=False)
+        return autocast(self.device, self.dtype)
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """Half-precision autocast on CUDA (``dtype`` fp16), a no-op context anywhere else or for fp32."""
+    if device.type == "cuda" and dtype != torch.float32:
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
 
 
 def clip_spec(model: str) -> ClipSpec:

@@ -131,7 +131,7 @@ def cache_features(csv: str | Path, out: str | Path, *, clip_model: str = "ViT-L
     clip, preprocess, _ = load_clip(clip_model, clip_checkpoint, dev)
     width = clip_width(clip_model)
     n_shards = -(-len(photos) // shard_rows)
-    todo = [s for s in range(n_shards) if not (out / "shards" / f"{s:05d}").is_dir()]
+    todo = [s for s in range(n_shards) if not shard_dir(out, s).is_dir()]
     if len(todo) < n_shards:
         log.info("resuming: %d of %d shards already in %s", n_shards - len(todo), n_shards, out)
     start, encoded = time.perf_counter(), 0
@@ -142,7 +142,7 @@ def cache_features(csv: str | Path, out: str | Path, *, clip_model: str = "ViT-L
             rows = np.arange(s * shard_rows, min(len(photos), (s + 1) * shard_rows))
             with torch.inference_mode():
                 feats, ok, skipped = encoder.shard(photos, rows, bar)
-            _write_shard(out / "shards" / f"{s:05d}", feats, photos.latlng[ok], ok, skipped)
+            _write_shard(shard_dir(out, s), feats, photos.latlng[ok], ok, skipped)
             encoded += len(ok)
     seconds = time.perf_counter() - start
     return _finish(out, photos, n_shards, views, width, fingerprint, encoded, seconds, str(dev))
@@ -178,6 +178,8 @@ class _Encoder:
     def shard(self, photos: Photos, rows: np.ndarray, bar) -> tuple[np.ndarray, np.ndarray, list[dict]]:
         import torch
 
+        from geoindex.encoders.clip import autocast
+
         feats, ok, skipped = [], [], []
         batch_photos = max(1, self.batch_size // self.views)
         for start in range(0, len(rows), batch_photos):
@@ -191,7 +193,7 @@ class _Encoder:
                     kept.append(row)
             if kept:
                 batch = torch.stack(tensors).to(self.device)
-                with _autocast(self.device):
+                with autocast(self.device, torch.float16):
                     out = self.clip.encode_image(batch).float()
                 feats.append(out.reshape(len(kept), self.views, -1).cpu().numpy().astype(self.dtype))
                 ok.extend(kept)
@@ -201,12 +203,9 @@ class _Encoder:
                 np.asarray(ok, dtype=np.int64), skipped)
 
 
-def _autocast(device):
-    import torch
-
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return torch.autocast("cpu", enabled=False)
+def shard_dir(out: Path, number: int) -> Path:
+    """Where shard ``number`` of the cache ``out`` lives (whole, or not at all)."""
+    return out / "shards" / f"{number:05d}"
 
 
 def _write_shard(folder: Path, feats: np.ndarray, latlng: np.ndarray, rows: np.ndarray, skipped: list[dict]) -> None:
@@ -224,7 +223,7 @@ def _finish(out: Path, photos: Photos, n_shards: int, views: int, width: int, fi
             encoded: int, seconds: float, device: str) -> FeaturesReport:
     counts, skipped = [], []
     for s in range(n_shards):
-        folder = out / "shards" / f"{s:05d}"
+        folder = shard_dir(out, s)
         counts.append(int(np.load(folder / "rows.npy", mmap_mode="r").shape[0]))
         skipped += json.loads((folder / "skipped.json").read_text())
     total = sum(counts)
@@ -268,9 +267,9 @@ class FeatureCache:
                     "make one with `geoindex-train features --csv photos.csv --out FOLDER`")
             raise TrainingDataError(f"--features {str(self.folder)!r} holds no complete feature cache: {hint}")
         self.info = json.loads(path.read_text())
-        self.shards = [np.load(self.folder / "shards" / f"{s:05d}" / "feats.npy", mmap_mode="r")
+        self.shards = [np.load(shard_dir(self.folder, s) / "feats.npy", mmap_mode="r")
                        for s in range(len(self.info["shards"]))]
-        self.latlng = np.concatenate([np.load(self.folder / "shards" / f"{s:05d}" / "latlng.npy")
+        self.latlng = np.concatenate([np.load(shard_dir(self.folder, s) / "latlng.npy")
                                       for s in range(len(self.shards))])
         self.offsets = np.cumsum([0] + [len(a) for a in self.shards])
         self.width = int(self.info["width"])

@@ -386,7 +386,7 @@ def fit(config: FitConfig) -> FitReport:
     queue = GPSQueue(config.queue_size)
     history: list[dict] = []
     epoch, step_in_epoch, global_step = 0, 0, 0
-    epoch_losses: list[float] = []  # this epoch's so far (a mid-epoch checkpoint keeps them)
+    losses: list[float] = []  # this epoch's so far (a mid-epoch checkpoint keeps them)
     ckpt = latest_checkpoint(out)
     resumed_from = None
     if ckpt is not None:
@@ -405,7 +405,7 @@ def fit(config: FitConfig) -> FitReport:
         queue.load(state["queue"])
         history = state["history"]
         epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
-        epoch_losses = list(state.get("epoch_losses", []))
+        losses = list(state.get("epoch_losses", []))
         resumed_from = global_step
         log.info("resuming from %s (epoch %d, step %d)", ckpt.name, epoch + 1, global_step)
     galleries = eval_galleries(config, base_sha)
@@ -419,7 +419,6 @@ def fit(config: FitConfig) -> FitReport:
     with tqdm(total=total_steps, initial=global_step, unit="step", disable=not config.progress, desc="fit") as bar:
         while epoch < config.epochs:
             order = np.random.default_rng([config.seed, epoch]).permutation(train_rows)
-            losses, epoch_losses = epoch_losses, []
             while step_in_epoch < steps_per_epoch:
                 if kill_at and global_step == kill_at:
                     os._exit(137)  # as a kill -9 would: nothing flushed, nothing cleaned up
@@ -441,15 +440,16 @@ def fit(config: FitConfig) -> FitReport:
                 schedule.step()
                 with torch.no_grad():
                     model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-                if not math.isfinite(loss.item()):
-                    raise TrainingDataError(f"the loss became {loss.item()} at step {global_step + 1}: lower --lr "
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise TrainingDataError(f"the loss became {value} at step {global_step + 1}: lower --lr "
                                             f"(now {config.lr:g})")
-                losses.append(loss.item())
+                losses.append(value)
                 step_in_epoch += 1
                 global_step += 1
                 steps_run += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1)
+                bar.set_postfix(loss=f"{value:.3f}", epoch=epoch + 1)
                 if global_step % config.checkpoint_every == 0 and step_in_epoch < steps_per_epoch:
                     save_checkpoint(out, global_step, fingerprint, model, optimizer, schedule, scaler, queue, history,
                                     epoch, step_in_epoch, losses)
@@ -460,6 +460,7 @@ def fit(config: FitConfig) -> FitReport:
             if galleries:
                 record.update(evaluate(model, cache, held_rows, galleries, device, trained=True))
             history.append(record)
+            losses = []
             _log_eval(record)
             save_checkpoint(out, global_step, fingerprint, model, optimizer, schedule, scaler, queue, history,
                             epoch, step_in_epoch)
