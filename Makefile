@@ -11,7 +11,7 @@ TORCH_SPEC ?=
 DEMO_RES ?= 3
 DEMO_DIR ?= indexes/res$(DEMO_RES)-land
 DEMO_REGION_DIR ?= indexes/res5-fr-au
-WEB_BUILT := serve/static/index.html geoindex/maps/basemap/countries-50m.json
+WEB_BUILT := geoindex/serve/static/index.html geoindex/maps/basemap/countries-50m.json
 
 .PHONY: install demo test test-all bench-build clean
 
@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml tools/pick_torch.py | $(WEB_BUILT)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# The web page (serve/static/) and the basemap (geoindex/maps/basemap/): third-party JS and data
+# The web page (geoindex/serve/static/) and the basemap (geoindex/maps/basemap/): third-party JS and data
 # from the npm registry as web/package-lock.json pins them, never from a CDN, never in git.
 $(WEB_BUILT) &: web/package.json web/package-lock.json web/build.mjs $(wildcard web/src/*)
 	cd web && npm ci --no-audit --no-fund && npm run build
@@ -30,12 +30,12 @@ $(WEB_BUILT) &: web/package.json web/package-lock.json web/build.mjs $(wildcard 
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/build_index --resolution $(DEMO_RES) --out $(DEMO_DIR) --overwrite
-	$(VENV)/bin/build_index --resolution 5 --country FR --country AU --out $(DEMO_REGION_DIR) --overwrite
-	$(PY) -m build_index.inspect $(DEMO_DIR)
-	$(PY) -m build_index.inspect $(DEMO_REGION_DIR) --lookup=48.8584,2.2945 --lookup=-33.8568,151.2153
+	$(VENV)/bin/geoindex build --resolution $(DEMO_RES) --out $(DEMO_DIR) --overwrite
+	$(VENV)/bin/geoindex build --resolution 5 --country FR --country AU --out $(DEMO_REGION_DIR) --overwrite
+	$(VENV)/bin/geoindex inspect $(DEMO_DIR)
+	$(VENV)/bin/geoindex inspect $(DEMO_REGION_DIR) --lookup=48.8584,2.2945 --lookup=-33.8568,151.2153
 	@echo
-	@echo "See it on a map: $(VENV)/bin/geoindex-serve --index $(DEMO_REGION_DIR) --embeddings-only"
+	@echo "See it on a map: $(VENV)/bin/geoindex serve --index $(DEMO_REGION_DIR) --embeddings-only"
 	@echo "then open http://127.0.0.1:8000/ and type 48.8584, 2.2945 (no CLIP weights needed for a location lookup)"
 
 test: install

@@ -1,5 +1,6 @@
-"""``build_index``: the command-line front door of :mod:`geoindex.build.pipeline`."""
+"""``build_index``: the front door that builds an index; ``geoindex build`` under the design's name
+(the code is :mod:`geoindex.cli.build`)."""
 
-from build_index.cli import main
+from geoindex.cli import alias
 
-__all__ = ["main"]
+main = alias("build_index")

@@ -1,5 +1,5 @@
 import sys
 
-from build_index.cli import main
+from build_index import main
 
 sys.exit(main())

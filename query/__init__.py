@@ -1,5 +1,6 @@
-"""``geolocate``: the command-line front door of the query layer (:mod:`geoindex.locate.geolocator`)."""
+"""``geolocate``: the front door that answers queries; ``geoindex locate`` under the design's name
+(the code is :mod:`geoindex.cli.locate`)."""
 
-from query.cli import main
+from geoindex.cli import alias
 
-__all__ = ["main"]
+main = alias("geolocate")

@@ -1,5 +1,5 @@
 import sys
 
-from query.cli import main
+from query import main
 
 sys.exit(main())

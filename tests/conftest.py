@@ -24,7 +24,7 @@ def gallery_100k():
 @pytest.fixture(scope="session")
 def built_r2(tmp_path_factory):
     """A res-2 land index built once through the CLI entry point (IVFH3 lists, SQ8 codes)."""
-    from build_index.cli import main
+    from geoindex.cli.build import main
 
     out = tmp_path_factory.mktemp("idx") / "r2"
     assert main(["--resolution", "2", "--out", str(out), "--index", "IVFH3,SQ8", "--no-progress", "-q"]) == 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from build_index.cli import main as build_main
+from geoindex.cli.build import main as build_main
 from geoindex.errors import InvalidArgumentError
 from geoindex.index import budget
 from geoindex.index.budget import Measured, parse_size

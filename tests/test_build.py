@@ -1,4 +1,4 @@
-"""End to end through ``build_index.cli.main`` on res 0-2 galleries."""
+"""End to end through ``geoindex.cli.build.main`` on res 0-2 galleries."""
 
 import hashlib
 import shutil
@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 import pytest
 
-from build_index.cli import main
+from geoindex.cli.build import main
 from geoindex.store.cell_table import hot_files
 from tests.conftest import stop_at_shard_write
 from geoindex.build.pipeline import work_dir_for
@@ -241,7 +241,7 @@ def test_hnsw_quantizer_build_answers_like_the_flat_one(built_r2, tmp_path, enco
     import sys
     from pathlib import Path
 
-    from build_index.cli import main
+    from geoindex.cli.build import main
     from geoindex import Geolocator, QueryOptions
     from geoindex.encoders.location import encode_latlng
 

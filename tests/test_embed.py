@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from geoindex.encoders.location import encode_latlng
 from geoindex.encoders.location_files import embed_file, read_embeddings
 from geoindex.errors import GalleryFileError, InvalidArgumentError
-from geoindex_embed.cli import main
+from geoindex.cli.embed import main
 
 rng = np.random.default_rng(7)
 POINTS = np.column_stack((rng.uniform(-89.9, 89.9, 50), rng.uniform(-180, 180, 50)))
@@ -113,8 +113,8 @@ def test_a_failure_midway_leaves_no_output(tmp_path, encoder, monkeypatch):
 
 @pytest.fixture(scope="module")
 def client(built_r2):
-    from serve.app import create_app
-    from serve.settings import ServeSettings
+    from geoindex.serve.app import create_app
+    from geoindex.serve.settings import ServeSettings
 
     settings = ServeSettings(index=str(built_r2), embeddings_only=True, max_coordinates=8)
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:

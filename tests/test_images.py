@@ -205,7 +205,7 @@ def test_offline_without_weights_fails_in_seconds(tmp_path, built_r2, command):
 
     argv = (["geoindex-serve", "--index", str(built_r2)] if command == "serve"
             else ["geolocate", "--index", str(built_r2), "--text", "a harbour"])
-    module = "serve.cli" if command == "serve" else "query.cli"
+    module = "geoindex.cli.serve" if command == "serve" else "geoindex.cli.locate"
     code = f"import sys\nfrom {module} import main\nsys.exit(main({argv[1:]!r}))\n"
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_offline_env(tmp_path),

@@ -8,7 +8,7 @@ from PIL import Image
 from geoindex.locate.options import LocateResult, Prediction
 from geoindex.maps.basemap import countries, ring_of
 from geoindex.maps.draw import _extent, draw_errors, draw_result
-from query.cli import main as geolocate
+from geoindex.cli.locate import main as geolocate
 
 
 def test_ring_of_follows_topojson_arc_order():

@@ -11,13 +11,13 @@ import h3
 import numpy as np
 import pytest
 
-from build_index.cli import main as build_main
+from geoindex.cli.build import main as build_main
 from geoindex.errors import IndexDirError, InvalidQueryError
 from geoindex import Geolocator, QueryOptions
 from geoindex.locate.options import validate_embeddings
 from geoindex.encoders.location import encode_latlng
 from geoindex.locate.regions import make_filter
-from query.cli import main as geolocate
+from geoindex.cli.locate import main as geolocate
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from build_index.cli import main  # noqa: E402
+from geoindex.cli.build import main  # noqa: E402
 from geoindex.build import distributed, work_dir_for  # noqa: E402
 from geoindex.store.manifest import open_index_dir  # noqa: E402
 from tests.conftest import stop_at_shard_write  # noqa: E402

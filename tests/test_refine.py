@@ -133,7 +133,7 @@ def _near_a_cell(geo, km=(20.0, -15.0)) -> np.ndarray:
 def test_cli_refine(built_r2, geo, model, tmp_path, capsys):
     import json
 
-    from query.cli import main
+    from geoindex.cli.locate import main
 
     truth = _near_a_cell(geo)
     emb = tmp_path / "q.npy"
@@ -151,8 +151,8 @@ def test_cli_refine(built_r2, geo, model, tmp_path, capsys):
 def test_http_refine(built_r2, geo, model):
     from fastapi.testclient import TestClient
 
-    from serve.app import create_app
-    from serve.settings import ServeSettings
+    from geoindex.serve.app import create_app
+    from geoindex.serve.settings import ServeSettings
 
     q = encode_latlng(model, _near_a_cell(geo, (-18.0, 12.0))).tolist()
     with TestClient(create_app(ServeSettings(index=str(built_r2), embeddings_only=True))) as c:

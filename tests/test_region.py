@@ -7,8 +7,8 @@ import h3.api.numpy_int as h3n
 import numpy as np
 import pytest
 
-from build_index.cli import main as build_main
-from build_index.inspect import main as inspect_main
+from geoindex.cli.build import main as build_main
+from geoindex.cli.inspect import main as inspect_main
 from geoindex.cells.geocode import reverse_geocode
 from geoindex.cells.h3ids import cell_to_parent
 from geoindex.cells.region import cells_inside, make_filter, points_inside, shard_roots_in
@@ -89,8 +89,8 @@ def test_queries_say_when_a_location_is_outside(tmp_path, capsys):
 def test_the_api_says_which_coordinates_are_inside(tmp_path):
     from fastapi.testclient import TestClient
 
-    from serve.app import create_app
-    from serve.settings import ServeSettings
+    from geoindex.serve.app import create_app
+    from geoindex.serve.settings import ServeSettings
 
     out = build(tmp_path, "fr", "--country", "FR")
     with TestClient(create_app(ServeSettings(index=str(out), embeddings_only=True))) as client:

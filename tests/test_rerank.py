@@ -4,7 +4,7 @@ re-encoding their cell centres, against brute force over the exact vectors."""
 import numpy as np
 import pytest
 
-from build_index.cli import main as build_main
+from geoindex.cli.build import main as build_main
 from geoindex.errors import InvalidArgumentError
 from geoindex import Geolocator, QueryOptions
 from geoindex.encoders.location import encode_latlng

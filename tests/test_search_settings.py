@@ -65,7 +65,7 @@ def test_one_parse_per_query_string(built_r2, encoder, parse_count, tmp_path, ca
     """The CLI parses its --search flag once and the index's stored string once, on open; the
     query path itself never parses: locate, search and re-ranking see only the object."""
     from geoindex.encoders.location import encode_latlng
-    from query.cli import main
+    from geoindex.cli.locate import main
 
     xq = encode_latlng(encoder, np.array([[48.8584, 2.2945], [-33.8568, 151.2153]]))
     np.save(tmp_path / "q.npy", xq)

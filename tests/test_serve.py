@@ -15,10 +15,10 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from PIL import Image
 
-from serve.app import create_app
-from serve.batching import MicroBatcher
-from serve.cli import main as serve_main
-from serve.settings import ServeSettings
+from geoindex.serve.app import create_app
+from geoindex.serve.batching import MicroBatcher
+from geoindex.cli.serve import main as serve_main
+from geoindex.serve.settings import ServeSettings
 
 
 @pytest.fixture(scope="module")
@@ -270,7 +270,7 @@ def test_supervisor_checks_in_a_child_and_never_loads_the_index(built_r2, tmp_pa
     supervisor keeps no index in memory; a bad index still stops the start with one line."""
     import uvicorn
 
-    import serve.app
+    import geoindex.serve.app as serve_app
 
     assert serve_main(["--index", str(tmp_path / "nope"), "--embeddings-only", "--workers", "2"]) == 2
     err = capsys.readouterr().err
@@ -280,14 +280,14 @@ def test_supervisor_checks_in_a_child_and_never_loads_the_index(built_r2, tmp_pa
         raise AssertionError("the supervisor loaded an engine")
 
     runs = []
-    monkeypatch.setattr(serve.app.Engine, "__init__", no_engine_here)
+    monkeypatch.setattr(serve_app.Engine, "__init__", no_engine_here)
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: runs.append((args, kwargs)))
     assert serve_main(["--index", str(built_r2), "--embeddings-only", "--workers", "2"]) == 0
-    assert runs and runs[0][0] == ("serve.app:app_from_env",) and runs[0][1]["workers"] == 2
+    assert runs and runs[0][0] == ("geoindex.serve.app:app_from_env",) and runs[0][1]["workers"] == 2
 
 
 def test_offline_start_without_clip_weights_names_both_ways_out(built_r2):
-    code = ("import sys\nfrom serve.cli import main\n"
+    code = ("import sys\nfrom geoindex.cli.serve import main\n"
             f"sys.exit(main(['--index', {str(built_r2)!r}]))\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("GEOINDEX_CLIP_CHECKPOINT", None)

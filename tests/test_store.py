@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from build_index.cli import main as build_main
+from geoindex.cli.build import main as build_main
 from geoindex.store.cell_table import hot_files
 from geoindex import Geolocator, QueryOptions
 from geoindex.encoders.location import encode_latlng

@@ -206,7 +206,7 @@ def test_killed_run_resumes_to_the_same_weights(feats, grid_csv, tmp_path):
     args = ["fit", "--features", str(feats), "--out", str(tmp_path / "cut"), "--epochs", "1", "--batch-size", "32",
             "--lr", "1e-3", "--queue-size", "64", "--warmup-steps", "5", "--eval-gallery", "none",
             "--device", "cpu", "--checkpoint-every", "5", "--no-progress"]
-    cmd = [sys.executable, "-m", "geoindex_train", *args]
+    cmd = [sys.executable, "-m", "geoindex", "train", *args]
     killed = subprocess.run(cmd, cwd=REPO, env={**os.environ, "GEOINDEX_TRAIN_KILL_AT_STEP": "13"},
                             capture_output=True, text=True, timeout=300)
     assert killed.returncode == 137, killed.stderr
@@ -283,10 +283,10 @@ def test_trained_weights_build_and_answer(feats, grid_csv, tmp_path, capsys):
     """build_index, the Geolocator and geolocate take --weights; an index of other weights is refused."""
     from PIL import Image
 
-    from build_index.cli import main as build_main
+    from geoindex.cli.build import main as build_main
     from geoindex.errors import IndexDirError
     from geoindex.locate.geolocator import Geolocator
-    from query.cli import main as query_main
+    from geoindex.cli.locate import main as query_main
 
     weights = fit(config(feats, tmp_path / "w", eval_gallery="none", epochs=1)).out
     index = tmp_path / "idx"
@@ -316,8 +316,8 @@ def test_trained_weights_build_and_answer(feats, grid_csv, tmp_path, capsys):
 
     from fastapi.testclient import TestClient
 
-    from serve.app import create_app
-    from serve.settings import ServeSettings
+    from geoindex.serve.app import create_app
+    from geoindex.serve.settings import ServeSettings
 
     settings = ServeSettings(index=str(index), weights=str(weights), device="cpu")  # backbone from weights.json
     with TestClient(create_app(settings)) as client:

@@ -23,9 +23,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import serve.web
-from serve.app import create_app
-from serve.settings import ServeSettings
+import geoindex.serve.web as serve_web
+from geoindex.serve.app import create_app
+from geoindex.serve.settings import ServeSettings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -43,8 +43,8 @@ def _skip_or_fail(reason: str):
 
 
 def _need_built_page():
-    if not (serve.web.STATIC_DIR / "index.html").is_file():
-        _skip_or_fail(f"the page is not built ({serve.web.STATIC_DIR}): run `{serve.web.BUILD_HINT}`")
+    if not (serve_web.STATIC_DIR / "index.html").is_file():
+        _skip_or_fail(f"the page is not built ({serve_web.STATIC_DIR}): run `{serve_web.BUILD_HINT}`")
 
 
 def jpeg(color, w=160, h=120) -> bytes:
@@ -106,9 +106,9 @@ def test_tiles_setting_reaches_the_page(app, settings):
     assert client.get("/config.json").json()["tiles"] == tiles
     csp = client.get("/").headers["content-security-policy"]
     assert "img-src 'self' data: blob: https://*.tile.example.org;" in csp and "connect-src 'self';" in csp
-    assert serve.web.tile_source("http://localhost:8080/t/{z}/{x}/{y}.png") == "http://localhost:8080"
-    assert serve.web.tile_source("https://{server}.example/{z}/{x}/{y}") == "https:"
-    assert serve.web.tile_source("file:///tiles/{z}/{x}/{y}.png") == ""
+    assert serve_web.tile_source("http://localhost:8080/t/{z}/{x}/{y}.png") == "http://localhost:8080"
+    assert serve_web.tile_source("https://{server}.example/{z}/{x}/{y}") == "https:"
+    assert serve_web.tile_source("file:///tiles/{z}/{x}/{y}.png") == ""
 
 
 def test_unbuilt_page_answers_503_and_the_api_still_works(app, settings, tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
 // npm run build: the page (src/) and its third-party files (node_modules/, installed from
-// package-lock.json by `npm ci`) -> ../serve/static/, and the basemap the Python PNG maps read
+// package-lock.json by `npm ci`) -> ../geoindex/serve/static/, and the basemap the Python PNG maps read
 // -> ../geoindex/maps/basemap/. Both outputs are build products, ignored by git.
 //
 // No bundler: the vendor files are the packages' own browser builds (UMD globals L, h3, topojson),
@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 
 const web = dirname(fileURLToPath(import.meta.url));
 const root = join(web, "..");
-const out = join(root, "serve", "static");
+const out = join(root, "geoindex", "serve", "static");
 const basemapOut = join(root, "geoindex", "maps", "basemap");
 const modules = join(web, "node_modules");
 

@@ -36,24 +36,14 @@ import faiss
 
 from geoindex.encoders.location import EMBED_DIM
 from geoindex.errors import InvalidArgumentError
+from geoindex.index.defaults import FLAT_MAX, MEASURED
 from geoindex.index.search import SearchSettings, apply_search_settings, faiss_reason
 
-FLAT_MAX = 20_000
 H3_LIST_DEPTH = 3
 DEFAULT_SEARCH = {"ivf": SearchSettings(nprobe=16), "hnsw": SearchSettings(ef_search=64), "flat": SearchSettings(),
                   "ivf_hnsw": SearchSettings(nprobe=16, faiss_extra=(("quantizer_efSearch", 256),))}
-# (factory, search) per H3 resolution, from benchmarks/results/recall.json "chosen" (README,
-# "Index factories and the default"): the fewest code bytes reaching recall@10 >= 0.95 within
-# 1 ms a query. SQ8 (512 B) at res 3-4. At res 5-6, 32-byte PQ codes on the lists of the H3
-# parents at res 2 find the neighbourhood and the 256 best are re-ranked from the exact fp16 store
-# on disk (the search re-ranks, so the build writes one). Res 6: 41 B/vector resident instead of
-# SQ4's 271, recall@10 0.972 instead of 0.953, top-1 km lost p99 0 instead of 6.9 km. Res 5: 49
-# B/vector instead of SQ8's 534, recall@10 0.974 instead of 0.961, km lost p99 0 instead of 17.
 MEASURED_DEFAULTS: dict[int, tuple[str, SearchSettings]] = {
-    3: ("IVF,SQ8", SearchSettings(nprobe=32)),
-    4: ("IVF,SQ8", SearchSettings(nprobe=16)),
-    5: ("IVFH3r2,PQ32", SearchSettings(nprobe=64, rerank=256)),
-    6: ("IVFH3r2,PQ32", SearchSettings(nprobe=8, rerank=256)),
+    res: (factory, SearchSettings.parse(search)) for res, (factory, search) in MEASURED.items()
 }
 # HNSW coarse quantizers (``IVFH3_HNSW32``): graph build beam. FAISS's default (40) leaves the
 # geo centroids' graph too sparse: measured at res 6, 94.8% of the 4 best lists found at

@@ -30,10 +30,10 @@ from geoindex.errors import (
     InvalidQueryError,
     WeightsNotFoundError,
 )
-from serve.batching import MicroBatcher
-from serve.http import BodyLimit, OrjsonRoute, error_response
-from serve.metrics import Metrics, MetricsMiddleware
-from serve.schema import (
+from geoindex.serve.batching import MicroBatcher
+from geoindex.serve.http import BodyLimit, OrjsonRoute, error_response
+from geoindex.serve.metrics import Metrics, MetricsMiddleware
+from geoindex.serve.schema import (
     BBOX_TEXT,
     COUNTRY,
     H3_OR_DECIMAL,
@@ -45,7 +45,7 @@ from serve.schema import (
     refusals,
     request_models,
 )
-from serve.settings import ENV_VAR, ServeSettings
+from geoindex.serve.settings import ENV_VAR, ServeSettings
 
 log = logging.getLogger("geoindex.serve")
 GEOJSON = "application/geo+json"
@@ -327,7 +327,7 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
     async def metrics_route():
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    from serve.web import mount_web
+    from geoindex.serve.web import mount_web
 
     mount_web(app, settings)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout=settings.body_timeout)

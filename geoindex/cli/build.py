@@ -13,23 +13,26 @@ import sys
 from pathlib import Path
 
 from geoindex.errors import GeoindexError, InvalidArgumentError
+from geoindex.index.defaults import describe_defaults
 
+PROG = "geoindex build"
 EPILOG = """examples:
-  build_index --resolution 3 --out idx-r3              # 13K land cells, IVF345,SQ8, nprobe 32
-  build_index --resolution 3 --index Flat --out idx-r3 # the same cells, exact search
-  build_index --resolution 5 --out idx-r5              # 594K land cells, IVF4096,SQ8, nprobe 4
-  build_index --resolution 2 --cells all --out idx     # oceans too
-  build_index --gallery-csv coordinates_100K.csv --out idx-100k
-  build_index --resolution 5 --index IVF,PQ64,RFlat --search nprobe=32 --out idx-pq
-  build_index --resolution 6 --index IVFH3,PQ64 --search nprobe=16,rerank=32 --out idx-r6-small
-  build_index --resolution 7 --country FR --out idx-r7-fr            # one country, 114K cells
-  build_index --resolution 6 --bbox=-10,35,30,60 --cells 831fb4fffffffff --out idx-r6-box
+  geoindex build --resolution 3 --out idx-r3                  # 13K land cells, the measured default
+  geoindex build --resolution 3 --factory Flat --out idx-r3   # the same cells, exact search
+  geoindex build --resolution 5 --out idx-r5                  # 594K land cells
+  geoindex build --resolution 2 --cells all --out idx         # oceans too
+  geoindex build --gallery-csv coordinates_100K.csv --out idx-100k
+  geoindex build --resolution 5 --factory IVF,PQ64,RFlat --search nprobe=32 --out idx-pq
+  geoindex build --resolution 6 --factory IVFH3,PQ64 --search nprobe=16,rerank=32 --out idx-r6-small
+  geoindex build --resolution 7 --country FR --out idx-r7-fr  # one country, 114K cells
+  geoindex build --resolution 6 --bbox=-10,35,30,60 --cells 831fb4fffffffff --out idx-r6-box
+build_index is the same command under its own name.
 """
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="build_index",
+        prog=prog,
         description="Encode every H3 cell centre (or the rows of a lat,lng CSV) with GeoCLIP's "
         "pretrained location encoder and store the vectors in a FAISS index with DuckDB metadata.",
         epilog=EPILOG,
@@ -48,9 +51,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--bbox", action="append", default=[], metavar="W,S,E,N",
                    help="build only the cells whose centre is in this box (repeatable; --bbox=-5,41,10,51 when "
                         "west is negative). Region kinds combine with AND, values with OR")
-    p.add_argument("--index", default="auto", dest="factory",
-                   help="FAISS factory string; auto = the measured default per resolution: Flat to res 2, "
-                        "IVF,SQ8 at res 3-5, IVFH3,SQ4 from res 6, each with its nprobe (README: why)")
+    p.add_argument("--factory", default="auto", dest="factory", metavar="FACTORY",
+                   help="FAISS factory string, or auto (default): the measured default per resolution, "
+                        f"{describe_defaults()} (docs: why)")
+    p.add_argument("--index", dest="factory", help=argparse.SUPPRESS)  # the flag's older name
     p.add_argument("--search", default=None,
                    help='search parameters stored as default, e.g. "nprobe=16"; add rerank=R to re-score '
                         'the R best candidates exactly at query time, e.g. "nprobe=16,rerank=32"')
@@ -59,7 +63,7 @@ def parser() -> argparse.ArgumentParser:
                         "auto (default): fp16 when the search settings re-rank (rerank=R), else none")
     p.add_argument("--max-memory", default=None, metavar="SIZE",
                    help="resident budget for the index (30MB, 4GiB): builds the fastest measured configuration "
-                        "that fits (it picks --index and --search) and records the choice in the manifest")
+                        "that fits (it picks --factory and --search) and records the choice in the manifest")
     p.add_argument("--lists-on-disk", action=argparse.BooleanOptionalAction, default=None,
                    help="IVF inverted lists in DIR/lists.ivfdata, memory-mapped by readers instead of loaded "
                         "(default: only when they would take over half of this machine's memory)")
@@ -79,8 +83,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
@@ -121,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         result = build(config)
     except GeoindexError as e:
-        print(f"build_index: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"build_index: interrupted; finished shards are kept in {work_dir_for(args.out.resolve())}: "
+        print(f"{prog}: interrupted; finished shards are kept in {work_dir_for(args.out.resolve())}: "
               "run the same command again to resume", file=sys.stderr)
         return 130
     print(summary_line(result))

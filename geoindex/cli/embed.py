@@ -13,14 +13,15 @@ from pathlib import Path
 
 from geoindex.errors import GeoindexError
 
+PROG = "geoindex embed"
 EPILOG = """examples:
   geoindex-embed points.csv -o points.npy               # (n, 512) float32, L2-normalised
   geoindex-embed sites.parquet -o sites-emb.parquet     # lat, lng, embedding columns
 """
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="geoindex-embed", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+def parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Encode lat, lng rows with GeoCLIP's pretrained location encoder: 512-d "
                                             "L2-normalised float32 vectors, one per row, in input order.")
     p.add_argument("input", type=Path, metavar="IN", help="CSV or Parquet with lat and lng/lon columns (CSV: or no header)")
@@ -34,8 +35,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from geoindex.encoders.location_files import embed_file
 
@@ -43,11 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         report = embed_file(args.input, args.out, device=args.device, batch_size=args.batch_size,
                             overwrite=args.overwrite, progress=not args.no_progress, weights=args.weights)
     except GeoindexError as e:
-        print(f"geoindex-embed: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("geoindex-embed: interrupted; nothing was written", file=sys.stderr)
+        print(f"{prog}: interrupted; nothing was written", file=sys.stderr)
         return 130
-    print(f"geoindex-embed: {report.points:,} points -> {report.out} in {report.seconds:.1f} s "
+    print(f"{prog}: {report.points:,} points -> {report.out} in {report.seconds:.1f} s "
           f"({report.points_per_s:,.0f} points/s on {report.device})")
     return 0

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from serve.http import error_response
+from geoindex.serve.http import error_response
 
 STATIC_DIR = Path(__file__).parent / "static"  # read when an app is made: tests point it elsewhere
 BUILD_HINT = "cd web && npm ci && npm run build"

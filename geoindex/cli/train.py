@@ -15,6 +15,7 @@ from pathlib import Path
 
 from geoindex.errors import GeoindexError
 
+PROG = "geoindex train"
 EPILOG = """examples:
   geoindex-train features --csv photos.csv --out feats/               # CLIP ViT-L/14 features, once
   geoindex-train fit --features feats/ --out weights/ --epochs 10     # from GeoCLIP's released weights
@@ -23,8 +24,8 @@ EPILOG = """examples:
 """
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="geoindex-train", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+def parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Fine-tune GeoCLIP on geotagged photos: cache CLIP features, then train.")
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("features", help="run the frozen CLIP image tower over image,lat,lng rows, once")
@@ -79,24 +80,24 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("geoindex").setLevel(logging.INFO)  # resume notes and each epoch's held-out accuracy
     logging.getLogger("geoindex.encoders.torchvision_compat").setLevel(logging.WARNING)
     try:
         if args.command == "features":
-            return _features(args)
-        return _fit(args)
+            return _features(args, prog)
+        return _fit(args, prog)
     except GeoindexError as e:
-        print(f"geoindex-train: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"geoindex-train: interrupted; run the same command again to resume from {args.out}", file=sys.stderr)
+        print(f"{prog}: interrupted; run the same command again to resume from {args.out}", file=sys.stderr)
         return 130
 
 
-def _features(args) -> int:
+def _features(args, prog: str) -> int:
     from geoindex.train.features import cache_features
 
     r = cache_features(args.csv, args.out, clip_model=args.clip_model, clip_checkpoint=args.clip_checkpoint,
@@ -104,12 +105,12 @@ def _features(args) -> int:
                        seed=args.seed, shard_rows=args.shard_rows, dtype=args.dtype, overwrite=args.overwrite,
                        strict=args.strict, workers=args.workers, progress=not args.no_progress)
     rate = f" ({r.images_per_s:,.1f} images/s on {r.device})" if r.encoded_now else " (all cached already)"
-    print(f"geoindex-train: {r.images:,} photos x {r.views} view(s) -> {r.out} in {r.seconds:.1f} s{rate}; "
+    print(f"{prog}: {r.images:,} photos x {r.views} view(s) -> {r.out} in {r.seconds:.1f} s{rate}; "
           f"{r.skipped} skipped" + (f" (listed in {r.out / 'skipped.csv'})" if r.skipped else ""))
     return 0
 
 
-def _fit(args) -> int:
+def _fit(args, prog: str) -> int:
     from geoindex.train.fit import FitConfig, fit
 
     config = FitConfig(features=args.features, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
@@ -125,6 +126,6 @@ def _fit(args) -> int:
     tables = [(k, v) for k, v in last.items() if isinstance(v, dict)]
     summary = "; ".join(f"{name}: median {t['median_km']:,} km, {t['within_25km']}% within 25 km" for name, t in tables)
     rate = f"{r.steps_per_s:.2f} steps/s" if r.steps_per_s == r.steps_per_s else "no steps left"
-    print(f"geoindex-train: {r.steps:,} steps -> {r.out} ({rate})" + (f"; held out: {summary}" if summary else "")
-          + f". Use it: build_index --weights {r.out} ...; geolocate --weights {r.out} ...")
+    print(f"{prog}: {r.steps:,} steps -> {r.out} ({rate})" + (f"; held out: {summary}" if summary else "")
+          + f". Use it: geoindex build --weights {r.out} ...; geoindex locate --weights {r.out} ...")
     return 0

@@ -17,8 +17,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
 
 from geoindex.errors import GeoindexError, WeightsNotFoundError
-from serve.settings import ENV_VAR, ServeSettings
+from geoindex.serve.settings import ENV_VAR, ServeSettings
 
+PROG = "geoindex serve"
 HELP = {  # the settings whose default alone does not say what they do
     "weights": "GeoCLIP weights folder from geoindex-train fit (default: the released weights); "
                "the index must be built with the same",
@@ -26,8 +27,8 @@ HELP = {  # the settings whose default alone does not say what they do
 }
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="geoindex-serve", description="HTTP API: where was this photo taken?")
+def parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="HTTP API: where was this photo taken?")
     p.add_argument("--index", required=True, help="index directory (from build_index)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -48,50 +49,50 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     import uvicorn
 
-    from serve.app import Engine, create_app
+    from geoindex.serve.app import Engine, create_app
 
     try:
         settings = ServeSettings(**{f.name: getattr(args, f.name) for f in fields(ServeSettings)})
     except GeoindexError as e:
-        return _refuse(str(e))
+        return _refuse(str(e), prog)
     if args.workers > 1:
         # each worker loads its own engine: the supervisor checks the settings in a process of its
         # own, so that it never holds an index and its models (~840 MiB at res 5) while it supervises
         error = _check_in_child(settings)
         if error is not None:
-            return _refuse(error)
+            return _refuse(error, prog)
         os.environ[ENV_VAR] = settings.to_json()
-        uvicorn.run("serve.app:app_from_env", factory=True, host=args.host, port=args.port,
+        uvicorn.run("geoindex.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
                     workers=args.workers, log_level=args.log_level)
         return 0
     try:
         engine = Engine(settings)  # load (and validate) before binding the port
     except GeoindexError as e:
-        return _refuse(_explain(e))
+        return _refuse(_explain(e), prog)
     uvicorn.run(create_app(settings, engine), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
 def _explain(e: GeoindexError) -> str:
     if isinstance(e, WeightsNotFoundError):
-        return f"{e}; or serve embedding queries only: geoindex-serve --embeddings-only"
+        return f"{e}; or serve embedding queries only: geoindex serve --embeddings-only"
     return str(e)
 
 
-def _refuse(message: str) -> int:
-    print(f"geoindex-serve: error: {message}", file=sys.stderr)
+def _refuse(message: str, prog: str) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
     return 2
 
 
 def check_settings(settings_json: str) -> str | None:
     """Load an engine as a worker would; the error message, or None when it loads."""
-    from serve.app import Engine
+    from geoindex.serve.app import Engine
 
     try:
         Engine(ServeSettings.from_json(settings_json))

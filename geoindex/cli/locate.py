@@ -15,6 +15,7 @@ from pathlib import Path
 
 from geoindex.errors import GeoindexError, InvalidArgumentError
 
+PROG = "geoindex locate"
 EPILOG = """examples:
   geolocate photo.jpg --index idx-r5
   geolocate a.jpg b.png --index idx-r5 --top-k 3 --country FR --country ES --format json
@@ -23,8 +24,8 @@ EPILOG = """examples:
 """
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="geolocate", description="Geolocate images, texts or GeoCLIP embeddings.",
+def parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Geolocate images, texts or GeoCLIP embeddings.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="*", help="image files")
     p.add_argument("--index", "-i", required=True, type=Path, help="index directory (from build_index)")
@@ -123,7 +124,7 @@ def _table(labels, results) -> str:
     return "\n".join(lines)
 
 
-def _notes(geolocator, labels, results, truths) -> None:
+def _notes(geolocator, labels, results, truths, prog: str) -> None:
     """On stderr (stdout stays the answer): each true location's distance to the top prediction, and
     a warning when it lies outside a regional index's region."""
     from geoindex.cells.geocode import haversine_km
@@ -133,13 +134,13 @@ def _notes(geolocator, labels, results, truths) -> None:
             continue
         top = result.predictions[0]
         km = float(haversine_km(truth[0], truth[1], top.lat, top.lng))
-        print(f"geolocate: {label!r}: top prediction {km:,.1f} km from the true location", file=sys.stderr)
+        print(f"{prog}: {label!r}: top prediction {km:,.1f} km from the true location", file=sys.stderr)
         if note := geolocator.outside_note(*truth):
-            print(f"geolocate: note: {note}", file=sys.stderr)
+            print(f"{prog}: note: {note}", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     from geoindex.index.search import SearchSettings
@@ -170,15 +171,15 @@ def main(argv: list[str] | None = None) -> int:
                                        "give it once (for all) or once per query")
         truths = (args.true * len(labels) if len(args.true) == 1 else args.true) or [None] * len(labels)
         results = geolocator.locate(xq, options)
-        _notes(geolocator, labels, results, truths)
+        _notes(geolocator, labels, results, truths, prog)
         if args.map is not None:
             from geoindex.maps import draw_result
 
             for path, label, result, truth in zip(map_paths(args.map, len(labels)), labels, results, truths):
                 draw_result(result, path, true_latlng=truth, title=f"{label}  ({Path(args.index).name})")
-                print(f"geolocate: map of {label!r} -> {path}", file=sys.stderr)
+                print(f"{prog}: map of {label!r} -> {path}", file=sys.stderr)
     except GeoindexError as e:
-        print(f"geolocate: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     if args.format == "json":
         print(json.dumps([{"query": label, **r.to_dict()} for label, r in zip(labels, results)], indent=2))

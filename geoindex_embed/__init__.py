@@ -1,1 +1,0 @@
-"""``geoindex-embed``: the command-line front door to :mod:`geoindex.encoders.location_files`."""

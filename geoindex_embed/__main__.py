@@ -1,5 +1,0 @@
-import sys
-
-from geoindex_embed.cli import main
-
-sys.exit(main())

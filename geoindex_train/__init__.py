@@ -1,1 +1,0 @@
-"""``geoindex-train``: fine-tune GeoCLIP on your own geotagged photos (see :mod:`geoindex.train`)."""

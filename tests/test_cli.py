@@ -1,0 +1,77 @@
+"""The front door: ``geoindex <command>`` and its aliases, as a user runs them (installed scripts)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from geoindex.cli import ALIASES, COMMANDS, main
+
+BIN = Path(sys.executable).parent
+
+
+def _script(name: str) -> str:
+    path = shutil.which(name, path=str(BIN)) or shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed next to {sys.executable}: run `make install`")
+    return path
+
+
+def test_help_lists_the_six_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("build", "locate", "serve", "embed", "train", "inspect"):
+        assert f"\n  {name} " in out
+    assert main([]) == 2  # no command: usage, and a failing status
+
+
+def test_unknown_command_is_one_line_with_the_choices(capsys):
+    assert main(["bulid"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'bulid'" in err and "build" in err
+
+
+def test_version_of_the_installed_script():
+    proc = subprocess.run([_script("geoindex"), "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("geoindex ") and proc.stdout.split()[1][0].isdigit()
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_each_command_has_help_under_its_new_name(command):
+    proc = subprocess.run([_script("geoindex"), command, "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: geoindex {command}")
+
+
+@pytest.mark.parametrize("script", sorted(ALIASES))
+def test_aliases_run_the_same_command_under_their_own_name(script):
+    command, notice = ALIASES[script]
+    proc = subprocess.run([_script(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: {script}")
+    assert (f"geoindex {command}" in proc.stderr) == notice  # the notice goes to stderr, never stdout
+
+
+def test_factory_flag_and_its_hidden_older_name(capsys):
+    from geoindex.cli.build import parser
+    from geoindex.index.defaults import MEASURED
+
+    p = parser()
+    assert p.parse_args(["-r", "2", "-o", "x", "--factory", "Flat"]).factory == "Flat"
+    assert p.parse_args(["-r", "2", "-o", "x", "--index", "Flat"]).factory == "Flat"
+    text = p.format_help()
+    assert "--index" not in text
+    flat = " ".join(text.split())
+    for factory, search in MEASURED.values():  # the help states the table, not a copy of it
+        assert f"{factory} {search}" in flat
+
+
+def test_only_the_front_doors_are_top_level_packages():
+    import tomllib
+
+    config = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert config["tool"]["setuptools"]["packages"]["find"]["include"] == ["geoindex*", "build_index*", "query*"]
