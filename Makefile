@@ -2,6 +2,7 @@
 #   make demo   install, build a res-3 land index of the globe and a res-5 one of France + Australia,
 #               verify both, answer two landmark lookups, say how to open the page
 #   make test   install, run the test suite
+#   make docs   the documentation site, offline, into site/ (mkdocs build --strict)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,7 +14,7 @@ DEMO_DIR ?= indexes/res$(DEMO_RES)-land
 DEMO_REGION_DIR ?= indexes/res5-fr-au
 WEB_BUILT := geoindex/serve/static/index.html geoindex/maps/basemap/countries-50m.json
 
-.PHONY: install demo test test-all bench-build clean
+.PHONY: install demo test test-all docs bench-build clean
 
 $(VENV)/.installed: pyproject.toml tools/pick_torch.py | $(WEB_BUILT)
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +45,13 @@ test: install
 test-all: install
 	$(PY) -m pytest -q -m ''
 
+# The site: docs/*.md, the measured tables rendered from benchmarks/results/*.json by
+# docs/gen_benchmarks.py, the API reference from docstrings. Nothing is fetched (font: false).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench-build: install
 	$(PY) benchmarks/bench_build.py
 
 clean:
-	rm -rf $(VENV) indexes
+	rm -rf $(VENV) indexes site
