@@ -77,7 +77,22 @@ def _h3_cell(value) -> int:
 
 
 def make_filter(countries=(), bboxes=(), cells=()) -> RegionFilter:
-    """Validate loose values (strings, lists) into a RegionFilter."""
+    """A region filter from loose values (strings, lists), validated. Kinds AND together, the
+    values of a kind OR.
+
+    Args:
+        countries: ISO 3166-1 alpha-2 codes (any case), e.g. ``["FR", "es"]``.
+        bboxes: boxes as ``"w,s,e,n"`` strings or 4-sequences of degrees (west < east: give two
+            boxes for one across the antimeridian).
+        cells: H3 cell ids (hex strings or ints) at any resolution up to the index's.
+
+    Returns:
+        A frozen, hashable RegionFilter; empty (falsy) when nothing is given.
+
+    Raises:
+        InvalidQueryError: a value that is not a country code, a box or an H3 cell; the message
+            names it and shows a valid one.
+    """
     ccs = []
     for c in countries or ():
         code = str(c).strip().upper()

@@ -220,12 +220,27 @@ def load_clip(model: str = "ViT-L-14", checkpoint: str | Path | None = None, dev
 def load_image_encoder(model: str | None = None, checkpoint: str | Path | None = None, device: str = "auto",
                        precision: str | None = None, batch_size: int = 16,
                        weights: str | Path | None = None) -> ImageEncoder:
-    """Build the image/text encoder.
+    """Build the image/text encoder: an open_clip CLIP tower and GeoCLIP's image head.
 
-    ``model``: the CLIP backbone (default: the one ``weights`` was trained on, else ViT-L-14).
-    ``checkpoint``: a local checkpoint file for it (see :func:`load_clip`). ``precision``: ``fp32``
-    or ``fp16``; default fp16 on CUDA, fp32 on CPU (half precision is refused on CPU).
-    ``weights``: a GeoCLIP weights folder (``--weights``; default the released weights).
+    Args:
+        model: the CLIP backbone (default: the one ``weights`` was trained on, else ViT-L-14
+            with OpenAI's weights); ``tiny-test`` for tests, or any open_clip ``ARCH:TAG``.
+        checkpoint: a local checkpoint file for it (else ``$GEOINDEX_CLIP_CHECKPOINT``, else
+            open_clip's download; see :func:`load_clip`).
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: ``fp32`` or ``fp16``; default fp16 on CUDA, fp32 on CPU (half precision is
+            refused on CPU).
+        batch_size: images or texts per forward pass.
+        weights: a GeoCLIP weights folder (``--weights``; default the released weights).
+
+    Returns:
+        An :class:`ImageEncoder`: ``encode_images(images)`` and ``encode_texts(texts)`` give
+        (n, 512) float32 L2-normalised GeoCLIP embeddings.
+
+    Raises:
+        WeightsNotFoundError: the CLIP or GeoCLIP weights cannot be loaded (offline without a
+            checkpoint fails within seconds, saying how to fix it).
+        InvalidArgumentError: a bad precision, or a backbone whose width is not the head's.
     """
     files = geoclip_files(weights)
     if model and files.clip_model and model != files.clip_model:

@@ -33,7 +33,22 @@ def _describe(source: ImageSource, name: str | None) -> str:
 
 
 def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None) -> Image.Image:
-    """Open ``source`` (path, bytes or binary file) and return an RGB image, upright per EXIF."""
+    """Read an image safely, as the encoders want it.
+
+    Args:
+        source: a path, the file's bytes, or a binary file object.
+        max_pixels: refuse images with more pixels than this (checked from the header, before
+            decoding); default 64 MP.
+        name: what to call the image in error messages (default: its path).
+
+    Returns:
+        An RGB PIL image, upright per its EXIF orientation (alpha composited on white, 16-bit
+        and float modes scaled to 8 bits).
+
+    Raises:
+        InvalidImageError: missing, empty, not an image, damaged or truncated.
+        ImageTooLargeError: over ``max_pixels``, or a decompression bomb.
+    """
     what = _describe(source, name)
     if isinstance(source, (str, Path)):
         path = Path(source)

@@ -162,10 +162,22 @@ def load_location_encoder(device: str | torch.device = "cpu", precision: str = "
                           weights: str | Path | None = None, state: dict | None = None) -> LocationEncoder:
     """The pretrained GeoCLIP location encoder on ``device``.
 
-    ``precision`` is ``fp32`` (default, exact), or ``fp16``/``bf16`` for the MLPs on CUDA only
-    (the Fourier phases always stay float32). This CPU class has no fast half-precision units.
-    ``weights``: a weights folder (:func:`geoclip_files`); ``state``: the reference state dict
-    itself (Ray actors get it from the driver, so no node needs the folder).
+    Args:
+        device: a torch device (``"cpu"``, ``"cuda"``, ``"cuda:N"``).
+        precision: ``fp32`` (default, exact), or ``fp16``/``bf16`` for the MLPs on CUDA only
+            (the Fourier phases always stay float32; CPUs have no fast half-precision units).
+        weights: a GeoCLIP weights folder (:func:`geoclip_files`; ``--weights``); default the
+            released weights from the ``geoclip`` package (or ``$GEOINDEX_GEOCLIP_WEIGHTS``).
+        state: the reference-format state dict itself, instead of reading ``weights`` (Ray
+            actors get it from the driver, so no node needs the folder).
+
+    Returns:
+        A :class:`LocationEncoder` (an ``nn.Module``): (n, 2) float32 lat, lng degrees in,
+        (n, 512) unnormalised vectors out; :func:`encode_latlng` batches and normalises.
+
+    Raises:
+        InvalidArgumentError: an unknown precision, or half precision off CUDA.
+        WeightsNotFoundError: the weights folder or file is missing.
     """
     device = torch.device(device)
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -237,9 +249,23 @@ def encode_latlng(
     batch_size: int = 8192,
     normalize: bool = True,
 ) -> np.ndarray:
-    """Encode (n, 2) lat, lng degrees -> (n, 512) float32, L2-normalised unless ``normalize=False``.
+    """Encode coordinates into GeoCLIP's embedding space.
 
     Runs in ``torch.inference_mode`` in batches of ``batch_size`` on the model's device.
+
+    Args:
+        model: from :func:`load_location_encoder`.
+        latlng: (n, 2) lat, lng in degrees (any float dtype), lat in [-90, 90], lng in
+            [-180, 180].
+        batch_size: points per forward pass.
+        normalize: L2-normalise each vector (the index and the queries use unit vectors).
+
+    Returns:
+        (n, 512) float32 array, in input order.
+
+    Raises:
+        InvalidCoordinateError: a row that is not finite or out of range (the first is named).
+        InvalidArgumentError: ``batch_size`` <= 0.
     """
     if batch_size <= 0:
         raise InvalidArgumentError(f"batch_size must be positive, got {batch_size}")

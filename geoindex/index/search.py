@@ -36,14 +36,18 @@ def _number(text: str) -> int | float:
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """One search's settings. ``None`` means "not named here" (a per-call setting then takes the
-    index's); ``rerank=0`` turns a stored re-ranking off, ``refine=0`` a stored refinement.
+    """One search's settings (frozen). Usually made from a search string with :meth:`parse`.
 
-    ``nprobe``: IVF lists probed. ``ef_search``: HNSW beam width. ``rerank``: candidates re-scored
-    exactly, 0..MAX_RERANK. ``refine``: best candidates refined below the grid, 0..MAX_REFINE.
-    ``faiss_extra``: other FAISS ``ParameterSpace`` pairs in the order
-    given (``k_factor``, ``quantizer_efSearch``, ...): applied to the index object when it opens,
-    not per call.
+    ``None`` means "not named here" (a per-call setting then takes the index's); ``rerank=0``
+    turns a stored re-ranking off, ``refine=0`` a stored refinement.
+
+    Args:
+        nprobe: IVF lists probed.
+        ef_search: HNSW beam width.
+        rerank: candidates re-scored exactly per query, 0..MAX_RERANK (4,096).
+        refine: best candidates refined below the grid per query, 0..MAX_REFINE (64).
+        faiss_extra: other FAISS ``ParameterSpace`` pairs in the order given (``k_factor``,
+            ``quantizer_efSearch``, ...): applied to the index object when it opens, not per call.
     """
 
     nprobe: int | None = None
@@ -54,8 +58,19 @@ class SearchSettings:
 
     @classmethod
     def parse(cls, text: str | None) -> SearchSettings:
-        """``"nprobe=16,rerank=32"`` -> ``SearchSettings(nprobe=16, rerank=32)``; None or "" ->
-        nothing named. InvalidArgumentError names the bad part and the fix."""
+        """Parse a search string.
+
+        Args:
+            text: comma-separated ``name=number`` pairs, e.g. ``"nprobe=16,rerank=32"``; None or
+                ``""`` names nothing.
+
+        Returns:
+            The settings, e.g. ``SearchSettings(nprobe=16, rerank=32)``.
+
+        Raises:
+            InvalidArgumentError: a part that is not ``name=number`` or a value out of range; the
+                message names the bad part and the fix.
+        """
         values: dict[str, int] = {}
         extra: list[tuple[str, int | float]] = []
         for part in (text or "").split(","):
@@ -86,7 +101,14 @@ class SearchSettings:
         return cls(**values, faiss_extra=tuple(extra))
 
     def over(self, default: SearchSettings) -> SearchSettings:
-        """These settings laid over ``default`` (the index's): a knob named here wins."""
+        """These settings laid over ``default``: a knob named here wins.
+
+        Args:
+            default: the settings underneath, usually the index's stored ones.
+
+        Returns:
+            The merged settings (FAISS extras merged by name, these last).
+        """
         named = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "faiss_extra"}
         merged = replace(default, **{k: v for k, v in named.items() if v is not None})
         if self.faiss_extra:
@@ -111,6 +133,7 @@ class SearchSettings:
         return self.nprobe is not None or self.ef_search is not None or bool(self.faiss_extra)
 
     def faiss_pairs(self) -> list[tuple[str, int | float]]:
+        """The FAISS parameters named here as ``(name, value)`` pairs, in ParameterSpace's names."""
         pairs = [("nprobe", self.nprobe), ("efSearch", self.ef_search), *self.faiss_extra]
         return [(k, v) for k, v in pairs if v is not None]
 

@@ -32,8 +32,18 @@ def confidence_region(cells: np.ndarray, mass: np.ndarray, confidence: float) ->
 
 
 def results_to_geojson(results: list[LocateResult], labels: list[str] | None = None) -> dict:
-    """One FeatureCollection: a Point per prediction (properties: query, rank, metadata) and the
-    confidence regions, when asked for."""
+    """All the answers as one GeoJSON FeatureCollection (RFC 7946).
+
+    Args:
+        results: answers from ``Geolocator.locate``, one per query.
+        labels: a label per query (e.g. its file name) for the ``query`` property; default the
+            query's index in ``results``.
+
+    Returns:
+        A FeatureCollection dict: a Point per prediction ([lng, lat] degrees; properties: query,
+        rank, cell, probability, score, country, admin1, place, cell_h3) and, where asked for, each
+        query's confidence region (a MultiPolygon Feature).
+    """
     features = []
     for q, res in enumerate(results):
         label = labels[q] if labels else q

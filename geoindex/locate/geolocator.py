@@ -34,14 +34,36 @@ REGION_CACHE = 64
 
 
 class Geolocator:
-    """Opens an index directory once; :meth:`locate` is the hot path (no DuckDB round trip)."""
+    """An index directory opened for queries; :meth:`locate` is the hot path (no DuckDB round trip).
+
+    Opening verifies the manifest and loads the FAISS index, the cell table's hot columns
+    (memory-mapped) and, when the index has one, its exact store (memory-mapped). Safe to share
+    between threads: per-call search settings never change the shared index.
+
+    Attributes:
+        dir: the verified index directory (:class:`~geoindex.store.manifest.IndexDir`).
+        index: the FAISS index; ids are H3 cell ids (int64), or CSV row numbers.
+        resolution: the H3 resolution of the gallery, or None for a CSV gallery.
+        region: the region a regional build holds, or None for the whole globe.
+    """
 
     def __init__(self, index_dir: str | Path, verify: str = "size", use_store: bool = True,
                  weights: str | Path | None = None):
-        """``use_store``: re-rank from the index's exact store when it has one (False: with the
-        encoder, as an index without a store does). ``weights``: the GeoCLIP weights folder the
-        index was built with (``--weights``; default the released weights): an index built with
-        others is refused."""
+        """Open and verify ``index_dir``.
+
+        Args:
+            index_dir: an index directory written by ``geoindex build``.
+            verify: ``"size"`` (file sizes, fast), ``"full"`` (sizes and SHA-256 of every file) or
+                ``"none"``; see :func:`~geoindex.store.manifest.open_index_dir`.
+            use_store: re-rank from the index's exact store when it has one (False: with the
+                encoder, as an index without a store does).
+            weights: the GeoCLIP weights folder the index was built with (``--weights``; default
+                the released weights): an index built with others is refused.
+
+        Raises:
+            IndexDirError: the directory is missing, incomplete, altered, or holds another
+                model's vectors; the message says what to do.
+        """
         self.dir = open_index_dir(index_dir, verify=verify, weights_sha256=location_weights_sha256(weights))
         # on-disk lists (DIR/lists.ivfdata) are memory-mapped from beside vectors.faiss, wherever the dir is now
         self.index = faiss.read_index(str(self.dir.vectors_path), faiss.IO_FLAG_ONDISK_SAME_DIR)
@@ -62,8 +84,17 @@ class Geolocator:
         self.region = region_from_dict(self.dir.manifest["gallery"].get("region"))  # None: the whole globe
 
     def covers(self, lat, lng) -> np.ndarray:
-        """(n,) bool: which points (degrees) lie in the region this index was built for (all True
-        for a global index). A photo taken outside still gets answers, all of them inside."""
+        """Which points lie in the region this index was built for.
+
+        A photo taken outside still gets answers, all of them inside.
+
+        Args:
+            lat: latitude in degrees, a float or an (n,) array.
+            lng: longitude in degrees, same shape as ``lat``.
+
+        Returns:
+            (n,) bool array; all True for a global index.
+        """
         lat = np.atleast_1d(np.asarray(lat, dtype=np.float64))
         if self.region is None:
             return np.ones(len(lat), dtype=bool)
@@ -142,9 +173,23 @@ class Geolocator:
 
     def search(self, xq: np.ndarray, n_candidates: int, options: QueryOptions,
                depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(D, I) for normalised queries, best first; region-restricted when ``options.region`` is
-        set. The best ``depth`` candidates (default: the call's rerank R) are re-scored exactly and
-        sorted; later ones keep their approximate scores (which run low: codes lose energy)."""
+        """Nearest cells of normalised queries, best first, before any softmax.
+
+        Region-restricted when ``options.region`` is set (the true top-k inside the region). The
+        best ``depth`` candidates are re-scored exactly and sorted; later ones keep their
+        approximate scores (which run low: codes lose energy).
+
+        Args:
+            xq: (n, 512) float32 L2-normalised query embeddings.
+            n_candidates: cells to return per query.
+            options: the call's settings (``search``, ``region``); validated by :meth:`locate`,
+                not here.
+            depth: candidates to re-score exactly; default the call's ``rerank`` R (0: none).
+
+        Returns:
+            ``(D, I)``: (n, n_candidates) float32 cosine scores and int64 cell ids, best first
+            (id -1, FAISS's convention, where fewer cells exist).
+        """
         depth = min(self.settings_for(options).rerank_depth if depth is None else depth, self.ntotal)
         if not depth:
             return self._search(xq, n_candidates, options)
@@ -213,7 +258,22 @@ class Geolocator:
 
     # -- ranking ---------------------------------------------------------------------------------
     def locate(self, xq, options: QueryOptions | None = None) -> list[LocateResult]:
-        """(n, 512) embeddings -> n LocateResults, predictions best first."""
+        """Where were these embeddings taken? The ranked cells of each query.
+
+        Args:
+            xq: (n, 512) GeoCLIP embeddings (images, texts or locations), any float dtype or
+                nested lists; rows are L2-normalised here.
+            options: what to answer (k, candidates, search settings, region, aggregation,
+                confidence); default ``QueryOptions()``.
+
+        Returns:
+            n :class:`~geoindex.locate.options.LocateResult`, in query order, each with its
+            predictions best first.
+
+        Raises:
+            InvalidQueryError: a bad embedding (wrong shape, NaN, infinity, all zeros) or option
+                (k outside 1..ntotal, a region with no cells here, ...); the message names it.
+        """
         options = options or QueryOptions()
         self.check_options(options)
         xq = validate_embeddings(xq)
@@ -230,10 +290,19 @@ class Geolocator:
                      None if points is None else points[i]) for i in range(len(xq))]
 
     def refine(self, xq: np.ndarray, D: np.ndarray, I: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Refine each query's ``m`` best candidates below the grid (:mod:`geoindex.locate.refine`):
-        (D, I) with those re-scored at their refined points and re-sorted among themselves (the
-        rest capped below them, as re-ranking does), and (n, c, 2) refined lat, lng (NaN where a
-        candidate was not refined)."""
+        """Refine each query's ``m`` best candidates below the grid (:mod:`geoindex.locate.refine`).
+
+        Args:
+            xq: (n, 512) float32 L2-normalised queries.
+            D: (n, c) float32 scores from :meth:`search`, best first.
+            I: (n, c) int64 cell ids from :meth:`search`.
+            m: candidates to refine per query (capped at c).
+
+        Returns:
+            ``(D, I, points)``: D and I with the ``m`` best re-scored at their refined points and
+            re-sorted among themselves (the rest capped below them, as re-ranking does), and
+            (n, c, 2) float64 refined lat, lng in degrees (NaN where a candidate was not refined).
+        """
         m = min(m, I.shape[1])
         head = I[:, :m]
         valid = head >= 0

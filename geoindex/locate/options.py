@@ -21,11 +21,25 @@ DEFAULT_CANDIDATES = 256
 
 @dataclass(frozen=True)
 class QueryOptions:
-    """How to answer. ``k``: predictions returned; ``candidates``: cells the softmax runs over;
-    ``search``: search settings laid over the index's default (a search string such as
-    ``"nprobe=64,rerank=32"`` is parsed here, once); ``aggregate_res``: sum the
-    mass of cells into H3 parents at this resolution before ranking; ``confidence``: also return
-    the smallest set of cells holding this share of the mass, as GeoJSON; ``region``: filter."""
+    """How to answer a query (frozen; checked against the index by ``Geolocator.locate``).
+
+    Args:
+        k: predictions returned per query, 1..the index's cells.
+        candidates: cells the softmax runs over (at least ``k`` are used); probabilities are
+            conditional on them.
+        search: search settings laid over the index's default: a
+            :class:`~geoindex.index.search.SearchSettings` or a search string such as
+            ``"nprobe=64,rerank=32"`` (parsed here, once).
+        aggregate_res: sum the mass of cells into their H3 parents at this resolution before
+            ranking (None: off).
+        confidence: also return the smallest set of cells holding this share of the mass, in
+            (0, 1], as a GeoJSON Feature (None: off).
+        region: restrict answers to a region (:func:`~geoindex.locate.regions.make_filter`).
+
+    Raises:
+        InvalidArgumentError: ``search`` is a string that does not parse; the message names the
+            bad part.
+    """
 
     k: int = 5
     candidates: int = DEFAULT_CANDIDATES
@@ -41,6 +55,20 @@ class QueryOptions:
 
 @dataclass
 class Prediction:
+    """One ranked cell of an answer.
+
+    Attributes:
+        cell: the H3 cell id (int64), or the CSV row number for a CSV gallery.
+        lat: latitude in degrees: the cell centre, or the refined point with ``refine``.
+        lng: longitude in degrees, likewise.
+        probability: GeoCLIP's softmax mass of this cell among the candidates, 0..1.
+        country: ISO 3166-1 alpha-2 code of the nearest GeoNames place, or None.
+        admin1: first-level administrative area of that place, or None.
+        place: the nearest GeoNames place with population >= 1000, or None.
+        score: cosine similarity of the query and the cell's (or refined point's) vector.
+        cell_h3: hex form of ``cell``; None for CSV galleries.
+    """
+
     cell: int
     lat: float
     lng: float
@@ -52,15 +80,25 @@ class Prediction:
     cell_h3: str | None = None  # hex form of ``cell``; None for CSV galleries (row numbers)
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict (JSON-ready)."""
         return dict(self.__dict__)  # flat fields: no deep copy needed (asdict costs ~10x more)
 
 
 @dataclass
 class LocateResult:
+    """The answer to one query.
+
+    Attributes:
+        predictions: the ``k`` best :class:`Prediction`, best first.
+        confidence_region: with ``QueryOptions(confidence=p)``, a GeoJSON Feature (MultiPolygon
+            of the smallest set of cells holding mass p); else None.
+    """
+
     predictions: list[Prediction]
     confidence_region: dict | None = None  # GeoJSON Feature (MultiPolygon of the cells)
 
     def to_dict(self) -> dict:
+        """``{"predictions": [...], "confidence_region"?: {...}}`` (JSON-ready)."""
         out = {"predictions": [p.to_dict() for p in self.predictions]}
         if self.confidence_region is not None:
             out["confidence_region"] = self.confidence_region

@@ -126,9 +126,20 @@ def rebuild_hint(path: Path, manifest: dict | None = None) -> str:
 def open_index_dir(path: str | Path, verify: str = "size", weights_sha256: str | None = None) -> IndexDir:
     """Open and verify an index directory.
 
-    ``verify``: ``"size"`` (file sizes, fast), ``"full"`` (sizes and SHA-256 of every file) or
-    ``"none"``. ``weights_sha256``: when given, the location-encoder weights the caller will
-    encode queries with; a mismatch means the index holds another model's vectors.
+    Args:
+        path: the index directory (``manifest.json`` and the files it lists).
+        verify: ``"size"`` (file sizes, fast), ``"full"`` (sizes and SHA-256 of every file) or
+            ``"none"``.
+        weights_sha256: when given, the SHA-256 of the location-encoder weights the caller will
+            encode queries with; a mismatch means the index holds another model's vectors.
+
+    Returns:
+        An :class:`IndexDir`: the parsed manifest with typed accessors (paths, search settings,
+        resolution, store).
+
+    Raises:
+        IndexDirError: missing, not a finished index, a file missing, truncated or altered, or
+            built with other weights; the message gives the command that rebuilds it.
     """
     path = Path(path)
     if not path.is_dir():
