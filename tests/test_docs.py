@@ -131,3 +131,26 @@ def test_api_reference_lists_every_public_name():
     reference = g.expand((DOCS / "reference.md").read_text())
     for name, (module, attribute) in geoindex._EXPORTS.items():
         assert f"::: {module}.{attribute}" in reference, name
+
+
+def test_readme_headline_figures_match_the_results():
+    """The README's one table of figures says what recall.json and fidelity.json hold."""
+    readme = (ROOT / "README.md").read_text()
+
+    def row(label: str) -> list[str]:
+        line = next(ln for ln in readme.splitlines() if ln.startswith(f"| {label} |"))
+        return [c.strip() for c in line.strip("|").split("|")[1:]]
+
+    chosen = sorted(json.loads((ROOT / "benchmarks/results/recall.json").read_text())["chosen"],
+                    key=lambda c: c["resolution"])
+    assert [c["resolution"] for c in chosen] == [3, 4, 5, 6]
+    assert row("recall@10 against exact search") == [f"{c['recall_at_10']:.3f}" for c in chosen]
+    assert [v.split()[0] for v in row("bytes a vector in RAM (+ exact store on disk)")] == \
+        [f"{c['bytes_per_vector']:,.0f}" for c in chosen]
+    assert [v.split()[0] for v in row("top-1 km lost, p99")] == [f"{c['km_lost_p99']:,.0f}" for c in chosen]
+    assert [v.split(" / ")[0] for v in row("ms a query, one thread: in a batch of 2,000 / one at a time (p50)")] == \
+        [f"{c['ms_per_query']:.3f}" for c in chosen]
+    exact = {r["gallery"].split(" land")[0]: r for r in json.loads(
+        (ROOT / "benchmarks/results/fidelity.json").read_text())["rows"] if r["search"] == "exact"}
+    assert row("top-1 cell to the true place, median (exact search)") == \
+        [f"{exact[f'H3 res {res}']['median_km']:.1f} km" for res in (3, 4, 5, 6)]
