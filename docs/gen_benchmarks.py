@@ -8,7 +8,8 @@ and this module replaces the marker with the Markdown table that :data:`TABLES` 
 results file, when the site builds. It is an MkDocs hook (``hooks:`` in mkdocs.yml), so
 ``make docs`` / ``mkdocs build --strict`` always renders the JSON as it is in the checkout; an
 unknown marker or a results file that lacks a field fails the build. The prose around the tables
-is written by hand. The API reference page works the same way (``<!-- api: exports -->``): one
+is written by hand. Links to repository files outside docs/ become plain text with the file's path
+(the site holds docs/ only). The API reference page works the same way (``<!-- api: exports -->``): one
 entry per name in ``geoindex._EXPORTS``, so a name that moves modules moves in the reference too.
 
 Run it as a script to print every table (``python docs/gen_benchmarks.py [NAME ...]``).
@@ -25,6 +26,7 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+DOCS = ROOT / "docs"
 MARKER = re.compile(r"^<!-- (bench|api): ([a-z0-9_.-]+) -->$", re.MULTILINE)
 
 
@@ -304,9 +306,26 @@ def expand(markdown: str) -> str:
     return MARKER.sub(lambda m: render(m[1], m[2]), markdown)
 
 
+OUTSIDE_LINK = re.compile(r"(?<!!)\[([^\]]+)\]\(([^)\s#:]+)(#[^)\s]*)?\)")
+
+
+def unlink_outside(markdown: str, page_dir: Path) -> str:
+    """Links to repository files outside docs/ (``[the script](../benchmarks/bench_recall.py)``)
+    resolve on GitHub but not in the site, which holds docs/ only: there they become the text and
+    the file's repository path, ``the script (`benchmarks/bench_recall.py`)``."""
+    def repl(m: re.Match) -> str:
+        target = (page_dir / m[2]).resolve()
+        if target.is_relative_to(DOCS) or not target.exists() or not target.is_relative_to(ROOT):
+            return m[0]
+        return f"{m[1]} (`{target.relative_to(ROOT).as_posix()}`)"
+
+    return OUTSIDE_LINK.sub(repl, markdown)
+
+
 def on_page_markdown(markdown: str, page=None, config=None, files=None) -> str:  # MkDocs hook
     try:
-        return expand(markdown)
+        markdown = expand(markdown)
+        return markdown if page is None else unlink_outside(markdown, (DOCS / page.file.src_path).parent)
     except (KeyError, LookupError, OSError, ValueError) as e:
         from mkdocs.exceptions import PluginError
 

@@ -154,3 +154,12 @@ def test_readme_headline_figures_match_the_results():
         (ROOT / "benchmarks/results/fidelity.json").read_text())["rows"] if r["search"] == "exact"}
     assert row("top-1 cell to the true place, median (exact search)") == \
         [f"{exact[f'H3 res {res}']['median_km']:.1f} km" for res in (3, 4, 5, 6)]
+
+
+def test_links_outside_docs_become_paths_in_the_site():
+    g = gen()
+    text = ("[script](../benchmarks/bench_recall.py) [page](building.md) [gone](../no-such-file.py) "
+            "[readme](../README.md#headline-figures) ![pic](web-page.png)")
+    out = g.unlink_outside(text, DOCS)
+    assert out == ("script (`benchmarks/bench_recall.py`) [page](building.md) [gone](../no-such-file.py) "
+                   "readme (`README.md`) ![pic](web-page.png)")
