@@ -20,6 +20,7 @@ from geoindex.encoders.location import location_weights_sha256
 from geoindex.errors import InvalidQueryError
 from geoindex.index.search import SearchSettings, apply_search_settings, per_call_params
 from geoindex.locate.options import DEFAULT_CANDIDATES, LocateResult, QueryOptions, validate_embeddings
+from geoindex.locate.plan import QueryPlan, make_plan
 from geoindex.locate.ranking import rank
 from geoindex.locate.refine import Refiner
 from geoindex.locate.regions import RegionFilter, region_ids
@@ -31,6 +32,7 @@ from geoindex.store.manifest import open_index_dir, rebuild_hint
 log = logging.getLogger(__name__)
 
 REGION_CACHE = 64
+PLAN_CACHE = 64
 
 
 class Geolocator:
@@ -76,6 +78,7 @@ class Geolocator:
         self._list_of_row: np.ndarray | None = None
         self._centroids: np.ndarray | None = None
         self._region_cache: dict[RegionFilter, np.ndarray] = {}
+        self._plans: dict[QueryOptions, QueryPlan] = {}
         self.encoder_reranker = ExactReranker(self._latlng_of, weights=weights)
         self.store = open_store(self.dir.path, self.dir.store, len(self.table),
                                 rebuild_hint(self.dir.path, self.dir.manifest)) if use_store else None
@@ -139,8 +142,23 @@ class Geolocator:
                 "store": None if self.store is None else self.store.kind, "memory": m.get("memory"),
                 "region": m["gallery"].get("region"), "countries": sorted(self.known_countries)}
 
-    # -- validation ---------------------------------------------------------------------------
-    def check_options(self, options: QueryOptions) -> None:
+    # -- the plan --------------------------------------------------------------------------------
+    def plan(self, options: QueryOptions) -> QueryPlan:
+        """Check ``options`` against this index and decide everything a call runs with, once
+        (:mod:`geoindex.locate.plan`). InvalidQueryError names the bad option and the fix."""
+        plan = self._plans.get(options)
+        if plan is None:
+            plan = self._make_plan(options)
+            if len(self._plans) >= PLAN_CACHE:
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[options] = plan
+        return plan
+
+    def check_options(self, options: QueryOptions) -> QueryPlan:
+        """Fail fast on options this index cannot answer (before any model loads); the plan."""
+        return self.plan(options)
+
+    def _make_plan(self, options: QueryOptions) -> QueryPlan:
         if not isinstance(options.k, int) or isinstance(options.k, bool) or not 1 <= options.k <= self.ntotal:
             raise InvalidQueryError(f"k = {options.k!r} must be an integer in 1..{self.ntotal} (the cells in this index)")
         if not isinstance(options.candidates, int) or options.candidates < 1:
@@ -157,14 +175,16 @@ class Geolocator:
                 raise InvalidQueryError("confidence regions need an H3 index; this one holds CSV rows")
             if not 0 < options.confidence <= 1:
                 raise InvalidQueryError(f"confidence = {options.confidence!r} must be in (0, 1], e.g. 0.9")
-        if options.search.refine_starts and self.resolution is None and self.refiner.settings.method == "descent":
+        settings = self.settings_for(options)
+        if settings.refine_starts and self.resolution is None and self.refiner.settings.method == "descent":
             raise InvalidQueryError("refine descends H3 cells: this index holds CSV rows; use "
                                     "Refiner(RefineSettings(method='newton')) or leave refine off")
-        if options.search.names_faiss:
-            per_call_params(self.index, options.search)
-        if options.region and len(self.region_ids(options.region)) == 0:
+        params = per_call_params(self.index, options.search) if options.search.names_faiss else None
+        region_ids = self.region_ids(options.region) if options.region else None
+        if region_ids is not None and len(region_ids) == 0:
             within = f" (it was built for {describe_region(self.region)} only)" if self.region else ""
             raise InvalidQueryError(f"the region filter matches no cells in this index{within}: widen it")
+        return make_plan(options, settings, self.ntotal, params, region_ids)
 
     # -- search ---------------------------------------------------------------------------------
     def settings_for(self, options: QueryOptions) -> SearchSettings:
@@ -190,19 +210,23 @@ class Geolocator:
             ``(D, I)``: (n, n_candidates) float32 cosine scores and int64 cell ids, best first
             (id -1, FAISS's convention, where fewer cells exist).
         """
-        depth = min(self.settings_for(options).rerank_depth if depth is None else depth, self.ntotal)
+        plan = self.plan(options)
+        depth = min(plan.settings.rerank_depth if depth is None else depth, self.ntotal)
+        return self._search_plan(xq, n_candidates, depth, plan)
+
+    def _search_plan(self, xq: np.ndarray, n_candidates: int, depth: int,
+                     plan: QueryPlan) -> tuple[np.ndarray, np.ndarray]:
         if not depth:
-            return self._search(xq, n_candidates, options)
-        D, I = self.reranker.rerank(xq, *self._search(xq, max(n_candidates, depth), options), depth)
+            return self._search(xq, n_candidates, plan)
+        D, I = self.reranker.rerank(xq, *self._search(xq, max(n_candidates, depth), plan), depth)
         return D[:, :n_candidates], I[:, :n_candidates]
 
-    def _search(self, xq: np.ndarray, n_candidates: int, options: QueryOptions) -> tuple[np.ndarray, np.ndarray]:
-        if options.region:
-            ids = self.region_ids(options.region)
-            return self._search_region(xq, min(n_candidates, len(ids)), ids)
-        if options.search.names_faiss:
+    def _search(self, xq: np.ndarray, n_candidates: int, plan: QueryPlan) -> tuple[np.ndarray, np.ndarray]:
+        if plan.region_ids is not None:
+            return self._search_region(xq, min(n_candidates, len(plan.region_ids)), plan.region_ids)
+        if plan.params is not None:
             # A SearchParameters object, not a change to the shared index: safe across threads.
-            return self.index.search(xq, n_candidates, params=per_call_params(self.index, options.search))
+            return self.index.search(xq, n_candidates, params=plan.params)
         return self.index.search(xq, n_candidates)
 
     def _lists(self) -> tuple[np.ndarray, np.ndarray]:
@@ -274,19 +298,13 @@ class Geolocator:
             InvalidQueryError: a bad embedding (wrong shape, NaN, infinity, all zeros) or option
                 (k outside 1..ntotal, a region with no cells here, ...); the message names it.
         """
-        options = options or QueryOptions()
-        self.check_options(options)
+        plan = self.plan(options or QueryOptions())
         xq = validate_embeddings(xq)
-        n_candidates = min(max(options.k, options.candidates), self.ntotal)
-        settings = self.settings_for(options)
-        rerank = settings.rerank_depth
-        # every prediction returned is re-ranked (k > R re-ranks k); the softmax tail beyond keeps
-        # approximate scores: some mass there is closer to the truth than none
-        D, I = self.search(xq, n_candidates, options, depth=max(rerank, options.k) if rerank else 0)
+        D, I = self._search_plan(xq, plan.n_candidates, plan.depth, plan)
         points = None
-        if settings.refine_starts:
-            D, I, points = self.refine(xq, D, I, settings.refine_starts)
-        return [rank(D[i], I[i], options, self.table, self.logit_scale, self.resolution,
+        if plan.refine:
+            D, I, points = self.refine(xq, D, I, plan.refine)
+        return [rank(D[i], I[i], plan.options, self.table, self.logit_scale, self.resolution,
                      None if points is None else points[i]) for i in range(len(xq))]
 
     def refine(self, xq: np.ndarray, D: np.ndarray, I: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
