@@ -268,7 +268,8 @@ def main() -> None:
     repeats = {1: 2, 8: 1, 32: 1} if args.quick else {1: 5, 8: 3, 32: 3}
     result = {"machine": {**machine(), "torch_threads": torch.get_num_threads(), "gpu": torch.cuda.is_available(),
                           "note": "2 cores shared with other jobs while measured: medians, ratios side by side"},
-              "model": "ViT-L/14 shape (GeoCLIP's CLIPConfig), random weights, fp32, CPU"}
+              "model": "ViT-L/14 shape (GeoCLIP's CLIPConfig), random weights, fp32, CPU",
+              "gpu_rows": "none: no GPU on this machine" if not torch.cuda.is_available() else "not measured"}
     with tempfile.TemporaryDirectory(prefix="bench-images-") as tmp:
         work = Path(tmp)
         model = ref.random_clip("vit-l-14", seed=0)
@@ -277,6 +278,7 @@ def main() -> None:
         photos = ref.write_parity_photos(work / "photos")
         result["parity"], enc = bench_parity(work, folder, photos, model)
         print(table(result["parity"], ["path", "n", "cosine_min", "max_abs_diff"]))
+        save(args.out, result)  # a part at a time: a long run interrupted keeps what it measured
         del model
         gc.collect()
         result["gflop_per_photo"] = model_gflop(enc.clip)
@@ -289,18 +291,20 @@ def main() -> None:
         print(table(result["throughput"], ["batch", "photos_per_s", "ms_per_photo"]))
         print(f"{result['gflop_per_photo']:.1f} GFLOP/photo, sgemm {result['sgemm_gflops']:.0f} GFLOP/s -> "
               f"limit {limit_ms:.0f} ms/photo; batch 1 is {b1 / limit_ms:.2f}x the limit")
+        save(args.out, result)
         result["preprocess"] = bench_preprocess(work)
         for row in result["preprocess"]:
             row["share_of_batch1_photo"] = row["decode_preprocess_ms"] / (row["decode_preprocess_ms"] + b1)
         print(table(result["preprocess"], ["photo", "decode_ms", "decode_preprocess_ms", "share_of_batch1_photo"]))
+        save(args.out, result)
         if not args.quick:
             result["onnxruntime"] = bench_onnx(work, enc, 3)
             print(result["onnxruntime"])
+            save(args.out, result)
             del enc
             gc.collect()
             result["locate"] = bench_locate(work, folder, photos)
             print(result["locate"])
-    result["gpu_rows"] = "none: no GPU on this machine" if not torch.cuda.is_available() else "not measured"
     print("wrote", save(args.out, result))
 
 
