@@ -217,7 +217,7 @@ def bench_locate(work: Path, folder: Path, photos: list[Path], n: int = 10) -> d
             "everything_else_share": rest / (total - spent["load"])}
 
 
-def bench_onnx(work: Path, enc, repeats: int) -> dict:
+def bench_onnx(work: Path, enc, repeats: int, batches: list[int]) -> dict:
     import torch
 
     try:
@@ -235,7 +235,7 @@ def bench_onnx(work: Path, enc, repeats: int) -> dict:
     opts.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     rows = []
-    for batch in (1, 8):
+    for batch in batches:
         x = torch.randn(batch, 3, 224, 224)
         ours = session.run(None, {"pixels": x.numpy()})[0]
         with torch.inference_mode():
@@ -262,10 +262,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats; no locate, no ONNX")
     p.add_argument("--out", default="images.json")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs a batch size (batch 32: one fewer)")
+    p.add_argument("--onnx-batches", default="1,8", help="batch sizes ONNX Runtime is timed at")
+    p.add_argument("--locate-photos", type=int, default=10)
     args = p.parse_args()
     import torch
 
-    repeats = {1: 2, 8: 1, 32: 1} if args.quick else {1: 5, 8: 3, 32: 3}
+    repeats = {1: 2, 8: 1, 32: 1} if args.quick else {1: args.repeats, 8: args.repeats, 32: max(1, args.repeats - 1)}
     result = {"machine": {**machine(), "torch_threads": torch.get_num_threads(), "gpu": torch.cuda.is_available(),
                           "note": "2 cores shared with other jobs while measured: medians, ratios side by side"},
               "model": "ViT-L/14 shape (GeoCLIP's CLIPConfig), random weights, fp32, CPU",
@@ -298,12 +301,13 @@ def main() -> None:
         print(table(result["preprocess"], ["photo", "decode_ms", "decode_preprocess_ms", "share_of_batch1_photo"]))
         save(args.out, result)
         if not args.quick:
-            result["onnxruntime"] = bench_onnx(work, enc, 3)
+            result["onnxruntime"] = bench_onnx(work, enc, args.repeats,
+                                               [int(b) for b in args.onnx_batches.split(",")])
             print(result["onnxruntime"])
             save(args.out, result)
             del enc
             gc.collect()
-            result["locate"] = bench_locate(work, folder, photos)
+            result["locate"] = bench_locate(work, folder, photos, args.locate_photos)
             print(result["locate"])
     print("wrote", save(args.out, result))
 
