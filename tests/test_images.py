@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from geoindex.encoders.clip import load_image_encoder
-from geoindex.encoders.images import crop_to_aspect, load_image, to_rgb
+from geoindex.encoders.images import load_image, to_rgb
 from geoindex.errors import (
     ImageTooLargeError,
     InvalidArgumentError,
@@ -114,8 +114,9 @@ def test_tiny_encoder_is_deterministic_normalised_and_batch_invariant(tiny):
 
 def test_aspect_ratio_bomb_is_cropped_before_clip_resizes_it(tiny):
     """A 92-byte PNG of 100000x1 pixels: CLIP's resize would make it 22,400,000x224 pixels. The
-    encoder crops it to its central 2:1 first, and what the model sees is what it would have
-    seen of the uncropped image (CLIP keeps the central square)."""
+    encoder crops it to its central 20:1 first; up to 20:1 nothing is cropped (the pixels stay
+    the reference's), and what the model sees of a cropped image is what it would have seen of the
+    uncropped one (CLIP keeps the central square) up to a sub-pixel resampling shift."""
     buf = io.BytesIO()
     Image.new("1", (100_000, 1)).save(buf, "PNG")
     assert len(buf.getvalue()) < 200
@@ -124,16 +125,27 @@ def test_aspect_ratio_bomb_is_cropped_before_clip_resizes_it(tiny):
     preprocess = tiny.preprocess
     tiny.preprocess = lambda im: (seen.append(im.size), preprocess(im))[1]
     try:
-        xq = tiny.encode_images([img, Image.new("RGB", (90, 30), (10, 200, 30)), Image.new("RGB", (40, 64))])
+        xq = tiny.encode_images([img, Image.new("RGB", (30, 900), (10, 200, 30)), Image.new("RGB", (400, 20))])
     finally:
         tiny.preprocess = preprocess
-    assert seen == [(2, 1), (60, 30), (40, 64)]  # wide: cropped to 2:1; 3:1 cropped; 1.6:1 untouched
+    assert seen == [(20, 1), (30, 600), (400, 20)]  # wide: cropped to 20:1; 1:30 cropped; 20:1 untouched
     assert np.isfinite(xq).all() and np.allclose(np.linalg.norm(xq, axis=1), 1, atol=1e-5)
     rng = np.random.default_rng(4)
-    wide = Image.fromarray(rng.integers(0, 255, (100, 400, 3), dtype=np.uint8))  # 4:1, resized by 0.64
-    direct = tiny.preprocess(wide)  # what CLIP keeps without the crop: the central 64x64, resized
-    cropped = tiny.preprocess(crop_to_aspect(wide))
-    assert direct.shape == cropped.shape and float((direct - cropped).abs().max()) < 1e-5
+    wide = Image.fromarray(rng.integers(0, 255, (100, 4000, 3), dtype=np.uint8))  # 40:1, resized by 0.64
+    direct = tiny.preprocess(wide)  # crops inside too: compare with the resize of the whole image
+    whole = _preprocess_uncropped(tiny.preprocess, wide)
+    assert direct.shape == whole.shape and float((direct - whole).abs().max()) < 1e-5
+
+
+def _preprocess_uncropped(preprocess, img):
+    import geoindex.encoders.images as images
+
+    saved = images.MAX_ASPECT
+    images.MAX_ASPECT = 1e9
+    try:
+        return preprocess(img)
+    finally:
+        images.MAX_ASPECT = saved
 
 
 def test_text_queries(tiny):
@@ -170,7 +182,7 @@ def test_weights_error_keeps_the_whole_reason(monkeypatch):
     def offline(*args, **kwargs):
         raise RuntimeError(reason + "\nsecond line")
 
-    monkeypatch.setattr(open_clip, "create_model_and_transforms", offline)
+    monkeypatch.setattr(open_clip, "create_model", offline)
     monkeypatch.setattr("geoindex.encoders.clip.check_download_possible", lambda cfg: None)  # as if online
     with pytest.raises(WeightsNotFoundError) as e:
         load_image_encoder("ViT-L-14", device="cpu")

@@ -55,7 +55,9 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, default=None, metavar="DIR",
                    help="GeoCLIP weights folder (from geoindex-train fit); the index must be built with the same")
     p.add_argument("--clip-checkpoint", default=None,
-                   help="local ViT-L-14 checkpoint (else $GEOINDEX_CLIP_CHECKPOINT, else open_clip download)")
+                   help="local ViT-L-14 weights: an open_clip/OpenAI file or a transformers CLIP folder "
+                   "(else $GEOINDEX_CLIP_CHECKPOINT, open_clip's cache, the Hugging Face cache's "
+                   "openai/clip-vit-large-patch14, else an open_clip download)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse larger images (default 64 MP)")
     return p

@@ -35,8 +35,9 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
                    "(default: the CSV's folder)")
     f.add_argument("--clip-model", default="ViT-L-14", help="ViT-L-14 (GeoCLIP's backbone), tiny-test, or any "
                    "open_clip ARCH:TAG")
-    f.add_argument("--clip-checkpoint", default=None, help="local checkpoint of --clip-model "
-                   "(else $GEOINDEX_CLIP_CHECKPOINT, else open_clip downloads it)")
+    f.add_argument("--clip-checkpoint", default=None, help="local weights of --clip-model: an open_clip/OpenAI "
+                   "file or a transformers CLIP folder (else $GEOINDEX_CLIP_CHECKPOINT, open_clip's cache, "
+                   "the Hugging Face cache's openai/clip-vit-large-patch14, else open_clip downloads it)")
     f.add_argument("--views", type=int, default=1, help="views per photo: 1 plain + augmented ones (crop, flip, "
                    "colour jitter, greyscale); default 1")
     f.add_argument("--batch-size", type=int, default=64, help="images per CLIP batch (default 64)")

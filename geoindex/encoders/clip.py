@@ -8,7 +8,12 @@ vectors in an index.
 
 Models are named and resolved here (:data:`CLIP_MODELS`): ``ViT-L-14`` (the real one) and
 ``tiny-test`` (a randomly initialised 2-layer CLIP with the same 768-d output, for offline tests;
-its predictions are meaningless).
+its predictions are meaningless). Weights for ViT-L-14 come from, in order: ``checkpoint``
+(``--clip-checkpoint``), ``$GEOINDEX_CLIP_CHECKPOINT``, open_clip's cache, the Hugging Face hub
+cache's ``openai/clip-vit-large-patch14`` (what GeoCLIP itself downloads), then an open_clip
+download. A checkpoint is an open_clip/OpenAI file or a transformers CLIP folder (see hf_clip).
+Every image goes through :class:`~geoindex.encoders.images.ClipPreprocess`, pixel-equal to the
+reference's ``CLIPImageProcessor``.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from geoindex.encoders.images import crop_to_aspect
+from geoindex.encoders import hf_clip
+from geoindex.encoders.images import ClipPreprocess, crop_to_aspect
 from geoindex.encoders.location import pick_device
-from geoindex.encoders.weights import check_download_possible, geoclip_files
+from geoindex.encoders.weights import check_download_possible, geoclip_files, open_clip_cached
 from geoindex.errors import InvalidArgumentError, InvalidQueryError, MissingDependencyError, WeightsNotFoundError
 
 log = logging.getLogger(__name__)
@@ -182,39 +188,88 @@ def clip_width(model: str) -> int:
     return int(config["embed_dim"])
 
 
+def resolve_checkpoint(model: str, checkpoint: str | Path | None = None) -> str | None:
+    """The local weights :func:`load_clip` will read for ``model``: ``checkpoint``, else
+    ``$GEOINDEX_CLIP_CHECKPOINT``, else (ViT-L-14 with open_clip's cache empty) the hub cache's
+    ``openai/clip-vit-large-patch14`` snapshot folder. None: open_clip's cache or its download
+    (and always for random-weight models, which read nothing)."""
+    spec = clip_spec(model)
+    if spec.pretrained is None:
+        return None
+    given = checkpoint or os.environ.get(CHECKPOINT_ENV) or None
+    if given is not None:
+        return str(given)
+    if (spec.open_clip_name, spec.pretrained) != ("ViT-L-14", "openai"):
+        return None
+    if open_clip_cached(_open_clip().get_pretrained_cfg(spec.open_clip_name, spec.pretrained)):
+        return None
+    snapshot = hf_clip.hub_snapshot(hf_clip.OPENAI_VIT_L_14)
+    return str(snapshot) if snapshot is not None else None
+
+
 def load_clip(model: str = "ViT-L-14", checkpoint: str | Path | None = None, device: torch.device | None = None):
     """The frozen CLIP model alone: (clip, preprocess, tokenizer) on ``device``.
 
-    ``checkpoint``: a local open_clip/OpenAI checkpoint file for ``model`` (else
-    ``$GEOINDEX_CLIP_CHECKPOINT``, else open_clip downloads the weights into its cache, failing in
-    seconds when it cannot)."""
+    ``checkpoint``: local weights for ``model``, an open_clip/OpenAI checkpoint file or a
+    transformers CLIP folder (else see :func:`resolve_checkpoint`; with nothing local open_clip
+    downloads the weights, failing in seconds when it cannot). ``preprocess``: PIL image ->
+    (3, 224, 224) float32 (:class:`ClipPreprocess`); ``clip.encode_image``: pixels -> (n, 768)."""
     spec = clip_spec(model)
     dev = device or torch.device("cpu")
     open_clip = _open_clip()
-    checkpoint = checkpoint or os.environ.get(CHECKPOINT_ENV) or None
+    tokenizer = open_clip.get_tokenizer(spec.open_clip_name)
     if spec.pretrained is None:
         torch.manual_seed(0)  # random test models are reproducible
-        clip, _, preprocess = open_clip.create_model_and_transforms(spec.open_clip_name, pretrained=None)
-    else:
-        if checkpoint is not None and not Path(checkpoint).is_file():
-            raise WeightsNotFoundError(
-                f"CLIP checkpoint {str(checkpoint)!r} does not exist: pass the path of a {model} "
-                f"checkpoint (--clip-checkpoint or ${CHECKPOINT_ENV}), or unset it to let open_clip download one"
-            )
-        source = str(checkpoint) if checkpoint else spec.pretrained
-        try:
-            if checkpoint is None:  # fail in seconds, not after the hub client's minute of retries
-                check_download_possible(open_clip.get_pretrained_cfg(spec.open_clip_name, spec.pretrained))
-            clip, _, preprocess = open_clip.create_model_and_transforms(spec.open_clip_name, pretrained=source)
-        except Exception as e:  # network, hub, or file-format failures all mean "no weights"
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise WeightsNotFoundError(
-                f"CLIP {model} weights could not be loaded from {source!r} ({reason}). open_clip downloads "
-                f"them on first use, which needs internet access; offline, pass "
-                f"--clip-checkpoint PATH or set {CHECKPOINT_ENV}=PATH to a local {model} checkpoint"
-            ) from e
-    tokenizer = open_clip.get_tokenizer(spec.open_clip_name)
-    return clip.to(dev).eval().requires_grad_(False), preprocess, tokenizer
+        clip = open_clip.create_model(spec.open_clip_name, pretrained=None)
+        return _ready(clip, dev), ClipPreprocess(_image_size(clip)), tokenizer
+    source = resolve_checkpoint(model, checkpoint)
+    if source is not None and hf_clip.is_hf_folder(source):
+        return _load_hf(model, Path(source), checkpoint, dev), ClipPreprocess(224), tokenizer
+    if source is not None and not Path(source).is_file():
+        what = ("has no config.json with model.safetensors or pytorch_model.bin" if Path(source).is_dir()
+                else "does not exist")
+        raise WeightsNotFoundError(
+            f"CLIP checkpoint {source!r} {what}: pass a {model} checkpoint file or a transformers CLIP folder "
+            f"(--clip-checkpoint or ${CHECKPOINT_ENV}), or unset it to let open_clip download one"
+        )
+    try:
+        if source is None:  # fail in seconds, not after the hub client's minute of retries
+            check_download_possible(open_clip.get_pretrained_cfg(spec.open_clip_name, spec.pretrained))
+        clip = open_clip.create_model(spec.open_clip_name, pretrained=source or spec.pretrained)
+    except Exception as e:  # network, hub, or file-format failures all mean "no weights"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsNotFoundError(
+            f"CLIP {model} weights could not be loaded from {source or spec.pretrained!r} ({reason}). open_clip "
+            f"downloads them on first use, which needs internet access; offline, pass --clip-checkpoint PATH or "
+            f"set {CHECKPOINT_ENV}=PATH to a local {model} checkpoint (an open_clip file or a transformers folder), "
+            f"or put {hf_clip.OPENAI_VIT_L_14} in the Hugging Face cache"
+        ) from e
+    return _ready(clip, dev), ClipPreprocess(_image_size(clip)), tokenizer
+
+
+def _ready(clip: nn.Module, device: torch.device) -> nn.Module:
+    return clip.to(device).eval().requires_grad_(False)
+
+
+def _image_size(clip: nn.Module) -> int:
+    size = getattr(clip.visual, "image_size", 224)
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def _load_hf(model: str, folder: Path, checkpoint, device: torch.device) -> nn.Module:
+    """A transformers CLIP folder, checked to give ``model``'s feature width; one log line says which."""
+    width, expected = hf_clip.projection_dim(folder), clip_width(model)
+    if width != expected:
+        raise WeightsNotFoundError(
+            f"CLIP folder {str(folder)!r} gives {width}-d features ({hf_clip.describe(folder)}), but {model} gives "
+            f"{expected}-d: pass {model}'s weights ({hf_clip.OPENAI_VIT_L_14} for ViT-L-14)"
+        )
+    if checkpoint or os.environ.get(CHECKPOINT_ENV):
+        log.info("CLIP %s: transformers weights %s (%s)", model, folder, hf_clip.describe(folder))
+    else:  # shown at the commands' default level: the user learns where the weights came from
+        log.warning("CLIP %s: using %s from the Hugging Face cache, %s (no download; %s)", model,
+                    hf_clip.OPENAI_VIT_L_14, folder, hf_clip.describe(folder))
+    return _ready(hf_clip.load_hf_clip(folder), device)
 
 
 def load_image_encoder(model: str | None = None, checkpoint: str | Path | None = None, device: str = "auto",
@@ -225,8 +280,10 @@ def load_image_encoder(model: str | None = None, checkpoint: str | Path | None =
     Args:
         model: the CLIP backbone (default: the one ``weights`` was trained on, else ViT-L-14
             with OpenAI's weights); ``tiny-test`` for tests, or any open_clip ``ARCH:TAG``.
-        checkpoint: a local checkpoint file for it (else ``$GEOINDEX_CLIP_CHECKPOINT``, else
-            open_clip's download; see :func:`load_clip`).
+        checkpoint: a local checkpoint file, or a transformers CLIP folder
+            (``CLIPModel.save_pretrained``, a hub-cache snapshot), for it; else
+            ``$GEOINDEX_CLIP_CHECKPOINT``, open_clip's cache, the Hugging Face cache's
+            ``openai/clip-vit-large-patch14``, then open_clip's download (see :func:`load_clip`).
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
         precision: ``fp32`` or ``fp16``; default fp16 on CUDA, fp32 on CPU (half precision is
             refused on CPU).

@@ -18,9 +18,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from geoindex.errors import ImageTooLargeError, InvalidImageError
 
 DEFAULT_MAX_PIXELS = 64_000_000  # 64 MP: larger than any phone photo, far below a bomb
-# CLIP's preprocessing resizes the shortest side to 224 and keeps the central 224x224 square, so
-# no image needs to reach it wider than this: beyond, the resize blows up (100000x1 -> 5 gigapixels)
-MAX_ASPECT = 2.0
+# CLIP's preprocessing resizes the shortest side to 224 and keeps the central 224x224 square, so an
+# image more elongated than this is cropped to its centre first: otherwise the resize blows up
+# (100000x1 -> 22,400,000x224 pixels). Up to 20:1 the resize output stays under 3 MB and the pixels
+# equal the reference's exactly; beyond, the crop shifts its resampling grid by a fraction of a pixel.
+MAX_ASPECT = 20.0
+# CLIP's normalisation (OpenAI's, also transformers' OPENAI_CLIP_MEAN/STD), not ImageNet's
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 ImageSource = str | Path | bytes | BinaryIO
 
 
@@ -109,11 +114,12 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def crop_to_aspect(img: Image.Image, max_aspect: float = MAX_ASPECT) -> Image.Image:
+def crop_to_aspect(img: Image.Image, max_aspect: float | None = None) -> Image.Image:
     """The central part of ``img`` with width/height (or height/width) at most ``max_aspect``;
     ``img`` itself when it is already within. CLIP keeps only the central square of an image,
     so this changes what the model sees by a sub-pixel resampling shift at most, and bounds what
     its resize allocates (a 92-byte 100000x1 PNG would otherwise become 22,400,000x224 pixels)."""
+    max_aspect = MAX_ASPECT if max_aspect is None else max_aspect
     width, height = img.size
     long_side, short_side = max(width, height), max(1, min(width, height))
     if long_side <= max_aspect * short_side:
@@ -124,3 +130,52 @@ def crop_to_aspect(img: Image.Image, max_aspect: float = MAX_ASPECT) -> Image.Im
         return img.crop((left, 0, left + keep, height))
     top = (height - keep) // 2
     return img.crop((0, top, width, top + keep))
+
+
+def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) with the shortest side ``size`` and the longest truncated, as
+    transformers' ``get_resize_output_image_size`` and torchvision's ``Resize`` both compute it."""
+    short, long = min(width, height), max(width, height)
+    new_long = int(size * long / short)
+    return (size, new_long) if width <= height else (new_long, size)
+
+
+class ClipPreprocess:
+    """RGB PIL image -> (3, size, size) float32 tensor, the pixels of the reference GeoCLIP inference
+    path (transformers' ``CLIPImageProcessor``, torchvision backend) to the last bit:
+
+    1. shortest side to ``size``: torchvision's antialiased bicubic resize on the uint8 image
+       (PIL's own bicubic differs by one grey level in places);
+    2. centre crop ``size`` x ``size``, the offset ``int(margin / 2)``: an odd margin drops its
+       extra pixel on the right/bottom (torchvision's ``CenterCrop``, which open_clip uses, rounds
+       half to even instead, one pixel off when margin % 4 == 3);
+    3. ``(pixel - 255 * mean) / (255 * std)`` with CLIP's mean and std.
+
+    Images more elongated than :data:`MAX_ASPECT` are first cropped to their centre (see
+    :func:`crop_to_aspect`)."""
+
+    def __init__(self, size: int = 224):
+        import torch
+
+        self.size = int(size)
+        self.mean = torch.tensor(CLIP_MEAN).view(3, 1, 1) * 255
+        self.std = torch.tensor(CLIP_STD).view(3, 1, 1) * 255
+
+    def __call__(self, img: Image.Image):
+        import torch
+
+        from geoindex.encoders.torchvision_compat import import_torchvision
+
+        import_torchvision()
+        from torchvision.transforms.v2 import functional as tvf
+
+        img = crop_to_aspect(to_rgb(img))
+        width, height = resized_size(*img.size, self.size)
+        pixels = torch.from_numpy(np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1)))  # (3, h, w) uint8
+        pixels = tvf.resize(pixels, [height, width], interpolation=tvf.InterpolationMode.BICUBIC, antialias=True)
+        top, left = int((height - self.size) / 2.0), int((width - self.size) / 2.0)
+        pixels = pixels[:, top : top + self.size, left : left + self.size]
+        return (pixels.float() - self.mean) / self.std
+
+    def __repr__(self) -> str:
+        return f"ClipPreprocess(size={self.size})"

@@ -129,6 +129,21 @@ PROBE_TIMEOUT_S = 3.0
 _TRUE = ("1", "true", "yes", "on")
 
 
+def open_clip_cached(pretrained_cfg: dict) -> bool:
+    """True when open_clip has ``pretrained_cfg``'s weights on disk (its hub files or its URL cache).
+    A config with nothing to download counts as cached."""
+    hub, url = pretrained_cfg.get("hf_hub", ""), pretrained_cfg.get("url", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        model_id, filename = os.path.split(hub)
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        return any(isinstance(try_to_load_from_cache(model_id, n), str) for n in names)
+    if url:
+        return (Path.home() / ".cache" / "clip" / os.path.basename(url)).is_file()
+    return True
+
+
 def check_download_possible(pretrained_cfg: dict, timeout_s: float = PROBE_TIMEOUT_S) -> None:
     """Raise at once when open_clip would have to download ``pretrained_cfg``'s weights and cannot.
 
@@ -143,19 +158,13 @@ def check_download_possible(pretrained_cfg: dict, timeout_s: float = PROBE_TIMEO
     from urllib.parse import urlparse
 
     hub, url = pretrained_cfg.get("hf_hub", ""), pretrained_cfg.get("url", "")
+    if open_clip_cached(pretrained_cfg):
+        return
     if hub:
-        from huggingface_hub import try_to_load_from_cache
-
-        model_id, filename = os.path.split(hub)
-        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        if any(isinstance(try_to_load_from_cache(model_id, n), str) for n in names):
-            return
         if os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE:
             raise OSError(f"HF_HUB_OFFLINE is set and {hub} is not in the Hugging Face cache")
         target = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     elif url:
-        if (Path.home() / ".cache" / "clip" / os.path.basename(url)).is_file():
-            return
         target = url
     else:
         return  # nothing to download: open_clip reports anything else itself

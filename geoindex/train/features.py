@@ -64,9 +64,17 @@ class FeaturesReport:
 
 
 def _checkpoint_id(checkpoint: str | None) -> dict | None:
+    """Name and size of the weights that load: a checkpoint file, or a transformers folder's weight
+    file (a hub snapshot folder's name is its revision)."""
     if not checkpoint:
         return None
+    from geoindex.encoders.hf_clip import WEIGHT_FILES
+
     p = Path(checkpoint)
+    if p.is_dir():
+        weights = next((p / n for n in WEIGHT_FILES if (p / n).is_file()), None)
+        if weights is not None:
+            return {"name": p.name, "weights": weights.name, "bytes": weights.stat().st_size}
     return {"name": p.name, "bytes": p.stat().st_size} if p.is_file() else {"name": str(checkpoint)}
 
 
@@ -106,7 +114,7 @@ def cache_features(csv: str | Path, out: str | Path, *, clip_model: str = "ViT-L
     import torch
     from tqdm import tqdm
 
-    from geoindex.encoders.clip import CHECKPOINT_ENV, clip_spec, clip_width, load_clip
+    from geoindex.encoders.clip import clip_width, load_clip, resolve_checkpoint
     from geoindex.encoders.location import pick_device
 
     for name, value in (("--batch-size", batch_size), ("--views", views), ("--shard-rows", shard_rows),
@@ -115,9 +123,8 @@ def cache_features(csv: str | Path, out: str | Path, *, clip_model: str = "ViT-L
             raise InvalidArgumentError(f"{name} {value!r} must be a positive integer")
     if dtype not in DTYPES:
         raise InvalidArgumentError(f"--dtype {dtype!r} is not one of {DTYPES}: float16 halves the cache")
-    spec = clip_spec(clip_model)
-    if spec.pretrained is not None:  # the checkpoint that will load, named in the fingerprint whichever way it came
-        clip_checkpoint = clip_checkpoint or os.environ.get(CHECKPOINT_ENV) or None
+    # the checkpoint that will load, named in the fingerprint whichever way it came (argument, env, hub cache)
+    clip_checkpoint = resolve_checkpoint(clip_model, clip_checkpoint)
     photos = read_photos(csv, image_root)
     out = Path(out)
     fingerprint = {
