@@ -48,7 +48,8 @@ def gallery_vectors(client, n=3):
 
 
 def test_health_ready_index(client):
-    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/healthz").json() == {"status": "ok", "integrity": {"state": "ok", "files": [], "bytes": 0,
+                                                                         "seconds": 0.0}}
     assert client.get("/readyz").json()["status"] == "ready"
     info = client.get("/v1/index").json()
     assert info["gallery"]["resolution"] == 2 and info["factory"].startswith("IVFH3")
