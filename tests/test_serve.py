@@ -263,7 +263,7 @@ def test_refuses_nonpositive_limits(built_r2, capsys, flag, value):
 def test_refuses_to_start_on_bad_index(tmp_path, capsys):
     assert serve_main(["--index", str(tmp_path / "nope"), "--embeddings-only"]) == 2
     err = capsys.readouterr().err
-    assert "build_index" in err and "Traceback" not in err
+    assert "geoindex build" in err and "Traceback" not in err
 
 
 def test_supervisor_checks_in_a_child_and_never_loads_the_index(built_r2, tmp_path, capsys, monkeypatch):
@@ -275,7 +275,7 @@ def test_supervisor_checks_in_a_child_and_never_loads_the_index(built_r2, tmp_pa
 
     assert serve_main(["--index", str(tmp_path / "nope"), "--embeddings-only", "--workers", "2"]) == 2
     err = capsys.readouterr().err
-    assert "build_index" in err and "Traceback" not in err and err.count("\n") == 1
+    assert "geoindex build" in err and "Traceback" not in err and err.count("\n") == 1
 
     def no_engine_here(*args, **kwargs):
         raise AssertionError("the supervisor loaded an engine")

@@ -203,8 +203,17 @@ def flipped(src, tmp_path, name: str, offset: float = 0.5):
     return dst
 
 
+@pytest.fixture
+def no_serving(monkeypatch):
+    """A server that would start returns at once instead of serving forever (main then returns 0)."""
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, *a, **kw: None)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: None)
+
+
 @pytest.mark.parametrize("name", ["hot/cell.npy", "hot/lat.npy", "vectors.faiss"])
-def test_server_refuses_a_flipped_byte_with_one_line(built_r2, tmp_path, capsys, name):
+def test_server_refuses_a_flipped_byte_with_one_line(built_r2, tmp_path, capsys, name, no_serving):
     from geoindex.cli.serve import main
 
     bad = flipped(built_r2, tmp_path, name)
@@ -234,7 +243,7 @@ def test_large_files_verified_in_the_background_and_a_corrupt_one_refuses_querie
         assert "geoindex_index_integrity 1.0" in c.get("/metrics").text
 
 
-def test_damaged_cells_duckdb_at_server_start_is_one_line(built_r2, tmp_path, capsys):
+def test_damaged_cells_duckdb_at_server_start_is_one_line(built_r2, tmp_path, capsys, no_serving):
     from geoindex.cli.serve import main
 
     bad = tmp_path / "copy"

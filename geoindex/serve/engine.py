@@ -51,7 +51,6 @@ class Engine:
         self.text_batcher = MicroBatcher(self._encode_texts, settings.max_batch, window)
         self.decode_budget = DecodeBudget(settings.server_decoded_bytes)
         self.memory = MemoryReturn()
-        self.chunk = 8  # queries per search chunk, adapted to take about settings.search_chunk_s
         self.integrity = BackgroundVerifier(self.geolocator.dir, small).start()
 
     def _encode_images(self, images):
@@ -70,7 +69,8 @@ class Engine:
         """``geolocator.locate`` in chunks of queries, each its own task on the search pool, the
         next submitted only when the last is done: another request's search queues between two
         chunks, so a small request waits at most about one chunk (``--search-chunk-s``) behind a
-        large one. The chunk size adapts to the time chunks take."""
+        large one. The chunk size starts at one query and adapts (at most doubling) to the time
+        chunks take, per request: requests of different costs do not share an estimate."""
         self.require_intact()
         work = options.search.refine_starts * len(xq)
         if work > self.settings.max_refine_work:
@@ -79,14 +79,14 @@ class Engine:
                 f"server's limit of {self.settings.max_refine_work:,} per request (--max-refine-work; each costs about "
                 "as much as a whole unrefined query): send fewer queries per request or a smaller refine")
         loop = asyncio.get_running_loop()
-        results, start = [], 0
+        results, start, size = [], 0, 1  # one query first: its time says how many fit in a chunk
         while start < len(xq):
-            chunk = xq[start:start + self.chunk]
+            chunk = xq[start:start + size]
             began = time.perf_counter()
             results += await loop.run_in_executor(self.search_pool, self.geolocator.locate, chunk, options)
             start += len(chunk)
             per_query = (time.perf_counter() - began) / len(chunk)
-            self.chunk = int(np.clip(self.settings.search_chunk_s / max(per_query, 1e-6), 1, MAX_CHUNK))
+            size = int(np.clip(min(2 * size, self.settings.search_chunk_s / max(per_query, 1e-6)), 1, MAX_CHUNK))
         return results
 
     async def decode(self, blobs: list[tuple[bytes, str]]) -> list:
