@@ -185,7 +185,7 @@ def test_bad_filters(flat_r2, filters, match):
 
 
 def test_index_dir_errors(tmp_path, flat_r2):
-    with pytest.raises(IndexDirError, match="build_index"):
+    with pytest.raises(IndexDirError, match="geoindex build"):
         Geolocator(tmp_path / "missing")
     other = tmp_path / "other"
     shutil.copytree(flat_r2, other)

@@ -48,7 +48,8 @@ def gallery_vectors(client, n=3):
 
 
 def test_health_ready_index(client):
-    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/healthz").json() == {"status": "ok", "integrity": {"state": "ok", "files": [], "bytes": 0,
+                                                                         "seconds": 0.0}}
     assert client.get("/readyz").json()["status"] == "ready"
     info = client.get("/v1/index").json()
     assert info["gallery"]["resolution"] == 2 and info["factory"].startswith("IVFH3")
@@ -262,7 +263,7 @@ def test_refuses_nonpositive_limits(built_r2, capsys, flag, value):
 def test_refuses_to_start_on_bad_index(tmp_path, capsys):
     assert serve_main(["--index", str(tmp_path / "nope"), "--embeddings-only"]) == 2
     err = capsys.readouterr().err
-    assert "build_index" in err and "Traceback" not in err
+    assert "geoindex build" in err and "Traceback" not in err
 
 
 def test_supervisor_checks_in_a_child_and_never_loads_the_index(built_r2, tmp_path, capsys, monkeypatch):
@@ -274,7 +275,7 @@ def test_supervisor_checks_in_a_child_and_never_loads_the_index(built_r2, tmp_pa
 
     assert serve_main(["--index", str(tmp_path / "nope"), "--embeddings-only", "--workers", "2"]) == 2
     err = capsys.readouterr().err
-    assert "build_index" in err and "Traceback" not in err and err.count("\n") == 1
+    assert "geoindex build" in err and "Traceback" not in err and err.count("\n") == 1
 
     def no_engine_here(*args, **kwargs):
         raise AssertionError("the supervisor loaded an engine")
@@ -293,7 +294,7 @@ def test_offline_start_without_clip_weights_names_both_ways_out(built_r2):
     env.pop("GEOINDEX_CLIP_CHECKPOINT", None)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     line = proc.stderr.strip().splitlines()[-1]
-    assert proc.returncode == 2 and line.startswith("geoindex-serve: error:")
+    assert proc.returncode == 2 and line.startswith("geoindex serve: error:")
     assert "--clip-checkpoint" in line and "--embeddings-only" in line
 
 

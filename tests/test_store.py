@@ -105,22 +105,22 @@ def test_missing_or_damaged_store_is_refused_with_the_fix(stores, tmp_path):
     with pytest.raises(IndexDirError, match=r"exact\.npy is \d+ bytes.*--store fp16 --out .* --overwrite"):
         Geolocator(copy)
     store.unlink()  # missing
-    with pytest.raises(IndexDirError, match=r"lacks exact\.npy.*build_index --resolution 2 --cells all --index "
-                                            r"IVFH3r0,PQ16x4 .*--store fp16"):
+    with pytest.raises(IndexDirError, match=r"lacks exact\.npy.*geoindex build --resolution 2 --cells all "
+                                            r"--factory IVFH3r0,PQ16x4 .*--store fp16"):
         Geolocator(copy)
     flipped = bytearray(data)
     flipped[-100] ^= 0xFF  # same size, altered: the full check finds it
     store.write_bytes(bytes(flipped))
-    Geolocator(copy)  # the size check passes
+    Geolocator(copy, verify="size")  # the size check passes
     with pytest.raises(IndexDirError, match="exact.npy fails its SHA-256 check"):
-        Geolocator(copy, verify="full")
+        Geolocator(copy)  # files up to 100 MB are checksummed at open
     # a file of the right size but another shape or kind (the manifest edited by hand)
     store.write_bytes(data)
     m = json.loads((copy / "manifest.json").read_text())
     m["store"]["kind"] = "fp32"
     (copy / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(IndexDirError, match=r"holds float16 \(5882, 512\), the index needs fp32 .*rebuild it with "
-                                            r"`build_index --resolution 2 .*use_store=False"):
+                                            r"`geoindex build --resolution 2 .*use_store=False"):
         Geolocator(copy)
     m["store"]["kind"] = "sq8"  # sq8 needs its ranges too
     (copy / "manifest.json").write_text(json.dumps(m))

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
                 print(f"  {p.cell:x}  {p.lat:8.3f} {p.lng:9.3f}  {km:8,.1f} km away  score {p.score:.4f}  "
                       f"{p.country or '--'} / {p.admin1 or '--'} / {p.place or '--'}")
     except GeoindexError as e:
-        print(f"inspect: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -73,6 +73,20 @@ def _latlng(text: str) -> tuple[float, float]:
     return lat, lng
 
 
+def _refuse_folders(images: list[str]) -> None:
+    """A folder given where an image goes: say what it is and what to type instead."""
+    for image in images:
+        path = Path(image)
+        if not path.is_dir():
+            continue
+        if (path / "manifest.json").is_file():
+            raise InvalidArgumentError(f"{image!r} is an index folder, not an image: give it with --index {image}")
+        raise InvalidArgumentError(
+            f"{image!r} is a folder, not an image: give the image files (e.g. {path / '*.jpg'}), or geolocate "
+            f"every photo in it with the archive mode (`geoindex locate {image} --index INDEX --out RESULTS`); "
+            f"if it is an index, give it with --index {image}")
+
+
 def map_paths(out: Path, n: int) -> list[Path]:
     """OUT.png for one query; OUT-1.png ... OUT-n.png for several."""
     return [out] if n == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(1, n + 1)]
@@ -152,6 +166,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     from geoindex.locate.regions import make_filter
 
     try:
+        _refuse_folders(args.images)
         region = make_filter(args.country, args.bbox, args.cells)
         geolocator = Geolocator(args.index, weights=args.weights)
         search = SearchSettings.parse(args.search)

@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
 
 from geoindex.errors import GeoindexError, WeightsNotFoundError
+from geoindex.serve.protocol import server_config, uvicorn_kwargs
 from geoindex.serve.settings import ENV_VAR, ServeSettings
 
 PROG = "geoindex serve"
@@ -67,15 +68,17 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         error = _check_in_child(settings)
         if error is not None:
             return _refuse(error, prog)
-        os.environ[ENV_VAR] = settings.to_json()
+        os.environ[ENV_VAR] = settings.to_json()  # the workers' settings, the header deadline included
         uvicorn.run("geoindex.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, log_level=args.log_level)
+                    workers=args.workers, log_level=args.log_level, **uvicorn_kwargs(settings))
         return 0
     try:
         engine = Engine(settings)  # load (and validate) before binding the port
     except GeoindexError as e:
         return _refuse(_explain(e), prog)
-    uvicorn.run(create_app(settings, engine), host=args.host, port=args.port, log_level=args.log_level)
+    config = server_config(create_app(settings, engine), settings, host=args.host, port=args.port,
+                           log_level=args.log_level)
+    uvicorn.Server(config).run()
     return 0
 
 

@@ -93,9 +93,26 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     except GeoindexError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # --out (or a file under it) cannot be written: one line, not a traceback
+        print(f"{prog}: error: {_os_error(e, getattr(args, 'out', None))}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; run the same command again to resume from {args.out}", file=sys.stderr)
         return 130
+
+
+def _os_error(e: OSError, out: Path) -> str:
+    """One line for a write that failed: the file, why, and what to do."""
+    import errno
+
+    where = e.filename or out
+    if e.errno == errno.ENOSPC:
+        fix = "free some space on that disk or give --out on another, then run the same command to resume"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = f"give --out a folder this user may write, or fix the permissions of {str(out)!r}"
+    else:
+        fix = f"check --out {str(out)!r} (an existing folder's path, on a writable disk)"
+    return f"cannot write {str(where)!r} ({e.strerror or e}): {fix}"
 
 
 def _features(args, prog: str) -> int:

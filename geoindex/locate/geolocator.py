@@ -17,7 +17,8 @@ import numpy as np
 
 from geoindex.cells.region import describe_region, points_inside, region_from_dict
 from geoindex.encoders.location import location_weights_sha256
-from geoindex.errors import InvalidQueryError
+from geoindex.errors import IndexDirError, InvalidQueryError
+from geoindex.index.io import read_index
 from geoindex.index.search import SearchSettings, apply_search_settings, per_call_params
 from geoindex.locate.options import DEFAULT_CANDIDATES, LocateResult, QueryOptions, validate_embeddings
 from geoindex.locate.plan import QueryPlan, make_plan
@@ -27,12 +28,29 @@ from geoindex.locate.regions import RegionFilter, region_ids
 from geoindex.locate.rerank import ExactReranker, StoreReranker, rescore_head
 from geoindex.store.cell_table import load_cell_table
 from geoindex.store.exact_store import open_store
-from geoindex.store.manifest import open_index_dir, rebuild_hint
+from geoindex.store.integrity import check_index, check_table
+from geoindex.store.manifest import SMALL_FILE_BYTES, IndexDir, open_index_dir, rebuild_hint, unreadable
 
 log = logging.getLogger(__name__)
 
 REGION_CACHE = 64
 PLAN_CACHE = 64
+
+
+def _read_index(index_dir: IndexDir):
+    """The FAISS index of ``index_dir``; on-disk lists (DIR/lists.ivfdata) memory-mapped from beside
+    vectors.faiss, wherever the dir is now. An unreadable or damaged file is one IndexDirError."""
+    path = index_dir.vectors_path
+    try:
+        with open(path, "rb"):  # permissions and I/O errors, in words FAISS does not give
+            pass
+        return read_index(path, faiss.IO_FLAG_ONDISK_SAME_DIR)
+    except OSError as e:
+        raise IndexDirError(f"{path} {unreadable(e)}") from e
+    except RuntimeError as e:  # FAISS: a bad header, a truncated body, an unreadable lists file
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise IndexDirError(f"{path} is not a readable FAISS index (FAISS says: {first[:200]}): "
+                            f"{rebuild_hint(index_dir.path, index_dir.manifest)}") from e
 
 
 class Geolocator:
@@ -49,28 +67,34 @@ class Geolocator:
         region: the region a regional build holds, or None for the whole globe.
     """
 
-    def __init__(self, index_dir: str | Path, verify: str = "size", use_store: bool = True,
-                 weights: str | Path | None = None):
+    def __init__(self, index_dir: str | Path, verify: str = "small", use_store: bool = True,
+                 weights: str | Path | None = None, small_file_bytes: int = SMALL_FILE_BYTES):
         """Open and verify ``index_dir``.
 
         Args:
             index_dir: an index directory written by ``geoindex build``.
-            verify: ``"size"`` (file sizes, fast), ``"full"`` (sizes and SHA-256 of every file) or
-                ``"none"``; see :func:`~geoindex.store.manifest.open_index_dir`.
+            verify: ``"small"`` (default: sizes, SHA-256 of every file up to ``small_file_bytes``,
+                and the structural checks of :mod:`geoindex.store.integrity`), ``"size"``,
+                ``"full"`` (SHA-256 of every file) or ``"none"`` (no checks at all); see
+                :func:`~geoindex.store.manifest.open_index_dir`.
             use_store: re-rank from the index's exact store when it has one (False: with the
                 encoder, as an index without a store does).
             weights: the GeoCLIP weights folder the index was built with (``--weights``; default
                 the released weights): an index built with others is refused.
+            small_file_bytes: the size up to which ``"small"`` checksums a file at open.
 
         Raises:
             IndexDirError: the directory is missing, incomplete, altered, or holds another
                 model's vectors; the message says what to do.
         """
-        self.dir = open_index_dir(index_dir, verify=verify, weights_sha256=location_weights_sha256(weights))
-        # on-disk lists (DIR/lists.ivfdata) are memory-mapped from beside vectors.faiss, wherever the dir is now
-        self.index = faiss.read_index(str(self.dir.vectors_path), faiss.IO_FLAG_ONDISK_SAME_DIR)
+        self.dir = open_index_dir(index_dir, verify=verify, weights_sha256=location_weights_sha256(weights),
+                                  small_file_bytes=small_file_bytes)
+        self.index = _read_index(self.dir)
         apply_search_settings(self.index, self.dir.search)
         self.table = load_cell_table(self.dir.cells_path)
+        if verify != "none":
+            check_table(self.dir, self.table)
+            check_index(self.dir, self.index, self.table)
         self.logit_scale = float(math.exp(self.dir.logit_scale))
         self.resolution: int | None = self.dir.resolution
         self.known_countries = set(self.table.values["country"][1:])

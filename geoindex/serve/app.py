@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 import orjson
@@ -25,12 +24,14 @@ from geoindex.encoders.location import EMBED_DIM
 from geoindex.errors import (
     GeoindexError,
     ImageTooLargeError,
+    IndexDirError,
     InvalidArgumentError,
     InvalidImageError,
     InvalidQueryError,
     WeightsNotFoundError,
 )
-from geoindex.serve.batching import MicroBatcher
+from geoindex.serve.engine import Engine, require_encoder
+from geoindex.serve.integrity import STATES
 from geoindex.serve.http import BodyLimit, OrjsonRoute, error_response
 from geoindex.serve.metrics import Metrics, MetricsMiddleware
 from geoindex.serve.schema import (
@@ -51,56 +52,13 @@ log = logging.getLogger("geoindex.serve")
 GEOJSON = "application/geo+json"
 
 
-class Engine:
-    """Everything loaded once per process: the Geolocator, the CLIP encoder, thread pools."""
-
-    def __init__(self, settings: ServeSettings):
-        import faiss
-
-        from geoindex.locate.geolocator import Geolocator
-
-        faiss.omp_set_num_threads(1)  # one thread per query; concurrency comes from the pool
-        self.settings = settings
-        self.geolocator = Geolocator(settings.index, weights=settings.weights)
-        self.encoder = None
-        if not settings.embeddings_only:
-            from geoindex.encoders.clip import load_image_encoder
-
-            self.encoder = load_image_encoder(settings.clip_model, settings.clip_checkpoint, settings.device,
-                                              batch_size=settings.max_batch, weights=settings.weights)
-        # OpenMP settings are per thread: a pool thread left at the default would start a team of
-        # spinning threads per query and oversubscribe the cores under load.
-        self.search_pool = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="search",
-                                              initializer=faiss.omp_set_num_threads, initargs=(1,))
-        self.decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
-        window = settings.batch_window_ms / 1000
-        self.image_batcher = MicroBatcher(self._encode_images, settings.max_batch, window)
-        self.text_batcher = MicroBatcher(self._encode_texts, settings.max_batch, window)
-        import duckdb
-
-        self.db = duckdb.connect(str(self.geolocator.dir.cells_path), read_only=True)
-
-    def _encode_images(self, images):
-        return self.encoder.encode_images(images)
-
-    def _encode_texts(self, texts):
-        return self.encoder.encode_texts(texts)
-
-    async def close(self) -> None:
-        await self.image_batcher.close()
-        await self.text_batcher.close()
-        self.search_pool.shutdown(wait=False)
-        self.decode_pool.shutdown(wait=False)
-        self.db.close()
-
-
 # -- helpers -----------------------------------------------------------------------------------------
 def _status_for(e: GeoindexError) -> int:
     if isinstance(e, ImageTooLargeError):
         return 413
     if isinstance(e, InvalidImageError):
         return 415
-    if isinstance(e, WeightsNotFoundError):
+    if isinstance(e, (WeightsNotFoundError, IndexDirError)):
         return 503
     if isinstance(e, (InvalidQueryError, InvalidArgumentError)):
         return 422
@@ -134,17 +92,10 @@ def _wants_geojson(request: Request, fmt: str | None) -> bool:
 async def _locate(engine: Engine, xq, options, labels, geojson: bool) -> Response:
     from geoindex.locate.geojson import results_to_geojson
 
-    loop = asyncio.get_running_loop()
-    results = await loop.run_in_executor(engine.search_pool, engine.geolocator.locate, xq, options)
+    results = await engine.locate(xq, options)
     if geojson:
         return Response(orjson.dumps(results_to_geojson(results, labels)), media_type=GEOJSON)
     return Response(orjson.dumps({"results": [r.to_dict() for r in results]}), media_type="application/json")
-
-
-def _require_encoder(engine: Engine) -> None:
-    if engine.encoder is None:
-        raise WeightsNotFoundError("this server runs with --embeddings-only: image and text queries are off; "
-                                   "restart it with CLIP weights (--clip-checkpoint PATH)")
 
 
 # -- the app -------------------------------------------------------------------------------------------
@@ -228,7 +179,7 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
         refine: Annotated[int, form("refine")] = None,
         format: Format = None,
     ):
-        _require_encoder(engine)
+        require_encoder(engine)
         filters = Filters(top_k=top_k, candidates=candidates, country=country, aggregate_res=aggregate_res,
                           confidence=confidence, cells=cells, refine=refine)
         options = _options(engine, filters, boxes=bbox)
@@ -243,18 +194,14 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
             if ctype and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
                 raise InvalidImageError(f"{upload.filename!r} has content type {ctype!r}: send an image (image/jpeg, image/png, ...)")
             blobs.append((data, upload.filename))
-        from geoindex.encoders.images import load_image
-
-        loop = asyncio.get_running_loop()
-        decoded = await asyncio.gather(*(loop.run_in_executor(
-            engine.decode_pool, lambda b=b: load_image(b[0], max_pixels=s.max_pixels, name=b[1] or "upload"))
-            for b in blobs))
+        engine.require_intact()  # before decoding: a corrupt index answers nothing
+        decoded = await engine.decode(blobs)
         xq = await engine.image_batcher.submit(list(decoded))
         return await _locate(engine, xq, options, [b[1] or str(i) for i, b in enumerate(blobs)], geojson)
 
     @app.post("/v1/locate/text", summary="Geolocate text descriptions", responses=locate_responses(503))
     async def locate_text(request: Request, body: TextRequest, format: Format = None):
-        _require_encoder(engine)
+        require_encoder(engine)
         options = _options(engine, body)
         geojson = _wants_geojson(request, format)
         engine.geolocator.check_options(options)
@@ -302,6 +249,7 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
             finally:
                 cur.close()
 
+        engine.require_intact()
         row, names = await asyncio.get_running_loop().run_in_executor(engine.search_pool, lookup)
         if row is None:
             return error_response(404, "NotFound", f"cell {cell!r} is not in this index")
@@ -313,18 +261,25 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
     async def index_summary():
         return Response(orjson.dumps(engine.geolocator.summary()), media_type="application/json")
 
-    @app.get("/healthz", summary="Liveness")
+    @app.get("/healthz", summary="Liveness, and the index's integrity", responses=refusals(503))
     async def healthz():
-        return {"status": "ok"}
+        check = engine.integrity.report()
+        if check["state"] == "corrupt":
+            return error_response(503, "IndexCorrupt", check["error"], {"integrity": check})
+        return {"status": "ok", "integrity": check}
 
-    @app.get("/readyz", summary="Readiness: index and models loaded", responses=refusals(503))
+    @app.get("/readyz", summary="Readiness: index and models loaded, index not corrupt", responses=refusals(503))
     async def readyz():
         if not app.state.ready:
             return error_response(503, "NotReady", "loading")
-        return {"status": "ready", "images": engine.encoder is not None}
+        if engine.integrity.state == "corrupt":
+            return error_response(503, "IndexCorrupt", engine.integrity.error)
+        return {"status": "ready", "images": engine.encoder is not None, "integrity": engine.integrity.state}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics_route():
+        metrics.integrity.set(STATES[engine.integrity.state])
+        metrics.decoded_bytes.set(engine.decode_budget.in_use)
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     from geoindex.serve.web import mount_web

@@ -24,6 +24,10 @@ class Metrics:
                                registry=self.registry)
         self.batch_items = Histogram("geoindex_encoder_batch_items", "items per encoder micro-batch",
                                      buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
+        self.integrity = Gauge("geoindex_index_integrity", "index files: 1 verified, 0 verifying in the "
+                               "background, -1 corrupt (queries refused)", registry=self.registry)
+        self.decoded_bytes = Gauge("geoindex_decoded_image_bytes", "bytes of decoded images in flight "
+                                   "(bounded by --server-decoded-bytes)", registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -83,10 +83,26 @@ def load_cell_table(db_path: Path) -> CellTable:
         # __getitem__ cost ~4 us a scalar read, ~50 of them a query (measured in bench_query)
         columns = {c: np.load(hot / f"{c}.npy", mmap_mode="r").view(np.ndarray) for c in (*_NUMERIC, *STRING_COLUMNS)}
     except (OSError, ValueError) as e:
-        raise IndexDirError(f"{hot} holds unreadable columns ({e}): rebuild the index") from e
+        from geoindex.store.manifest import unreadable
+
+        why = unreadable(e) if isinstance(e, OSError) else f"holds unreadable columns ({e})"
+        raise IndexDirError(f"{getattr(e, 'filename', None) or hot} {why}: if the file is damaged, rebuild the "
+                            f"index (`geoindex build ... --out {db_path.parent} --overwrite`)") from e
     return CellTable(columns["cell"], columns["lat"], columns["lng"],
                      {c: columns[c] for c in STRING_COLUMNS},
                      {c: np.array(values[c], dtype=object) for c in STRING_COLUMNS})
+
+
+def duckdb_error(db_path: Path, e: Exception) -> str:
+    """One line for a DuckDB file that does not open: permissions, or a damaged file."""
+    import os
+
+    if not os.access(db_path, os.R_OK):
+        return (f"{db_path} cannot be read (permission denied): give this user read access (chmod a+r) "
+                "or run as its owner")
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return (f"{db_path} is not a readable DuckDB file (DuckDB says: {first}): the file is damaged; rebuild the "
+            f"index (`geoindex build ... --out {db_path.parent} --overwrite`, with the options it was built with)")
 
 
 def _read_duckdb(db_path: Path) -> CellTable:
@@ -94,8 +110,8 @@ def _read_duckdb(db_path: Path) -> CellTable:
 
     try:
         con = duckdb.connect(str(db_path), read_only=True)
-    except duckdb.Error as e:
-        raise IndexDirError(f"{db_path} is not a readable DuckDB file ({e}): rebuild the index") from e
+    except (duckdb.Error, OSError) as e:
+        raise IndexDirError(duckdb_error(db_path, e)) from e
     try:
         base = con.execute("SELECT cell, lat, lng FROM cells ORDER BY cell").fetchnumpy()
         codes, values = {}, {}

@@ -26,6 +26,10 @@ VECTORS = "vectors.faiss"
 CELLS = "cells.duckdb"
 LISTS = "lists.ivfdata"  # the inverted lists, when built with --lists-on-disk (memory-mapped, never read whole)
 REQUIRED_FILES = (VECTORS, CELLS)
+# files up to this size are checksummed whenever an index is opened for queries (SHA-256 at ~1 GB/s:
+# a tenth of a second at most); larger ones (res >= 6 vectors, on-disk lists) by `geoindex inspect`
+# and, in the background after it starts, by the server
+SMALL_FILE_BYTES = 100 * 2**20
 
 
 @dataclass(frozen=True)
@@ -110,28 +114,56 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 
 def rebuild_hint(path: Path, manifest: dict | None = None) -> str:
     """The command that rebuilds this index: its own gallery, factory, search and store when the
-    manifest says them."""
+    manifest says them; a generic command (the gallery left to the reader) when it cannot be read."""
     try:
         g, idx = manifest["gallery"], manifest["index"]
         what = f"--resolution {g['resolution']} --cells {g['cells']}" if g["kind"] == "h3" else \
             f"--gallery-csv {g['path']}"
-        what += f" --index {idx['factory']} --search '{idx['search']}'"
+        region = g.get("region") or {}  # a regional build keeps its region
+        what += "".join(f" --country {c}" for c in region.get("countries", ()))
+        what += "".join(f" --bbox={','.join(f'{v:g}' for v in b)}" for b in region.get("bboxes", ()))
+        what += "".join(f" --cells {c}" for c in region.get("cells", ()))
+        what += f" --factory {idx['factory']} --search '{idx['search']}'"
         if manifest.get("store"):
             what += f" --store {manifest['store']['kind']}"
     except (KeyError, TypeError):
-        what = "--resolution 5"
-    return f"rebuild it with `build_index {what} --out {path} --overwrite`"
+        return (f"rebuild it with `geoindex build --resolution R --out {path} --overwrite` (R and the other "
+                "options as when it was built: its manifest cannot tell them)")
+    return f"rebuild it with `geoindex build {what} --out {path} --overwrite`"
 
 
-def open_index_dir(path: str | Path, verify: str = "size", weights_sha256: str | None = None) -> IndexDir:
+def unreadable(e: OSError | ValueError) -> str:
+    """Why a file could not be read, and what to do, as a clause: "cannot be read (...)"."""
+    if isinstance(e, PermissionError):
+        return "cannot be read (permission denied): give this user read access (chmod a+r) or run as its owner"
+    if isinstance(e, OSError):
+        return f"cannot be read ({e.strerror or e}): check the disk and the file"
+    return f"is not readable JSON ({e})"
+
+
+def verify_checksum(path: Path, name: str, entry: dict, manifest: dict) -> None:
+    """Refuse ``path/name`` when its SHA-256 is not the manifest's ``entry["sha256"]``."""
+    target = path / name
+    try:
+        digest = sha256_file(target)
+    except OSError as e:
+        raise IndexDirError(f"{target} {unreadable(e)}") from e
+    if digest != entry["sha256"]:
+        raise IndexDirError(f"{target} fails its SHA-256 check (same size, other bytes: corrupted on disk or "
+                            f"edited): {rebuild_hint(path, manifest)}")
+
+
+def open_index_dir(path: str | Path, verify: str = "size", weights_sha256: str | None = None,
+                   small_file_bytes: int = SMALL_FILE_BYTES) -> IndexDir:
     """Open and verify an index directory.
 
     Args:
         path: the index directory (``manifest.json`` and the files it lists).
-        verify: ``"size"`` (file sizes, fast), ``"full"`` (sizes and SHA-256 of every file) or
-            ``"none"``.
+        verify: ``"size"`` (file sizes, fast), ``"small"`` (sizes, and SHA-256 of the files up
+            to ``small_file_bytes``), ``"full"`` (sizes and SHA-256 of every file) or ``"none"``.
         weights_sha256: when given, the SHA-256 of the location-encoder weights the caller will
             encode queries with; a mismatch means the index holds another model's vectors.
+        small_file_bytes: the size up to which ``"small"`` checksums a file.
 
     Returns:
         An :class:`IndexDir`: the parsed manifest with typed accessors (paths, search settings,
@@ -145,22 +177,22 @@ def open_index_dir(path: str | Path, verify: str = "size", weights_sha256: str |
     if not path.is_dir():
         raise IndexDirError(
             f"index dir {str(path)!r} does not exist: build one with "
-            f"`build_index --resolution 5 --out {path}`"
+            f"`geoindex build --resolution 5 --out {path}`"
         )
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise IndexDirError(
             f"index dir {str(path)!r} has no {MANIFEST}: it is not a finished geoindex index; "
-            f"run `build_index --resolution 5 --out {path}` first"
+            f"run `geoindex build --resolution 5 --out {path}` first"
         )
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError) as e:
-        raise IndexDirError(f"{manifest_path} is not readable JSON ({e}): {rebuild_hint(path)}") from e
+        raise IndexDirError(f"{manifest_path} {unreadable(e)}: {rebuild_hint(path)}") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IndexDirError(
             f"{manifest_path} has format {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
-            f"not {FORMAT!r}: {rebuild_hint(path)}"
+            f"not {FORMAT!r}: {rebuild_hint(path, manifest if isinstance(manifest, dict) else None)}"
         )
     files = manifest.get("files", {})
     for name in dict.fromkeys([*REQUIRED_FILES, *files]):  # the exact store too, when built
@@ -168,13 +200,13 @@ def open_index_dir(path: str | Path, verify: str = "size", weights_sha256: str |
         target = path / name
         if entry is None or not target.is_file():
             raise IndexDirError(f"index dir {str(path)!r} lacks {name}: {rebuild_hint(path, manifest)}")
-        if verify in ("size", "full") and target.stat().st_size != entry["bytes"]:
+        if verify in ("size", "small", "full") and target.stat().st_size != entry["bytes"]:
             raise IndexDirError(
                 f"{target} is {target.stat().st_size} bytes, the manifest says {entry['bytes']}: "
                 f"the file was changed or truncated; {rebuild_hint(path, manifest)}"
             )
-        if verify == "full" and sha256_file(target) != entry["sha256"]:
-            raise IndexDirError(f"{target} fails its SHA-256 check: {rebuild_hint(path, manifest)}")
+        if verify == "full" or (verify == "small" and entry["bytes"] <= small_file_bytes):
+            verify_checksum(path, name, entry, manifest)
     if weights_sha256 is not None:
         built_with = manifest.get("encoder", {}).get("weights_sha256")
         if built_with != weights_sha256:

@@ -1,0 +1,136 @@
+"""What the server loads once per process (:class:`Engine`) and how it spends it: searches split
+into chunks that interleave with other requests' (:meth:`Engine.locate`), image decodes inside the
+server's decoded-pixel budget (:meth:`Engine.decode`), the index's integrity check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from geoindex.errors import IndexDirError, InvalidQueryError, WeightsNotFoundError
+from geoindex.serve.batching import MicroBatcher
+from geoindex.serve.images import DecodeBudget, MemoryReturn, check_request_budget, decode_small
+from geoindex.serve.integrity import BackgroundVerifier
+from geoindex.serve.settings import ServeSettings
+
+log = logging.getLogger("geoindex.serve")
+MAX_CHUNK = 64  # queries per search chunk at most (FAISS gains little from larger batches)
+
+
+class Engine:
+    """Everything loaded once per process: the Geolocator, the CLIP encoder, thread pools."""
+
+    def __init__(self, settings: ServeSettings):
+        import faiss
+
+        from geoindex.locate.geolocator import Geolocator
+
+        faiss.omp_set_num_threads(1)  # one thread per query; concurrency comes from the pool
+        self.settings = settings
+        small = int(settings.checksum_at_start_mb * 2**20)
+        self.geolocator = Geolocator(settings.index, weights=settings.weights, small_file_bytes=small)
+        self.db = _connect(self.geolocator.dir.cells_path)
+        self.encoder = None
+        if not settings.embeddings_only:
+            from geoindex.encoders.clip import load_image_encoder
+
+            self.encoder = load_image_encoder(settings.clip_model, settings.clip_checkpoint, settings.device,
+                                              batch_size=settings.max_batch, weights=settings.weights)
+        # OpenMP settings are per thread: a pool thread left at the default would start a team of
+        # spinning threads per query and oversubscribe the cores under load.
+        self.search_pool = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="search",
+                                              initializer=faiss.omp_set_num_threads, initargs=(1,))
+        self.decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        window = settings.batch_window_ms / 1000
+        self.image_batcher = MicroBatcher(self._encode_images, settings.max_batch, window)
+        self.text_batcher = MicroBatcher(self._encode_texts, settings.max_batch, window)
+        self.decode_budget = DecodeBudget(settings.server_decoded_bytes)
+        self.memory = MemoryReturn()
+        self.integrity = BackgroundVerifier(self.geolocator.dir, small).start()
+
+    def _encode_images(self, images):
+        return self.encoder.encode_images(images)
+
+    def _encode_texts(self, texts):
+        return self.encoder.encode_texts(texts)
+
+    def require_intact(self) -> None:
+        """Refuse queries (503) once the background check found a corrupt file."""
+        if self.integrity.state == "corrupt":
+            raise IndexCorruptError(f"this server's index failed its integrity check and answers no queries: "
+                                    f"{self.integrity.error}; then restart the server")
+
+    async def locate(self, xq: np.ndarray, options) -> list:
+        """``geolocator.locate`` in chunks of queries, each its own task on the search pool, the
+        next submitted only when the last is done: another request's search queues between two
+        chunks, so a small request waits at most about one chunk (``--search-chunk-s``) behind a
+        large one. The chunk size starts at one query and adapts (at most doubling) to the time
+        chunks take, per request: requests of different costs do not share an estimate."""
+        self.require_intact()
+        work = options.search.refine_starts * len(xq)
+        if work > self.settings.max_refine_work:
+            raise InvalidQueryError(
+                f"refine = {options.search.refine_starts} for {len(xq)} queries refines {work:,} candidates, over this "
+                f"server's limit of {self.settings.max_refine_work:,} per request (--max-refine-work; each costs about "
+                "as much as a whole unrefined query): send fewer queries per request or a smaller refine")
+        loop = asyncio.get_running_loop()
+        results, start, size = [], 0, 1  # one query first: its time says how many fit in a chunk
+        while start < len(xq):
+            chunk = xq[start:start + size]
+            began = time.perf_counter()
+            results += await loop.run_in_executor(self.search_pool, self.geolocator.locate, chunk, options)
+            start += len(chunk)
+            per_query = (time.perf_counter() - began) / len(chunk)
+            size = int(np.clip(min(2 * size, self.settings.search_chunk_s / max(per_query, 1e-6)), 1, MAX_CHUNK))
+        return results
+
+    async def decode(self, blobs: list[tuple[bytes, str]]) -> list:
+        """Uploads -> small RGB images (:func:`decode_small`), in the decode pool, each holding its
+        decoded size of the server's budget while it decodes; 413 when the request's images
+        decode to more than ``--max-decoded-bytes``."""
+        costs = check_request_budget(blobs, self.settings.max_decoded_bytes)
+        loop = asyncio.get_running_loop()
+        s = self.settings
+
+        async def one(data: bytes, name: str, cost: int):
+            async with self.decode_budget.hold(cost):
+                image = await loop.run_in_executor(self.decode_pool, lambda: decode_small(
+                    data, max_pixels=s.max_pixels, name=name))
+            self.memory.freed(cost, idle=self.decode_budget.in_use == 0)
+            return image
+
+        return list(await asyncio.gather(*(one(d, n, c) for (d, n), c in zip(blobs, costs))))
+
+    async def close(self) -> None:
+        await self.image_batcher.close()
+        await self.text_batcher.close()
+        self.search_pool.shutdown(wait=False)
+        self.decode_pool.shutdown(wait=False)
+        self.db.close()
+
+
+class IndexCorruptError(IndexDirError):
+    """The server's index failed its background integrity check (503)."""
+
+
+def _connect(path):
+    """A read-only DuckDB connection to cells.duckdb; a damaged or unreadable file is one line."""
+    import duckdb
+
+    from geoindex.store.cell_table import duckdb_error
+
+    try:
+        return duckdb.connect(str(path), read_only=True)
+    except (duckdb.Error, OSError) as e:
+        raise IndexDirError(duckdb_error(path, e)) from e
+
+
+def require_encoder(engine: Engine) -> None:
+    if engine.encoder is None:
+        raise WeightsNotFoundError("this server runs with --embeddings-only: image and text queries are off; "
+                                   "restart it with CLIP weights (--clip-checkpoint PATH)")
