@@ -1,7 +1,8 @@
 # Two commands do all setup on a fresh machine:
 #   make demo   install, build a res-3 land index of the globe and a res-5 one of France + Australia,
 #               verify both, answer two landmark lookups, say how to open the page
-#   make test   install, run the test suite
+#   make test   install, run the fast test loop (no slow, ray, browser or gpu tests; docs/testing.md)
+#   make test-all  install, run every test a machine without a GPU can (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -42,7 +43,7 @@ test: install
 	$(PY) -m pytest -q
 
 test-all: install
-	$(PY) -m pytest -q -m ''
+	$(PY) -m pytest -q -m 'not gpu'
 
 bench-build: install
 	$(PY) benchmarks/bench_build.py

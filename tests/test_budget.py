@@ -51,6 +51,7 @@ def test_choose_takes_the_fastest_that_fits(fake_table):
     assert budget.choose(10**9, 4, 100_000, lambda r: 500).factory == "IVFH3r2,SQ8"
 
 
+@pytest.mark.slow
 def test_budget_build_fits_its_budget_and_says_so(fake_table, tmp_path, capsys):
     out = tmp_path / "b"
     sizes = [budget.predict_resident(m.factory, 5882, 2, lambda r: 122) for m in FAKE]

@@ -185,6 +185,7 @@ def test_location_weights_round_trip_to_geoclip_layout(encoder):
     assert torch.equal(LocationEncoder.from_geoclip_state_dict(again).w2, encoder.w2)
 
 
+@pytest.mark.slow
 def test_training_raises_held_out_accuracy(feats, grid_csv, tmp_path):
     """A few hundred steps on the CPU take the held-out photos from the released head's noise to
     their place: the assertion fails if the objective, the queue or the evaluation is wrong."""
@@ -199,6 +200,7 @@ def test_training_raises_held_out_accuracy(feats, grid_csv, tmp_path):
     assert info["clip_model"] == "tiny-test" and info["steps"] == report.steps and len(info["history"]) == 11
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(feats, grid_csv, tmp_path):
     """Killed at step 13 (os._exit, no clean-up) with checkpoints every 5 steps: the rerun resumes
     from step 10 and ends with the weights of a run that was never stopped, bit for bit."""
