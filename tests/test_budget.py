@@ -71,6 +71,7 @@ def test_budget_build_fits_its_budget_and_says_so(fake_table, tmp_path, capsys):
     assert f"(budget {limit / 1e6:.1f} MB)" in summary and "fp16 store" in summary
 
 
+@pytest.mark.slow
 def test_budget_refusals(fake_table, tmp_path, capsys):
     assert build_main(["--resolution", "2", "--cells", "all", "--max-memory", "50KB", "--out", str(tmp_path / "s"),
                        "--no-progress", "-q"]) == 2

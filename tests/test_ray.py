@@ -148,6 +148,7 @@ def test_on_disk_lists_answer_like_lists_in_memory(one_process_r3disk, tmp_path,
         assert a.to_dict() == b.to_dict()
 
 
+@pytest.mark.slow
 def test_lists_on_disk_needs_lists(tmp_path, capsys):
     assert main(["--resolution", "1", "--lists-on-disk", "--out", str(tmp_path / "x"), "-q", "--no-progress"]) == 2
     err = capsys.readouterr().err
