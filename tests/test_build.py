@@ -160,6 +160,7 @@ def test_csv_gallery_ids_are_row_numbers(tmp_path):
     assert m["self_check"]["self_hit_at_1"] == 1.0
 
 
+@pytest.mark.slow
 def test_killed_build_resumes_to_the_same_index(tmp_path, monkeypatch, capsys, built_r2):
     args = ["--resolution", "2", "--index", "IVFH3,SQ8", "--no-progress", "-q"]
     clean = built_r2  # the same build, never stopped

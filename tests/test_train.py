@@ -121,6 +121,7 @@ def test_unreadable_images_are_skipped_and_listed(tmp_path, monkeypatch):
         cache_features(csv, tmp_path / "none", clip_model="tiny-test", device="cpu", progress=False)
 
 
+@pytest.mark.slow
 def test_feature_cache_resumes_and_caches_views(photos_csv, feats, tmp_path):
     """A cache killed between shards resumes to the same bytes; augmented views are seeded and
     view 0 is the plain photo."""
@@ -237,6 +238,7 @@ def test_killed_run_resumes_to_the_same_weights(feats, grid_csv, tmp_path, train
         assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
+@pytest.mark.slow
 def test_checkpoints_of_another_run_are_refused(feats, tmp_path, trained):
     shutil.copytree(trained, tmp_path / "w")  # fit(config(feats, tmp_path / "w", eval_gallery="none", epochs=1))
     (tmp_path / "w" / "weights.json").unlink()  # checkpoints left, as after a kill
@@ -248,6 +250,7 @@ def test_checkpoints_of_another_run_are_refused(feats, tmp_path, trained):
         fit(config(feats, tmp_path / "w", eval_gallery="none", epochs=1))
 
 
+@pytest.mark.slow
 def test_fit_refuses_what_cannot_work(feats, tmp_path, trained):
     with pytest.raises(InvalidArgumentError, match="--batch-size 1 is too small"):
         config(feats, tmp_path / "a", Path("x"), batch_size=1)
