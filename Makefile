@@ -1,7 +1,8 @@
 # Two commands do all setup on a fresh machine:
 #   make demo   install, build a res-3 land index of the globe and a res-5 one of France + Australia,
 #               verify both, answer two landmark lookups, say how to open the page
-#   make test   install, run the test suite
+#   make test   install, run the fast test loop (no slow, ray, browser or gpu tests; docs/testing.md)
+#   make test-all  install, run every test a machine without a GPU can (what CI runs)
 #   make docs   the documentation site, offline, into site/ (mkdocs build --strict)
 PYTHON ?= python3
 VENV ?= .venv
@@ -43,7 +44,7 @@ test: install
 	$(PY) -m pytest -q
 
 test-all: install
-	$(PY) -m pytest -q -m ''
+	$(PY) -m pytest -q -m 'not gpu'
 
 # The site: docs/*.md, the measured tables rendered from benchmarks/results/*.json by
 # docs/gen_benchmarks.py, the API reference from docstrings. Nothing is fetched (font: false).

@@ -1,4 +1,13 @@
+"""Shared fixtures. The indexes here are built once per session through the library
+(``BuildConfig`` + ``geoindex.build_index``) and shared read-only by every test that queries them:
+a test that changes an index copies it first (``index_copy``). Each shared index is fingerprinted
+when built and checked again at the end of the session, so a test that writes into one fails
+instead of quietly changing what the tests after it see. Markers and commands: docs/testing.md."""
+
+import hashlib
 import logging
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,14 +30,56 @@ def gallery_100k():
     return read_gallery_csv(gallery_100k_path())
 
 
+def _fingerprint(root: Path) -> dict[str, str]:
+    """{relative path: SHA-256} of every file under ``root`` (an index directory: a few MB)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _shared_index(tmp_path_factory, name: str, **config):
+    """Build ``BuildConfig(out=..., **config)`` once; yield its directory; at the end of the session
+    fail if any test added, removed or changed a file in it."""
+    from geoindex import BuildConfig, build_index
+
+    out = tmp_path_factory.mktemp("shared") / name
+    build_index(BuildConfig(out=out, progress=False, **config))
+    before = _fingerprint(out)
+    yield out
+    after = _fingerprint(out)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, (f"a test changed the shared index {name} ({', '.join(changed)}): tests share it "
+                         "read-only; copy it first with the index_copy fixture")
+
+
 @pytest.fixture(scope="session")
 def built_r2(tmp_path_factory):
-    """A res-2 land index built once through the CLI entry point (IVFH3 lists, SQ8 codes)."""
-    from geoindex.cli.build import main
+    """Res 2 land (2,203 cells), IVFH3 lists and SQ8 codes: what ``build_index --resolution 2
+    --index IVFH3,SQ8`` writes. Shared read-only."""
+    yield from _shared_index(tmp_path_factory, "r2", resolution=2, factory="IVFH3,SQ8")
 
-    out = tmp_path_factory.mktemp("idx") / "r2"
-    assert main(["--resolution", "2", "--out", str(out), "--index", "IVFH3,SQ8", "--no-progress", "-q"]) == 0
-    return out
+
+@pytest.fixture(scope="session")
+def flat_r2(tmp_path_factory):
+    """Res 2 land with the default factory at this size (Flat: exact scores). Shared read-only."""
+    yield from _shared_index(tmp_path_factory, "r2-flat", resolution=2)
+
+
+@pytest.fixture(scope="session")
+def fr_r2(tmp_path_factory):
+    """Res 2, France only (``build_index --resolution 2 --country FR``). Shared read-only."""
+    from geoindex.cells.region import make_filter
+
+    yield from _shared_index(tmp_path_factory, "r2-fr", resolution=2, region=make_filter(countries=["FR"]))
+
+
+@pytest.fixture
+def index_copy(tmp_path):
+    """``index_copy(src, name=None) -> Path``: a private copy of a shared index in this test's
+    tmp_path, to damage, edit or rebuild over."""
+    def copy(src: Path, name: str | None = None) -> Path:
+        return Path(shutil.copytree(src, tmp_path / (name or f"{src.name}-copy")))
+
+    return copy
 
 
 def stop_at_shard_write(monkeypatch, n: int) -> None:

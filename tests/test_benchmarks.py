@@ -41,6 +41,7 @@ def g100k():
     return Gallery100K()
 
 
+@pytest.mark.slow
 def test_100k_gallery_oracle_and_leave_one_out(g100k):
     rows = np.array([0, 17, 4242, 99_999])
     xq = g100k.vectors[rows]
@@ -51,6 +52,7 @@ def test_100k_gallery_oracle_and_leave_one_out(g100k):
     assert (d > 0).all() or (loo != exact).any(axis=1).all()
 
 
+@pytest.mark.slow
 def test_bench_accuracy_end_to_end(tmp_path, built_r2, g100k):
     rng = np.random.default_rng(1)
     lines = ["image,lat,lng"]

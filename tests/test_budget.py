@@ -51,6 +51,7 @@ def test_choose_takes_the_fastest_that_fits(fake_table):
     assert budget.choose(10**9, 4, 100_000, lambda r: 500).factory == "IVFH3r2,SQ8"
 
 
+@pytest.mark.slow
 def test_budget_build_fits_its_budget_and_says_so(fake_table, tmp_path, capsys):
     out = tmp_path / "b"
     sizes = [budget.predict_resident(m.factory, 5882, 2, lambda r: 122) for m in FAKE]
@@ -70,6 +71,7 @@ def test_budget_build_fits_its_budget_and_says_so(fake_table, tmp_path, capsys):
     assert f"(budget {limit / 1e6:.1f} MB)" in summary and "fp16 store" in summary
 
 
+@pytest.mark.slow
 def test_budget_refusals(fake_table, tmp_path, capsys):
     assert build_main(["--resolution", "2", "--cells", "all", "--max-memory", "50KB", "--out", str(tmp_path / "s"),
                        "--no-progress", "-q"]) == 2

@@ -160,10 +160,10 @@ def test_csv_gallery_ids_are_row_numbers(tmp_path):
     assert m["self_check"]["self_hit_at_1"] == 1.0
 
 
-def test_killed_build_resumes_to_the_same_index(tmp_path, monkeypatch, capsys):
+@pytest.mark.slow
+def test_killed_build_resumes_to_the_same_index(tmp_path, monkeypatch, capsys, built_r2):
     args = ["--resolution", "2", "--index", "IVFH3,SQ8", "--no-progress", "-q"]
-    clean = tmp_path / "clean"
-    assert main([*args, "--out", str(clean)]) == 0
+    clean = built_r2  # the same build, never stopped
 
     out = tmp_path / "resumed"
     stop_at_shard_write(monkeypatch, 40)  # as if Ctrl-C'd mid-build
@@ -181,6 +181,7 @@ def test_killed_build_resumes_to_the_same_index(tmp_path, monkeypatch, capsys):
     assert a == b
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_no_index_and_resumes(tmp_path):
     out = tmp_path / "k"
     cmd = [sys.executable, "-m", "build_index", "--resolution", "3", "--out", str(out), "--no-progress"]
@@ -235,6 +236,7 @@ def test_concurrent_build_of_the_same_dir_is_refused(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_hnsw_quantizer_build_answers_like_the_flat_one(built_r2, tmp_path, encoder):
     """IVFH3_HNSW32: the same lists and codes as IVFH3, the lists to probe found by an HNSW graph
     over the centroids (written, read back and searched through the Geolocator)."""

@@ -158,6 +158,7 @@ def test_text_queries(tiny):
         tiny.encode_texts(["x" * 5000])
 
 
+@pytest.mark.slow
 def test_encoder_loading_errors(tmp_path):
     with pytest.raises(InvalidArgumentError, match="ViT-L-14"):
         load_image_encoder("ResNet-9000")
@@ -189,6 +190,7 @@ def test_weights_error_keeps_the_whole_reason(monkeypatch):
     assert reason in str(e.value) and "second line" not in str(e.value) and "--clip-checkpoint" in str(e.value)
 
 
+@pytest.mark.slow
 def test_no_download_possible_gives_the_fix():
     """The real path: open_clip's download of OpenAI ViT-L/14, offline -> a clear one-line error."""
     code = ("from geoindex.encoders.clip import load_image_encoder\n"
@@ -209,6 +211,7 @@ def _offline_env(tmp_path, **extra):
     return env
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["serve", "geolocate"])
 def test_offline_without_weights_fails_in_seconds(tmp_path, built_r2, command):
     """Without HF_HUB_OFFLINE the hub client retried for over a minute before the error; now the

@@ -6,6 +6,7 @@ from geoindex.errors import InvalidArgumentError, InvalidCoordinateError
 from geoindex.encoders.location import encode_latlng, equal_earth, load_location_encoder, validate_latlng
 
 
+@pytest.mark.slow
 def test_parity_with_reference_on_100k_gallery(encoder, gallery_100k):
     """Our encoder vs the reference class from the geoclip package, same float32 input."""
     from geoclip.model.location_encoder import LocationEncoder as Reference

@@ -11,20 +11,12 @@ import h3
 import numpy as np
 import pytest
 
-from geoindex.cli.build import main as build_main
 from geoindex.errors import IndexDirError, InvalidQueryError
 from geoindex import Geolocator, QueryOptions
 from geoindex.locate.options import validate_embeddings
 from geoindex.encoders.location import encode_latlng
 from geoindex.locate.regions import make_filter
 from geoindex.cli.locate import main as geolocate
-
-
-@pytest.fixture(scope="module")
-def flat_r2(tmp_path_factory):
-    out = tmp_path_factory.mktemp("flat") / "r2"
-    assert build_main(["--resolution", "2", "--out", str(out), "--no-progress", "-q"]) == 0
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -46,15 +46,21 @@ R3 = ["--resolution", "3", "--no-progress", "-q"]  # the default: IVF,SQ8 on k-m
 
 
 @pytest.fixture(scope="module")
-def one_process(tmp_path_factory):
-    """The reference builds, in this process without Ray."""
-    root = tmp_path_factory.mktemp("one")
-    built = {"r2": root / "r2", "r3disk": root / "r3disk"}
-    assert main([*R2, "--out", str(built["r2"])]) == 0
-    assert main([*R3, "--lists-on-disk", "--out", str(built["r3disk"])]) == 0
-    return built
+def one_process(built_r2):
+    """The reference build of R2, in this process without Ray: the shared res-2 index (built with
+    the same settings through BuildConfig, tests/conftest.py)."""
+    return {"r2": built_r2}
 
 
+@pytest.fixture(scope="module")
+def one_process_r3disk(tmp_path_factory):
+    """The reference res-3 build with its lists on disk, in this process without Ray."""
+    out = tmp_path_factory.mktemp("one") / "r3disk"
+    assert main([*R3, "--lists-on-disk", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.ray
 def test_ray_build_is_the_one_process_build(cluster, one_process, tmp_path):
     out = tmp_path / "ray"
     assert main([*R2, "--ray", "--out", str(out)]) == 0
@@ -64,6 +70,7 @@ def test_ray_build_is_the_one_process_build(cluster, one_process, tmp_path):
     assert (index["built_with"], index["lists"]) == ("ray", "memory")
 
 
+@pytest.mark.ray
 def test_killed_worker_is_retried(cluster, one_process, tmp_path):
     paris_root = h3.latlng_to_cell(48.85, 2.35, 0)  # a res-2 build's shards are res-0 cells
     (cluster / f"{paris_root}.kill").touch()
@@ -74,6 +81,7 @@ def test_killed_worker_is_retried(cluster, one_process, tmp_path):
     assert rows(out) == rows(one_process["r2"])
 
 
+@pytest.mark.ray
 def test_killed_driver_resumes_on_ray(cluster, one_process, tmp_path, monkeypatch, capsys):
     out = tmp_path / "ray"
     stop_at_shard_write(monkeypatch, 30)  # the driver stops mid-encode
@@ -88,7 +96,8 @@ def test_killed_driver_resumes_on_ray(cluster, one_process, tmp_path, monkeypatc
     assert rows(out) == rows(one_process["r2"])
 
 
-def test_ray_on_disk_lists_resume_from_filled_parts(cluster, one_process, tmp_path, monkeypatch, caplog):
+@pytest.mark.ray
+def test_ray_on_disk_lists_resume_from_filled_parts(cluster, one_process_r3disk, tmp_path, monkeypatch, caplog):
     out = tmp_path / "disk"
     monkeypatch.setattr(distributed, "PART_VECTORS", 4_000)  # several parts at res 3
     real_merge = distributed.merge_parts
@@ -116,18 +125,19 @@ def test_ray_on_disk_lists_resume_from_filled_parts(cluster, one_process, tmp_pa
     assert refilled == [0]  # every part came from the killed run
     assert not work_dir_for(out).exists()
     for name in ("vectors.faiss", "lists.ivfdata"):
-        assert sha(out / name) == sha(one_process["r3disk"] / name), name
-    assert rows(out) == rows(one_process["r3disk"])
+        assert sha(out / name) == sha(one_process_r3disk / name), name
+    assert rows(out) == rows(one_process_r3disk)
 
 
-def test_on_disk_lists_answer_like_lists_in_memory(one_process, tmp_path, encoder):
+@pytest.mark.slow
+def test_on_disk_lists_answer_like_lists_in_memory(one_process_r3disk, tmp_path, encoder):
     from geoindex import Geolocator, QueryOptions
     from geoindex.encoders.location import encode_latlng
 
     memory = tmp_path / "memory"
     assert main([*R3, "--out", str(memory)]) == 0
     moved = tmp_path / "moved"
-    shutil.copytree(one_process["r3disk"], moved)  # the lists file is found beside vectors.faiss
+    shutil.copytree(one_process_r3disk, moved)  # the lists file is found beside vectors.faiss
     disk, mem = Geolocator(moved), Geolocator(memory)
     m = disk.dir.manifest
     assert m["index"]["lists"] == "disk" and "lists.ivfdata" in m["files"]
@@ -138,6 +148,7 @@ def test_on_disk_lists_answer_like_lists_in_memory(one_process, tmp_path, encode
         assert a.to_dict() == b.to_dict()
 
 
+@pytest.mark.slow
 def test_lists_on_disk_needs_lists(tmp_path, capsys):
     assert main(["--resolution", "1", "--lists-on-disk", "--out", str(tmp_path / "x"), "-q", "--no-progress"]) == 2
     err = capsys.readouterr().err
@@ -158,6 +169,7 @@ def test_part_runs_keep_shard_order_and_skip_empty_shards():
     assert distributed.part_runs([0, 0]) == []
 
 
+@pytest.mark.ray
 def test_ray_build_encodes_with_the_drivers_weights(cluster, tmp_path):
     """--weights on Ray: the actors get the driver's location weights (not the folder) and build
     the same bytes as one process with them, and another index than the released weights'."""

@@ -72,8 +72,8 @@ def test_regional_build_holds_exactly_what_the_filter_keeps(tmp_path, built_r2, 
     assert manifest["gallery"]["count"] == len(expected)
 
 
-def test_queries_say_when_a_location_is_outside(tmp_path, capsys):
-    out = build(tmp_path, "fr", "--country", "FR")
+def test_queries_say_when_a_location_is_outside(fr_r2, capsys):
+    out = fr_r2
     geo = Geolocator(out)
     assert geo.summary()["region"]["countries"] == ["FR"] and geo.summary()["countries"] == ["FR"]
     assert geo.covers([48.8584, -33.8568, 43.7384], [2.2945, 151.2153, 7.4246]).tolist() == [True, False, False]  # Monaco is MC
@@ -86,13 +86,13 @@ def test_queries_say_when_a_location_is_outside(tmp_path, capsys):
     assert "region: countries FR" in text and text.count("note:") == 1 and "km away" in text
 
 
-def test_the_api_says_which_coordinates_are_inside(tmp_path):
+def test_the_api_says_which_coordinates_are_inside(fr_r2):
     from fastapi.testclient import TestClient
 
     from geoindex.serve.app import create_app
     from geoindex.serve.settings import ServeSettings
 
-    out = build(tmp_path, "fr", "--country", "FR")
+    out = fr_r2
     with TestClient(create_app(ServeSettings(index=str(out), embeddings_only=True))) as client:
         r = client.post("/v1/embed/locations", json={"coordinates": [[48.8584, 2.2945], [-33.8568, 151.2153]]})
         assert r.status_code == 200 and r.json()["inside_region"] == [True, False]

@@ -287,6 +287,7 @@ def test_supervisor_checks_in_a_child_and_never_loads_the_index(built_r2, tmp_pa
     assert runs and runs[0][0] == ("geoindex.serve.app:app_from_env",) and runs[0][1]["workers"] == 2
 
 
+@pytest.mark.slow
 def test_offline_start_without_clip_weights_names_both_ways_out(built_r2):
     code = ("import sys\nfrom geoindex.cli.serve import main\n"
             f"sys.exit(main(['--index', {str(built_r2)!r}]))\n")
@@ -305,6 +306,7 @@ def test_embeddings_only_mode(settings):
         assert c.post("/v1/locate/embedding", json={"embeddings": [[1.0] * 512]}).status_code == 200
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_failure(settings):
     """schemathesis (property-based, from the OpenAPI schema) over every operation, with schema-valid
     and schema-violating requests: every check passes (no 5xx, only documented status codes and

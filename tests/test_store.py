@@ -40,6 +40,7 @@ def exact_gallery(stores, encoder):
     return geo.table.cell, encode_latlng(encoder, np.column_stack((geo.table.lat, geo.table.lng)))
 
 
+@pytest.mark.slow
 def test_fp32_store_returns_the_exact_order_of_its_candidates(stores, queries, exact_gallery):
     ids, xb = exact_gallery
     geo = Geolocator(stores["fp32"])
@@ -57,6 +58,7 @@ def test_fp32_store_returns_the_exact_order_of_its_candidates(stores, queries, e
     assert np.array_equal(I, Ie) and np.allclose(D, De, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, atol", [("fp16", 5e-4), ("sq8", 5e-3)])
 def test_compact_stores_score_within_their_precision(stores, queries, exact_gallery, kind, atol):
     ids, xb = exact_gallery
@@ -76,6 +78,7 @@ def test_compact_stores_score_within_their_precision(stores, queries, exact_gall
     assert r10["store"] >= r10["fp32"] - 0.01 and r10["store"] >= r10["codes"] + 0.3, r10
 
 
+@pytest.mark.slow
 def test_manifest_records_store_and_memory(stores):
     m = json.loads((stores["fp16"] / "manifest.json").read_text())
     assert m["store"] == {"kind": "fp16", "file": "exact.npy", "order": "cell", "bytes_per_vector": 1024}
@@ -87,6 +90,7 @@ def test_manifest_records_store_and_memory(stores):
     assert set(sq8["files"]) == {"vectors.faiss", "cells.duckdb", "exact.npy", "exact_sq8.npy", *hot_files()}
 
 
+@pytest.mark.slow
 def test_store_auto_follows_rerank(tmp_path):
     plain = build(tmp_path / "plain", index="IVFH3,SQ8", search="nprobe=4")  # no re-ranking: no store
     m = json.loads((plain / "manifest.json").read_text())
@@ -96,6 +100,7 @@ def test_store_auto_follows_rerank(tmp_path):
     assert Geolocator(reranked).store.kind == "fp16"
 
 
+@pytest.mark.slow
 def test_missing_or_damaged_store_is_refused_with_the_fix(stores, tmp_path):
     copy = tmp_path / "idx"
     shutil.copytree(stores["fp16"], copy)
@@ -134,6 +139,7 @@ def test_bad_store_kind_is_refused_before_encoding(tmp_path, capsys):
     assert "--store 'fp8' is not one of auto, none, fp16, sq8, fp32" in err and not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("factory", ["IVFH3,PQ32x4fs", "IVFH3_HNSW32,PQ64x4fs"])
 def test_fast_scan_codes_on_h3_lists(tmp_path, factory, queries, exact_gallery):
     """Fast-scan lists are filled as plain 4-bit PQ and converted: the same codes must answer as the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,13 @@ def feats(photos_csv, tmp_path_factory):
     report = cache_features(photos_csv, out, clip_model="tiny-test", device="cpu", shard_rows=128, progress=False)
     assert report.images == 800 and report.skipped == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def trained(feats, tmp_path_factory):
+    """One epoch from the released weights (``config(feats, out, epochs=1)``), run once and shared
+    read-only: tests that change such a folder copy it (its checkpoints resume wherever it lies)."""
+    return fit(config(feats, tmp_path_factory.mktemp("trained") / "w", epochs=1)).out
 
 
 def config(feats: Path, out: Path, grid: Path | None = None, **kw) -> FitConfig:
@@ -113,6 +121,7 @@ def test_unreadable_images_are_skipped_and_listed(tmp_path, monkeypatch):
         cache_features(csv, tmp_path / "none", clip_model="tiny-test", device="cpu", progress=False)
 
 
+@pytest.mark.slow
 def test_feature_cache_resumes_and_caches_views(photos_csv, feats, tmp_path):
     """A cache killed between shards resumes to the same bytes; augmented views are seeded and
     view 0 is the plain photo."""
@@ -185,6 +194,7 @@ def test_location_weights_round_trip_to_geoclip_layout(encoder):
     assert torch.equal(LocationEncoder.from_geoclip_state_dict(again).w2, encoder.w2)
 
 
+@pytest.mark.slow
 def test_training_raises_held_out_accuracy(feats, grid_csv, tmp_path):
     """A few hundred steps on the CPU take the held-out photos from the released head's noise to
     their place: the assertion fails if the objective, the queue or the evaluation is wrong."""
@@ -199,10 +209,11 @@ def test_training_raises_held_out_accuracy(feats, grid_csv, tmp_path):
     assert info["clip_model"] == "tiny-test" and info["steps"] == report.steps and len(info["history"]) == 11
 
 
-def test_killed_run_resumes_to_the_same_weights(feats, grid_csv, tmp_path):
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(feats, grid_csv, tmp_path, trained):
     """Killed at step 13 (os._exit, no clean-up) with checkpoints every 5 steps: the rerun resumes
     from step 10 and ends with the weights of a run that was never stopped, bit for bit."""
-    whole = fit(config(feats, tmp_path / "whole", epochs=1))
+    whole_out = trained  # the same run, never stopped
     args = ["fit", "--features", str(feats), "--out", str(tmp_path / "cut"), "--epochs", "1", "--batch-size", "32",
             "--lr", "1e-3", "--queue-size", "64", "--warmup-steps", "5", "--eval-gallery", "none",
             "--device", "cpu", "--checkpoint-every", "5", "--no-progress"]
@@ -218,17 +229,18 @@ def test_killed_run_resumes_to_the_same_weights(feats, grid_csv, tmp_path):
     assert "resuming from step-000000010.pt" in resumed.stderr
     from geoindex.encoders.weights import IMAGE_HEAD_FILE, LOCATION_ENCODER_FILE, LOGIT_SCALE_FILE
 
-    histories = [json.loads((out / "weights.json").read_text())["history"] for out in (whole.out, tmp_path / "cut")]
+    histories = [json.loads((out / "weights.json").read_text())["history"] for out in (whole_out, tmp_path / "cut")]
     assert histories[0] == histories[1]  # the resumed epoch's loss too (its earlier steps' are in the checkpoint)
     for name in (LOCATION_ENCODER_FILE, IMAGE_HEAD_FILE, LOGIT_SCALE_FILE):
-        a = torch.load(whole.out / name, weights_only=True)
+        a = torch.load(whole_out / name, weights_only=True)
         b = torch.load(tmp_path / "cut" / name, weights_only=True)
         a, b = (a, b) if isinstance(a, dict) else ({"": a}, {"": b})
         assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
-def test_checkpoints_of_another_run_are_refused(feats, tmp_path):
-    fit(config(feats, tmp_path / "w", eval_gallery="none", epochs=1))
+@pytest.mark.slow
+def test_checkpoints_of_another_run_are_refused(feats, tmp_path, trained):
+    shutil.copytree(trained, tmp_path / "w")  # fit(config(feats, tmp_path / "w", eval_gallery="none", epochs=1))
     (tmp_path / "w" / "weights.json").unlink()  # checkpoints left, as after a kill
     with pytest.raises(TrainingDataError, match="checkpoints of another run \\(batch_size differ\\)"):
         fit(config(feats, tmp_path / "w", eval_gallery="none", epochs=1, batch_size=16))
@@ -238,7 +250,8 @@ def test_checkpoints_of_another_run_are_refused(feats, tmp_path):
         fit(config(feats, tmp_path / "w", eval_gallery="none", epochs=1))
 
 
-def test_fit_refuses_what_cannot_work(feats, tmp_path):
+@pytest.mark.slow
+def test_fit_refuses_what_cannot_work(feats, tmp_path, trained):
     with pytest.raises(InvalidArgumentError, match="--batch-size 1 is too small"):
         config(feats, tmp_path / "a", Path("x"), batch_size=1)
     with pytest.raises(InvalidArgumentError, match="--epochs 0"):
@@ -252,7 +265,7 @@ def test_fit_refuses_what_cannot_work(feats, tmp_path):
     with pytest.raises(TrainingDataError, match="not a training folder"):
         fit(config(feats, tmp_path / "c", Path("x"), eval_gallery="none"))
     assert (tmp_path / "c" / "notes.txt").read_text() == "mine"
-    base = fit(config(feats, tmp_path / "base", epochs=1)).out
+    base = Path(shutil.copytree(trained, tmp_path / "base"))  # fit(config(feats, tmp_path / "base", epochs=1)).out
     with pytest.raises(TrainingDataError, match="is also --base-weights"):
         fit(config(feats, base, base_weights=base, overwrite=True))  # would delete what it starts from
     assert (base / "weights.json").is_file()
@@ -279,7 +292,8 @@ def test_a_head_for_another_width(tmp_path, grid_csv):
     assert report.steps == 1 and head_width(load_geoclip_head(report.out)) == 512
 
 
-def test_trained_weights_build_and_answer(feats, grid_csv, tmp_path, capsys):
+@pytest.mark.slow
+def test_trained_weights_build_and_answer(feats, grid_csv, tmp_path, capsys, trained):
     """build_index, the Geolocator and geolocate take --weights; an index of other weights is refused."""
     from PIL import Image
 
@@ -288,7 +302,7 @@ def test_trained_weights_build_and_answer(feats, grid_csv, tmp_path, capsys):
     from geoindex.locate.geolocator import Geolocator
     from geoindex.cli.locate import main as query_main
 
-    weights = fit(config(feats, tmp_path / "w", eval_gallery="none", epochs=1)).out
+    weights = trained  # fit(config(feats, tmp_path / "w", eval_gallery="none", epochs=1)).out
     index = tmp_path / "idx"
     assert build_main(["--resolution", "1", "--weights", str(weights), "--out", str(index), "--no-progress", "-q"]) == 0
     manifest = json.loads((index / "manifest.json").read_text())
@@ -328,6 +342,7 @@ def test_trained_weights_build_and_answer(feats, grid_csv, tmp_path, capsys):
         assert [pred["lat"], pred["lng"]] == [answer[0]["predictions"][0][k] for k in ("lat", "lng")]
 
 
+@pytest.mark.slow
 def test_held_out_evaluation_against_an_index(feats, built_r2, tmp_path):
     """An index built with the starting weights answers as served while the location encoder is
     frozen (its FAISS search); once the encoder trains, its cells are re-encoded."""
@@ -362,6 +377,7 @@ def test_any_open_clip_backbone_by_arch_and_tag():
         load_image_encoder("ViT-B-32:random", device="cpu")  # refused before the backbone loads
 
 
+@pytest.mark.slow
 def test_training_from_scratch(feats, tmp_path):
     """--init scratch: a random head, a random location encoder (Fourier frequencies drawn at the
     released sigmas) and CLIP's initial temperature, trained and written like any other run."""

@@ -1,0 +1,365 @@
+"""The web page driven in a real headless browser (Debian's chromium, through Playwright) against a
+running server with the tiny test CLIP model. Marker ``browser``: ``pytest -m browser``.
+
+These tests skip when /usr/bin/chromium, playwright or the built page is absent, unless
+GEOINDEX_REQUIRE_BROWSER=1 (CI sets it), which turns those skips into failures. The screenshot
+is kept as ``test-artifacts/web-page.png``.
+"""
+
+import base64
+import io
+import json
+import math
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from geoindex.serve.app import create_app
+from geoindex.serve.settings import ServeSettings
+from tests.test_web import _need_built_page, _skip_or_fail
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+EARTH_RADIUS_KM = 6371.0088
+TIMEOUT_MS = 20_000
+
+
+def jpeg(color, w=160, h=120) -> bytes:
+    img = Image.new("RGB", (w, h), color)
+    for x in range(0, w, 8):  # some structure, so two photos embed apart
+        for y in range(h // 2, h):
+            img.putpixel((x, y), (255 - color[0], 255 - color[1], 255 - color[2]))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def haversine_km(a, b) -> float:
+    (lat1, lng1), (lat2, lng2) = (map(math.radians, p) for p in (a, b))
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lng2 - lng1) / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+@pytest.fixture(scope="module")
+def settings(built_r2):
+    return ServeSettings(index=str(built_r2), clip_model="tiny-test")
+
+
+@pytest.fixture(scope="module")
+def app(settings):
+    return create_app(settings)
+
+
+# -- in a browser ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server(app):
+    """The app on a free loopback port, served by uvicorn in a thread."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        _skip_or_fail(f"{CHROMIUM} is missing: apt-get install -y chromium (never a downloaded browser)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _skip_or_fail("playwright is missing: pip install -e '.[dev]'")
+    _need_built_page()
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    """The page, loaded and ready (basemap drawn); fails the test on any script error or any request
+    to another origin than the server's (the page works offline: no CDN)."""
+    context = browser.new_context(viewport={"width": 1360, "height": 1000}, accept_downloads=True)
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    errors, foreign = [], []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    pg.on("request", lambda r: r.url.startswith((server + "/", "data:", "blob:")) or foreign.append(r.url))
+    pg.expected_errors = []  # a test that provokes an error lists its text here
+    pg.goto(server + "/")
+    pg.wait_for_selector("body[data-ready=true]")
+    assert pg.get_attribute("#map", "data-basemap") == "ready"
+    yield pg
+    unexpected = [e for e in errors if not any(x in e for x in pg.expected_errors)]
+    context.close()
+    assert not unexpected, unexpected
+    assert not foreign, f"requests to other origins: {foreign}"
+
+
+def table_rows(pg) -> list[dict]:
+    return pg.eval_on_selector_all("#results-table tbody tr[data-cell]", """rows => rows.map(tr => ({
+        cell: tr.dataset.cell, probability: Number(tr.dataset.probability), rank: Number(tr.dataset.rank),
+        lat: Number(tr.dataset.lat), lng: Number(tr.dataset.lng),
+        place: tr.cells[1].textContent, admin1: tr.cells[2].textContent, country: tr.cells[3].textContent,
+        from_top: Number(tr.querySelector('.from-top').dataset.km),
+        to_true: tr.querySelector('.to-true')?.textContent ?? null}))""")
+
+
+def assert_table_matches(pg, result: dict):
+    """The table of the selected result holds the API's predictions: cells, probabilities (the same
+    floats), names, in order; distances from #1 as the haversine of the API's coordinates."""
+    rows = table_rows(pg)
+    preds = result["predictions"]
+    assert [r["cell"] for r in rows] == [p["cell_h3"] for p in preds]
+    assert [r["probability"] for r in rows] == [p["probability"] for p in preds]
+    assert [(r["place"], r["admin1"], r["country"]) for r in rows] == [
+        (p["place"] or "", p["admin1"] or "", p["country"] or "") for p in preds]
+    top = (preds[0]["lat"], preds[0]["lng"])
+    for r, p in zip(rows, preds):
+        assert r["from_top"] == pytest.approx(haversine_km(top, (p["lat"], p["lng"])), rel=1e-9, abs=1e-6)
+    hexes = pg.eval_on_selector_all("#map path.geoindex-cell", """ps => ps.map(p => ({
+        cell: p.dataset.cell, rank: Number(p.dataset.rank), fill: p.getAttribute('fill')}))""")
+    assert len(hexes) == len(preds)  # one path per cell: antimeridian copies are parts of the same path
+    assert sorted(h["cell"] for h in hexes) == sorted(p["cell_h3"] for p in preds)
+    fills = {h["rank"]: h["fill"] for h in hexes}
+    assert fills[1] == "rgb(253, 231, 37)"  # the most likely cell takes the top of the scale (viridis yellow)
+    if len(preds) > 1 and preds[-1]["probability"] < 0.9 * preds[0]["probability"]:
+        assert fills[len(preds)] != fills[1]
+
+
+def latlng_to_page_xy(pg, lat, lng):
+    """Where (lat, lng) is on the page: the map is moved there first, without animation."""
+    return pg.evaluate("""([lat, lng]) => {
+        const m = window.geoindex.view.map;
+        if (!m.getBounds().pad(-0.1).contains([lat, lng])) m.setView([lat, lng], m.getZoom(), {animate: false});
+        const p = m.latLngToContainerPoint([lat, lng]);
+        const box = m.getContainer().getBoundingClientRect();
+        return [box.left + p.x, box.top + p.y]; }""", [lat, lng])
+
+
+def test_photos_on_the_map_and_in_the_table(page, server):
+    photos = [("harbour.jpg", jpeg((30, 120, 200))), ("desert.jpg", jpeg((210, 170, 90)))]
+    page.fill("#top-k", "4")
+    page.fill("#confidence", "0.9")
+    with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate") and r.request.method == "POST") as answer:
+        page.set_input_files("#files", [{"name": n, "mimeType": "image/jpeg", "buffer": b} for n, b in photos])
+    assert answer.value.status == 200
+    page.wait_for_selector("#results-table tbody tr[data-cell]")
+
+    # the same photos and fields posted directly
+    direct = httpx.post(server + "/v1/locate", files=[("images", (n, b, "image/jpeg")) for n, b in photos],
+                        data={"top_k": "4", "confidence": "0.9"}, timeout=60)
+    assert direct.status_code == 200, direct.text
+    expected = direct.json()["results"]
+    assert len(expected) == 2 and all(len(r["predictions"]) == 4 for r in expected)
+
+    assert page.locator("#result-list button[data-result]").count() == 2
+    assert_table_matches(page, expected[0])
+    assert page.locator("#map path.geoindex-region").count() >= 1  # the 90% confidence region
+    assert page.locator("#legend").is_visible()
+    assert "confidence region" in page.inner_text("#summary")
+    page.click('#result-list button[data-result="1"]')
+    assert_table_matches(page, expected[1])
+
+    # a click on the map marks the true location; the table gains the distance to it
+    top = expected[1]["predictions"][0]
+    aim = (max(-60.0, min(60.0, top["lat"] + 4)), top["lng"] + (4 if top["lng"] < 170 else -4))
+    page.mouse.click(*latlng_to_page_xy(page, *aim))
+    marker = page.locator("#map path.geoindex-true")
+    marker.wait_for()
+    true_latlng = (float(marker.get_attribute("data-lat")), float(marker.get_attribute("data-lng")))
+    assert haversine_km(true_latlng, aim) < 150  # a pixel is up to tens of km at the zooms used
+    assert page.locator("th.true-col").is_visible()
+    for row, p in zip(table_rows(page), expected[1]["predictions"]):
+        d = haversine_km(true_latlng, (p["lat"], p["lng"]))
+        assert float(row["to_true"].replace(",", "")) == pytest.approx(d, abs=0.5 if d >= 10 else 0.05)
+    assert "from the true location" in page.inner_text("#summary")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "web-page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"\nscreenshot: {shot}")
+
+    # downloads: the JSON as the API answered it (int64 cell ids intact), the GeoJSON of the same query
+    with page.expect_download() as download:
+        page.click("#download-json")
+    assert json.loads(Path(download.value.path()).read_text()) == direct.json()
+    with page.expect_download() as download:
+        page.click("#download-geojson")
+    assert download.value.suggested_filename.endswith(".geojson")
+    fc = json.loads(Path(download.value.path()).read_text())
+    points = [f for f in fc["features"] if f["geometry"]["type"] == "Point"]
+    assert [f["properties"]["cell_h3"] for f in points] == [p["cell_h3"] for r in expected for p in r["predictions"]]
+    assert sum(f["properties"].get("kind") == "confidence_region" for f in fc["features"]) == 2
+
+    page.click("#clear-true")
+    assert page.locator("#map path.geoindex-true").count() == 0 and not page.locator("th.true-col").is_visible()
+
+
+def test_dropped_photo(page, server):
+    """A photo dropped on the drop zone is located like a picked one."""
+    photo = jpeg((90, 160, 60))
+    drop = page.evaluate_handle("""([b64, name]) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], name, {type: "image/jpeg"}));
+        return dt; }""", [base64.b64encode(photo).decode(), "field.jpg"])
+    page.fill("#top-k", "2")
+    with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate")) as answer:
+        page.dispatch_event("#drop", "drop", {"dataTransfer": drop})
+    assert answer.value.status == 200
+    page.wait_for_selector("#results-table tbody tr[data-cell]")
+    expected = httpx.post(server + "/v1/locate", files=[("images", ("field.jpg", photo, "image/jpeg"))],
+                          data={"top_k": "2", "confidence": "0.9"}, timeout=60).json()["results"][0]
+    assert_table_matches(page, expected)
+    assert page.inner_text("#result-list").startswith("field.jpg")
+
+
+def test_text_query_country_and_box_filters(page, server):
+    page.fill("#top-k", "3")
+    page.fill("#country", "fr")
+    text = "a beach with palm trees"
+    with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate/text")) as answer:
+        page.fill("#text", text)
+        page.click("#text-go")
+    assert answer.value.status == 200
+    body = json.loads(answer.value.request.post_data)
+    assert body == {"texts": [text], "top_k": 3, "confidence": 0.9, "country": ["FR"]}
+    page.wait_for_selector("#results-table tbody tr[data-cell]")
+    expected = httpx.post(server + "/v1/locate/text", json=body, timeout=60).json()["results"][0]
+    assert {p["country"] for p in expected["predictions"]} == {"FR"}
+    assert_table_matches(page, expected)
+    assert page.locator("#map path.geoindex-region").count() >= 1
+
+    # no confidence: no region (a change of a control re-runs the query)
+    with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate/text")) as answer:
+        page.fill("#confidence", "")
+        page.press("#confidence", "Enter")
+    assert "confidence" not in json.loads(answer.value.request.post_data)
+    page.wait_for_function("() => document.querySelectorAll('#map path.geoindex-region').length === 0")
+
+    # a box dragged over western Europe becomes the bbox filter
+    with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate/text")):
+        page.fill("#country", "")
+        page.press("#country", "Enter")
+    page.click("#draw-box")
+    page.evaluate("() => { window.geoindex.view.map.setView([45, 5], 3, {animate: false}); }")
+    (x1, y1), (x2, y2) = latlng_to_page_xy(page, 55, -8), latlng_to_page_xy(page, 38, 20)
+    with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate/text")) as answer:
+        page.mouse.move(x1, y1)
+        page.mouse.down()
+        page.mouse.move(x2, y2, steps=6)
+        page.mouse.up()
+    body = json.loads(answer.value.request.post_data)
+    [[w, s, e, n]] = body["bbox"]
+    assert "country" not in body and abs(w + 8) < 1 and abs(s - 38) < 1 and abs(e - 20) < 1 and abs(n - 55) < 1
+    assert page.locator("#map path.geoindex-bbox").count() == 1
+    page.wait_for_function("() => document.querySelectorAll('#results-table tbody tr[data-cell]').length === 3")
+    expected = httpx.post(server + "/v1/locate/text", json=body, timeout=60).json()["results"][0]
+    assert all(s <= p["lat"] <= n and w <= p["lng"] <= e for p in expected["predictions"])
+    assert_table_matches(page, expected)
+    assert page.locator("#map path.geoindex-true").count() == 0  # ending a drag is not a click on the map
+
+    # a refused filter shows the API's message
+    page.fill("#country", "ZZ")
+    page.expected_errors.append("422")
+    with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate/text")) as answer:
+        page.press("#country", "Enter")
+    assert answer.value.status == 422
+    page.wait_for_selector("#error:not([hidden])")
+    assert "422" in page.inner_text("#error")
+
+
+def test_lat_lng_query(page, server):
+    """"lat, lng" in the text box: the location encoder's embedding of the point, located; the point
+    becomes the true location. Without the embed route the page shows the 404."""
+    has_embed = "/v1/embed/locations" in httpx.get(server + "/openapi.json").json()["paths"]
+    page.fill("#top-k", "3")
+    page.fill("#text", "48.8584, 2.2945")
+    if not has_embed:
+        page.expected_errors.append("404")
+    with page.expect_response(lambda r: r.url.startswith(server + "/v1/embed/locations")) as answer:
+        page.click("#text-go")
+    assert page.locator("#map path.geoindex-true").count() == 1
+    if not has_embed:
+        assert answer.value.status == 404
+        page.wait_for_selector("#error:not([hidden])")
+        assert "404" in page.inner_text("#error")
+        return
+    assert answer.value.status == 200
+    page.wait_for_selector("#results-table tbody tr[data-cell]")
+    embedding = httpx.post(server + "/v1/embed/locations", json={"coordinates": [[48.8584, 2.2945]]}).json()
+    expected = httpx.post(server + "/v1/locate/embedding", timeout=60,
+                          json={"embeddings": embedding["embeddings"], "top_k": 3, "confidence": 0.9}).json()
+    assert_table_matches(page, expected["results"][0])
+    assert page.locator("th.true-col").is_visible()
+
+
+def test_rings_across_the_antimeridian_and_over_the_poles(page):
+    """The page's geometry (web/src/geo.js), run in the browser: an H3 cell across the antimeridian
+    is drawn as two compact copies, one on each side, never one ring smeared across the map; a polar
+    cell is closed over its pole; a box dragged across the antimeridian becomes two boxes."""
+    import h3
+
+    fiji, north, south = (h3.latlng_to_cell(lat, lng, 2) for lat, lng in ((-17, 180), (90, 0), (-90, 0)))
+    out = page.evaluate("""async ([fiji, north, south]) => {
+        const geo = await import('/static/geo.js');
+        const rings = (c) => geo.ringToPolygons(h3.cellToBoundary(c));
+        return {fiji: rings(fiji), north: rings(north), south: rings(south),
+                box: geo.boxToBboxes([-10, 170], [-25, 190]), plain: geo.boxToBboxes([50, 2], [40, -5]),
+                wrapped: geo.boxToBboxes([50, 362], [40, 355])};
+    }""", [fiji, north, south])
+    lngs = [[p[1] for p in ring] for ring in out["fiji"]]
+    assert len(lngs) == 2 and all(max(r) - min(r) < 10 for r in lngs)
+    assert any(max(r) > 180 for r in lngs) and any(min(r) < -180 for r in lngs)
+    for name, pole in (("north", 90), ("south", -90)):
+        rings = out[name]
+        assert len(rings) == 2 and all(any(p[0] == pole for p in ring) for ring in rings)
+        spans = [max(p[1] for p in ring) - min(p[1] for p in ring) for ring in rings]
+        assert spans == pytest.approx([360, 360])
+        covered = (min(p[1] for ring in rings for p in ring), max(p[1] for ring in rings for p in ring))
+        assert covered[0] <= -180 and covered[1] >= 180
+    assert out["box"] == [[170, -25, 180, -10], [-180, -25, -170, -10]]
+    assert out["plain"] == [[-5, 40, 2, 50]] and out["wrapped"] == [[-5, 40, 2, 50]]
+
+
+def test_tile_layer_when_configured(browser, server):
+    """--tiles URL: the page adds the tile layer (tiles answered here by the test, offline)."""
+    tile = io.BytesIO()
+    Image.new("RGB", (256, 256), (200, 220, 200)).save(tile, "PNG")
+    context = browser.new_context(viewport={"width": 1000, "height": 800})
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    requested = []
+    pg.route("**/config.json", lambda route: route.fulfill(json={
+        "tiles": server + "/test-tiles/{z}/{x}/{y}.png", "max_top_k": 100, "max_images": 16}))
+    pg.route("**/test-tiles/**", lambda route: (requested.append(route.request.url),
+                                                route.fulfill(body=tile.getvalue(), content_type="image/png")))
+    pg.goto(server + "/")
+    pg.wait_for_selector("body[data-ready=true]")
+    pg.wait_for_selector(".geoindex-tiles img.leaflet-tile-loaded")
+    context.close()
+    assert requested and all(u.startswith(server + "/test-tiles/") and u.endswith(".png") for u in requested)
