@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import faiss
@@ -37,11 +38,12 @@ class Geolocator:
     """Opens an index directory once; :meth:`locate` is the hot path (no DuckDB round trip)."""
 
     def __init__(self, index_dir: str | Path, verify: str = "size", use_store: bool = True,
-                 weights: str | Path | None = None):
+                 weights: str | Path | None = None, photos: str | Path | None = None, fusion=None):
         """``use_store``: re-rank from the index's exact store when it has one (False: with the
         encoder, as an index without a store does). ``weights``: the GeoCLIP weights folder the
         index was built with (``--weights``; default the released weights): an index built with
-        others is refused."""
+        others is refused. ``photos``: a reference photo gallery (``geoindex build --photos``) whose
+        nearest photos each answer gains and fuses (``fusion``: a geoindex.photos.FusionSettings)."""
         self.dir = open_index_dir(index_dir, verify=verify, weights_sha256=location_weights_sha256(weights))
         # on-disk lists (DIR/lists.ivfdata) are memory-mapped from beside vectors.faiss, wherever the dir is now
         self.index = faiss.read_index(str(self.dir.vectors_path), faiss.IO_FLAG_ONDISK_SAME_DIR)
@@ -60,6 +62,11 @@ class Geolocator:
         self.reranker = self.encoder_reranker if self.store is None else StoreReranker(self.store, self.table.rows)
         self.refiner = Refiner(lambda: self.encoder_reranker.model)  # one encoder for both
         self.region = region_from_dict(self.dir.manifest["gallery"].get("region"))  # None: the whole globe
+        self.photos = self.fusion = None
+        if photos is not None:
+            from geoindex.photos.evidence import open_photos
+
+            self.photos, self.fusion = open_photos(photos, weights, fusion, verify)
 
     def covers(self, lat, lng) -> np.ndarray:
         """(n,) bool: which points (degrees) lie in the region this index was built for (all True
@@ -226,8 +233,14 @@ class Geolocator:
         points = None
         if settings.refine_starts:
             D, I, points = self.refine(xq, D, I, settings.refine_starts)
-        return [rank(D[i], I[i], options, self.table, self.logit_scale, self.resolution,
-                     None if points is None else points[i]) for i in range(len(xq))]
+        pool = options if self.photos is None else replace(options, k=max(options.k, self.fusion.pool))
+        results = [rank(D[i], I[i], pool, self.table, self.logit_scale, self.resolution,
+                        None if points is None else points[i]) for i in range(len(xq))]
+        if self.photos is not None:
+            from geoindex.photos.evidence import with_photos
+
+            results = with_photos(self, xq, results, options)
+        return results
 
     def refine(self, xq: np.ndarray, D: np.ndarray, I: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Refine each query's ``m`` best candidates below the grid (:mod:`geoindex.locate.refine`):
