@@ -196,7 +196,7 @@ def test_compressed_index_agrees_with_exact_search(synth, tmp_path):
     from geoindex.index.search import SearchSettings
 
     out = tmp_path / "ivf"
-    build_photos(PhotoBuildConfig(csv=synth["csv"], out=out, clip_model="tiny-test", factory="IVF8,PQ16",
+    build_photos(PhotoBuildConfig(csv=synth["csv"], out=out, clip_model="tiny-test", factory="IVF8,PQ16x4",
                                   search=SearchSettings.parse("nprobe=4,rerank=40"), progress=False))
     assert json.loads((out / "manifest.json").read_text())["store"]["kind"] == "fp16"
     xq = _encode([r[0] for r in _rows(synth["queries"])])
@@ -239,13 +239,13 @@ def test_a_features_cache_is_reused_without_encoding(synth, tmp_path, monkeypatc
     from geoindex.train.features import cache_features
 
     cache_features(synth["csv"], tmp_path / "feats", clip_model="tiny-test", device="cpu", progress=False)
+    xq = _encode([r[0] for r in _rows(synth["csv"])[:5]])
     monkeypatch.setattr("geoindex.encoders.clip.load_clip", lambda *a, **k: pytest.fail("CLIP loaded"))
     with pytest.raises(TrainingDataError, match="holds tiny-test features"):
         build_photos(PhotoBuildConfig(csv=synth["csv"], out=tmp_path / "x", features=tmp_path / "feats",
                                       clip_model="ViT-L-14-random"))
     build_photos(PhotoBuildConfig(csv=synth["csv"], out=tmp_path / "ref", features=tmp_path / "feats",
                                   clip_model="tiny-test"))
-    xq = _encode([r[0] for r in _rows(synth["csv"])[:5]])
     D, I = PhotoGallery(tmp_path / "ref").search(xq, 1)
     assert I[:, 0].tolist() == [0, 1, 2, 3, 4] and (D[:, 0] >= 0.999).all()  # fp16 features: still copies
 
@@ -267,3 +267,87 @@ def test_commands_as_a_user_runs_them(synth, tmp_path):
     cell_flag = subprocess.run([*run, "build", "--photos", str(synth["csv"]), "--out", str(tmp_path / "r"),
                                 "--max-memory", "1GB"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert cell_flag.returncode == 2 and "--max-memory is a cell-index flag" in cell_flag.stderr
+
+
+# -- the server: neighbours in answers, images only from --photos-root --------------------------------
+@pytest.fixture(scope="module")
+def traversal_ref(synth, tmp_path_factory):
+    """A gallery whose CSV names a photo inside the served folder, one outside it (../) and a symbolic
+    link inside it that points outside."""
+    from geoindex.photos.build import PhotoBuildConfig, build_photos
+
+    root = tmp_path_factory.mktemp("serve")
+    (root / "pub").mkdir()
+    (root / "secret").mkdir()
+    rows = _rows(synth["csv"])
+    shutil.copy(rows[0][0], root / "pub" / "inside.png")
+    shutil.copy(rows[1][0], root / "secret" / "outside.png")
+    (root / "pub" / "link.png").symlink_to(root / "secret" / "outside.png")
+    csv = root / "pub" / "photos.csv"
+    csv.write_text(f"image,lat,lng\ninside.png,{rows[0][1]},{rows[0][2]}\n../secret/outside.png,{rows[1][1]},"
+                   f"{rows[1][2]}\nlink.png,{rows[2][1]},{rows[2][2]}\n")
+    build_photos(PhotoBuildConfig(csv=csv, out=root / "ref", clip_model="tiny-test", progress=False))
+    return root
+
+
+@pytest.mark.slow
+def test_server_answers_neighbours_and_serves_images_only_from_the_root(synth, traversal_ref):
+    from fastapi.testclient import TestClient
+
+    from geoindex.serve.app import create_app
+    from geoindex.serve.settings import ServeSettings
+
+    root = traversal_ref
+    settings = ServeSettings(index=str(synth["cells"]), clip_model="tiny-test", photos=str(root / "ref"),
+                             photos_root=str(root / "pub"))
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        r = client.post("/v1/locate", files={"images": ("q.png", (root / "pub" / "inside.png").read_bytes(), "image/png")})
+        assert r.status_code == 200, r.text
+        res = r.json()["results"][0]
+        assert res["neighbours"][0]["image"] == "inside.png" and res["neighbours"][0]["similarity"] >= 0.999
+        assert client.get("/v1/photos").json()["photos"] == 3
+        ok = client.get(f"/v1/photos/{res['neighbours'][0]['id']}/image")
+        assert ok.status_code == 200 and ok.content == (root / "pub" / "inside.png").read_bytes()
+        assert ok.headers["content-type"] == "image/png"
+        for path in ("/v1/photos/1/image", "/v1/photos/2/image", "/v1/photos/99/image"):  # ../, a link out, no photo
+            r = client.get(path)
+            assert r.status_code == 404 and b"PNG" not in r.content, path
+        for path in ("/v1/photos/-1/image", "/v1/photos/abc/image"):
+            assert client.get(path).status_code == 422
+        for path in ("/v1/photos/..%2F..%2Fsecret%2Foutside.png/image", "/v1/photos/0/..%2F..%2Fsecret%2Foutside.png",
+                     "/v1/photos/0/image/../../secret/outside.png"):
+            r = client.get(path)
+            assert r.status_code in (404, 422) and b"PNG" not in r.content, path
+    without_root = replace_settings(settings, photos_root=None)
+    with TestClient(create_app(without_root), raise_server_exceptions=False) as client:
+        r = client.get("/v1/photos/0/image")
+        assert r.status_code == 404 and "--photos-root" in r.json()["error"]["message"]
+
+
+def replace_settings(settings, **kw):
+    from dataclasses import replace
+
+    return replace(settings, **kw)
+
+
+@pytest.mark.slow
+def test_server_refuses_photos_of_another_clip_model(synth, traversal_ref):
+    from geoindex.serve.app import Engine
+    from geoindex.serve.settings import ServeSettings
+
+    with pytest.raises(IndexDirError, match="encoded with CLIP tiny-test"):
+        Engine(ServeSettings(index=str(synth["cells"]), clip_model="ViT-L-14-random", photos=str(traversal_ref / "ref")))
+    with pytest.raises(InvalidArgumentError, match="give --photos REF too"):
+        Engine(ServeSettings(index=str(synth["cells"]), embeddings_only=True, photos_root=str(traversal_ref)))
+
+
+@pytest.mark.slow
+def test_bench_accuracy_compares_cells_alone_and_fused(synth, tmp_path):
+    out = tmp_path / "acc.json"
+    proc = subprocess.run([sys.executable, "benchmarks/bench_accuracy.py", "--csv", str(synth["queries"]), "--index",
+                           str(synth["cells"]), "--photos", str(synth["ref"]), "--clip-model", "tiny-test",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["gallery"].split(")")[-1].strip(): r for r in json.loads(out.read_text())["rows"][:2]}
+    assert set(rows) == {"+ photos w=0", "+ photos w=0.25"} and rows["+ photos w=0"]["n"] == 30
+    assert rows["+ photos w=0.25"]["median_km"] < rows["+ photos w=0"]["median_km"]

@@ -177,7 +177,11 @@ def _index(xb: np.ndarray, config: PhotoBuildConfig, folder: Path) -> tuple[str,
         if ivf is not None:
             ivf.cp.niter = 10
         sample = np.random.default_rng(config.seed).choice(len(xb), min(len(xb), 256 * nlist_for(len(xb))), replace=False)
-        index.train(xb[np.sort(sample)])
+        try:
+            index.train(xb[np.sort(sample)])
+        except RuntimeError as e:
+            raise InvalidArgumentError(f"--factory {factory!r} cannot be trained on {len(xb)} photos ({e}): "
+                                       "use --factory auto (Flat for small galleries) or fewer lists/codes") from e
     for s in range(0, len(xb), 65536):
         index.add(xb[s : s + 65536])
     faiss.write_index(index, str(folder / VECTORS))

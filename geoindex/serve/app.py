@@ -61,8 +61,16 @@ class Engine:
 
         faiss.omp_set_num_threads(1)  # one thread per query; concurrency comes from the pool
         self.settings = settings
-        self.geolocator = Geolocator(settings.index, weights=settings.weights)
+        from geoindex.serve.photos import photos_root_of
+
+        photos_root_of(settings)  # a bad --photos-root stops the start before anything loads
+        self.geolocator = Geolocator(settings.index, weights=settings.weights, photos=settings.photos)
         self.encoder = None
+        if self.geolocator.photos is not None and not settings.embeddings_only:  # before loading CLIP
+            from geoindex.encoders.weights import geoclip_files
+
+            self.geolocator.photos.check_encoder(
+                settings.clip_model or geoclip_files(settings.weights).clip_model or "ViT-L-14", None, None)
         if not settings.embeddings_only:
             from geoindex.encoders.clip import load_image_encoder
 
@@ -327,8 +335,10 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
     async def metrics_route():
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    from geoindex.serve.photos import mount_photos
     from geoindex.serve.web import mount_web
 
+    mount_photos(app, engine, settings)
     mount_web(app, settings)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout=settings.body_timeout)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
