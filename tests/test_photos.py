@@ -351,3 +351,26 @@ def test_bench_accuracy_compares_cells_alone_and_fused(synth, tmp_path):
     rows = {r["gallery"].split(")")[-1].strip(): r for r in json.loads(out.read_text())["rows"][:2]}
     assert set(rows) == {"+ photos w=0", "+ photos w=0.25"} and rows["+ photos w=0"]["n"] == 30
     assert rows["+ photos w=0.25"]["median_km"] < rows["+ photos w=0"]["median_km"]
+
+
+@pytest.mark.slow
+def test_country_and_cell_filters_on_neighbours(synth):
+    import duckdb
+    import h3
+
+    from geoindex.photos.gallery import PhotoGallery
+
+    gallery = PhotoGallery(synth["ref"])
+    con = duckdb.connect(str(synth["ref"] / "photos.duckdb"), read_only=True)
+    country = con.execute("SELECT country, count(*) c FROM photos WHERE country IS NOT NULL GROUP BY 1 "
+                          "ORDER BY c DESC LIMIT 1").fetchone()[0]
+    want = {r[0] for r in con.execute("SELECT id FROM photos WHERE country = ?", [country]).fetchall()}
+    assert set(gallery.region_ids(make_filter([country], [], []))) == want
+    # a photo is inside an H3 filter cell when its res-15 cell descends from it (H3's hierarchy)
+    parent = h3.cell_to_parent(h3.latlng_to_cell(gallery.lat[0], gallery.lng[0], 15), 1)
+    ids = gallery.region_ids(make_filter([], [], [parent]))
+    inside = [i for i in range(len(gallery))
+              if h3.cell_to_parent(h3.latlng_to_cell(gallery.lat[i], gallery.lng[i], 15), 1) == parent]
+    assert 0 in ids and ids.tolist() == inside
+    _, I = gallery.search(_encode([_rows(synth["csv"])[0][0]]), 5, make_filter([], [], [parent]))
+    assert I[0, 0] == 0 and set(I[0][I[0] >= 0]) <= set(ids)

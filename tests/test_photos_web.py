@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from geoindex.train.synthetic import write_grid, write_photos
+from geoindex.train.synthetic import write_photos
 from tests.test_web import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _need_built_page, _skip_or_fail
 
 
@@ -24,8 +24,7 @@ def server(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("web-photos")
     csv = write_photos(root / "photos", 12, seed=3)
-    assert build(["--gallery-csv", str(write_grid(root / "grid.csv", 30)), "--out", str(root / "cells"),
-                  "--no-progress", "-q"]) == 0
+    assert build(["--resolution", "1", "--factory", "Flat", "--out", str(root / "cells"), "--no-progress", "-q"]) == 0
     assert build(["--photos", str(csv), "--clip-model", "tiny-test", "--out", str(root / "ref"), "--no-progress",
                   "-q"]) == 0
     app = create_app(ServeSettings(index=str(root / "cells"), clip_model="tiny-test", photos=str(root / "ref"),
@@ -67,7 +66,10 @@ def test_neighbours_as_thumbnails_and_pins(server):
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(url + "/")
         page.wait_for_selector("body[data-ready=true]")
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
         page.set_input_files("#files", str(query))
+        page.wait_for_selector("#result-list button[data-result]", timeout=120_000)  # CLIP on a shared CPU
+        assert not errors and page.locator("#error").is_hidden(), (errors, page.inner_text("#error"))
         page.wait_for_selector("#neighbours figure.neighbour")
         figures = page.locator("#neighbours figure.neighbour")
         assert figures.count() == 10

@@ -1,17 +1,18 @@
 """An opened reference gallery: the nearest reference photos of (n, 512) query embeddings.
 
 ``PhotoGallery(REF)`` verifies the manifest, loads the FAISS index and the hot columns of
-``photos.duckdb`` (lat, lng, country, H3 cell: 32 B a photo; image paths and metadata are read per
+``photos.duckdb`` (lat, lng, H3 cell, country code: 26 B a photo; image paths and metadata are read per
 answer), and :meth:`PhotoGallery.search` returns each query's k nearest photos by cosine similarity,
 re-scored exactly from the fp16 store when the index is compressed. A region filter keeps only
-photos inside it, by the rule cells follow (country of the nearest place, bounding boxes, H3
-ancestors), and then scans every list, so a filtered answer is the exact top-k of the filtered set.
+photos inside it, by the rule cells follow: the country of the nearest place, bounding boxes, and H3
+ancestry (a photo is inside an H3 filter cell when its res-15 cell descends from it); a filtered
+search scans every list, so its answer is the exact top-k of the filtered set.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import faiss
@@ -52,14 +53,17 @@ class PhotoGallery:
         import duckdb
 
         con = duckdb.connect(str(self.path / PHOTOS_DB), read_only=True)
-        try:
-            cols = con.execute("SELECT lat, lng, country, cell FROM photos ORDER BY id").fetchnumpy()
+        try:  # countries as small codes (1-based positions in self.countries, 0 = none), not 10M strings
+            self.countries = [r[0] for r in con.execute("SELECT DISTINCT country FROM photos WHERE country IS NOT NULL "
+                                                        "ORDER BY country").fetchall()]
+            cols = con.execute("SELECT lat, lng, cell, coalesce(list_position(?, country), 0)::SMALLINT AS code "
+                               "FROM photos ORDER BY id", [self.countries]).fetchnumpy()
         finally:
             con.close()
         self.lat = np.asarray(cols["lat"], np.float64)
         self.lng = np.asarray(cols["lng"], np.float64)
-        self.country = np.asarray(cols["country"], dtype=object)
         self.cell = np.asarray(cols["cell"], np.int64)
+        self.country_code = np.asarray(cols["code"], np.int16)
         if len(self.lat) != self.index.ntotal:
             raise IndexDirError(f"{self.path}: {PHOTOS_DB} has {len(self.lat)} photos, the index "
                                 f"{self.index.ntotal}: {make_hint(self.path)} --overwrite")
@@ -94,7 +98,11 @@ class PhotoGallery:
         """Sorted ids of the photos inside ``region`` (cached for the last REGION_CACHE filters)."""
         ids = self._regions.get(region)
         if ids is None:
-            ids = np.flatnonzero(cells_inside(region, self.cell, self.lat, self.lng, self.country)).astype(np.int64)
+            keep = cells_inside(replace(region, countries=()), self.cell, self.lat, self.lng)
+            if region.countries:
+                keep &= np.isin(self.country_code, [self.countries.index(c) + 1 for c in region.countries
+                                                    if c in self.countries])
+            ids = np.flatnonzero(keep).astype(np.int64)
             if len(self._regions) >= REGION_CACHE:
                 self._regions.pop(next(iter(self._regions)))
             self._regions[region] = ids
