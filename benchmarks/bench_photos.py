@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -148,7 +147,7 @@ def recall_at(found: np.ndarray, gt: np.ndarray, k: int) -> float:
 
 
 def measure(built: dict, store_path: Path, xq: np.ndarray, n: int, factory: str, sweep: list[tuple[int, int]],
-            timed: int) -> list[dict]:
+            timed: int, threads: int) -> list[dict]:
     index = built["index"]
     resident = len(faiss.serialize_index(index)) / n
     store = np.load(store_path, mmap_mode="r")
@@ -156,7 +155,7 @@ def measure(built: dict, store_path: Path, xq: np.ndarray, n: int, factory: str,
     rows = []
     for nprobe, cand in sweep:
         ivf.nprobe = nprobe
-        faiss.omp_set_num_threads(os.cpu_count() or 1)
+        faiss.omp_set_num_threads(threads)
         recall = recall_at(search_rerank(index, store, xq, 10, cand), built["gt"], 10)
         faiss.omp_set_num_threads(1)
         search_rerank(index, store, xq[:20], 10, cand)  # warm
@@ -213,7 +212,10 @@ def main() -> None:
     ap.add_argument("--cosine", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=CACHE / "photos")
+    ap.add_argument("--threads", type=int, default=1, help="FAISS/BLAS threads for the build (default 1: on a "
+                    "shared, oversubscribed machine OpenMP teams mostly wait for each other)")
     args = ap.parse_args()
+    faiss.omp_set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     sweep = [tuple(int(v) for v in p.split(":")) for p in args.sweep.split(",")]
     t = time.perf_counter()
@@ -228,7 +230,8 @@ def main() -> None:
             store_path = args.work / f"store-{n}.npy"
             built = build(stream, n, factory, args.chunk, args.train, store_path, xq, 10)
             rows = [r for r in rows if not (r["vectors"] == n and r["factory"] == factory)]
-            rows += measure(built, store_path, xq, n, factory, sweep, args.timed)
+            rows += measure(built, store_path, xq, n, factory, sweep, args.timed, args.threads)
+            faiss.omp_set_num_threads(args.threads)
             del built
             store_path.unlink()
             OUT.write_text(json.dumps({"machine": machine(), "note": NOTE, "places_s": round(places_s, 1),
