@@ -40,8 +40,8 @@ CELLS = LocateResult([_pred(10, 10, 0.5, 1), _pred(40, 40, 0.3, 2), _pred(-20, 1
 
 
 def test_weight_zero_is_the_cell_answer():
-    out = fuse(CELLS, [_nb(0, -20.01, 100.01, 0.9)] * 3, FusionSettings(weight=0), 3)
-    assert [p.cell for p in out.predictions] == [1, 2, 3]
+    out = fuse(CELLS, [_nb(0, 60.0, 5.0, 1.0)] + [_nb(i, -20.01, 100.01, 0.9) for i in (1, 2)], FusionSettings(weight=0), 5)
+    assert [p.cell for p in out.predictions] == [1, 2, 3]  # not even an exact copy's place
     assert [p.probability for p in out.predictions] == pytest.approx([0.5, 0.3, 0.2])
 
 

@@ -16,7 +16,8 @@ probability). A candidate that is a photo's place reports that place (finer than
 cell it falls in (H3 indexes) and ``score`` = that photo's similarity.
 
 An exact copy: when the best neighbour's similarity is >= ``exact`` (0.999), the query is that
-photo, so its place is the top-1 whatever the cells say (its fused score is raised to the best candidate's).
+photo, so its place is the top-1 whatever the cells say (its fused score is raised to the best candidate's),
+unless w = 0.
 
 The default weight w = 0.25 is conservative: it is not tuned on real photos (no CLIP weights or
 datasets here; docs/photos.md) and lets the photos overrule the cells only where several of them
@@ -97,7 +98,8 @@ def fuse(result: LocateResult, neighbours: list[Neighbour], settings: FusionSett
     exact = neighbours[0] if neighbours and neighbours[0].similarity >= settings.exact else None
     if not preds and not voters:
         return replace(result, neighbours=neighbours)
-    cell_lat = np.array([p.lat for p in preds]); cell_lng = np.array([p.lng for p in preds])
+    cell_lat = np.array([p.lat for p in preds])
+    cell_lng = np.array([p.lng for p in preds])
     p = np.array([p.probability for p in preds])
     seen, photo_pts = set(), []
     for n in voters:  # one candidate per distinct place
@@ -115,10 +117,10 @@ def fuse(result: LocateResult, neighbours: list[Neighbour], settings: FusionSett
         a = np.exp(settings.sharpness * (s - s.max()))
         photos = _kernel(cand_lat, cand_lng, [n.lat for n in voters], [n.lng for n in voters], h) @ (a / a.sum())
     fused = (1 - w) * cells + w * photos
-    if w == 0:
-        fused = np.concatenate([p, np.zeros(len(photo_pts))])  # cells alone: their own order and mass
-    order = list(np.argsort(-fused, kind="stable"))
-    if exact is not None:  # an exact copy votes (min_similarity <= exact): its place goes first
+    if w == 0:  # the cells alone: their own order and mass, no photo place among the answers
+        fused = np.concatenate([p, np.zeros(len(photo_pts))])
+    order = [j for j in np.argsort(-fused, kind="stable") if w > 0 or j < len(preds)]
+    if exact is not None and w > 0:  # an exact copy votes (min_similarity <= exact): its place goes first
         top = len(preds) + next(i for i, n in enumerate(photo_pts) if (n.lat, n.lng) == (exact.lat, exact.lng))
         fused[top] = fused.max()  # its score ties the best one's: probabilities stay in rank order
         order.remove(top)
