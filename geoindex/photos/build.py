@@ -176,6 +176,8 @@ def _index(xb: np.ndarray, config: PhotoBuildConfig, folder: Path) -> tuple[str,
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None:
             ivf.cp.niter = 10
+            if hasattr(ivf, "do_polysemous_training"):  # the factory's default for PQ: minutes of
+                ivf.do_polysemous_training = False     # annealing for Hamming filtering, never used here
         sample = np.random.default_rng(config.seed).choice(len(xb), min(len(xb), 256 * nlist_for(len(xb))), replace=False)
         try:
             index.train(xb[np.sort(sample)])
