@@ -101,7 +101,7 @@ def build(stream: PhotoStream, n: int, factory: str, chunk: int, train_n: int, s
           xq: np.ndarray, k: int) -> dict:
     """Train, add in chunks, write the exact fp16 store, and stream exact ground truth for ``xq``."""
     index = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
-    ivf = faiss.extract_index_ivf(index)
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))  # the IndexIVFPQ, not its IndexIVF base
     ivf.cp.niter = 10
     if hasattr(ivf, "do_polysemous_training"):
         ivf.do_polysemous_training = False  # the factory's default: minutes of annealing, unused here

@@ -175,6 +175,7 @@ def _index(xb: np.ndarray, config: PhotoBuildConfig, folder: Path) -> tuple[str,
     if not index.is_trained:
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None:
+            ivf = faiss.downcast_index(ivf)  # the IndexIVFPQ, not its IndexIVF base
             ivf.cp.niter = 10
             if hasattr(ivf, "do_polysemous_training"):  # the factory's default for PQ: minutes of
                 ivf.do_polysemous_training = False     # annealing for Hamming filtering, never used here
