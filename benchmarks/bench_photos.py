@@ -182,12 +182,15 @@ def measure(built: dict, store_path: Path, xq: np.ndarray, n: int, factory: str,
 
 
 def plan(rows: list[dict]) -> list[dict]:
-    """Computed (not measured) plan for 4.7M / 48M / 100M from the largest measured size's chosen row."""
-    ok = [r for r in rows if r["recall_at_10"] >= 0.95]
-    if not ok:
+    """Computed (not measured) plan for 4.7M / 48M / 100M from the largest measured size's chosen row:
+    the fastest with recall@10 >= 0.95, else (goal missed) the best recall within 5 ms."""
+    if not rows:
         return []
-    top = max(r["vectors"] for r in ok)
-    best = min((r for r in ok if r["vectors"] == top), key=lambda r: r["ms_single_p50"])
+    top = max(r["vectors"] for r in rows)
+    at = [r for r in rows if r["vectors"] == top]
+    ok = [r for r in at if r["recall_at_10"] >= 0.95]
+    fast = [r for r in at if r["ms_single_p50"] <= 5] or at
+    best = min(ok, key=lambda r: r["ms_single_p50"]) if ok else max(fast, key=lambda r: r["recall_at_10"])
     out = []
     for n, name in ((4_700_000, "MP-16"), (48_000_000, "YFCC geotagged"), (100_000_000, "100M")):
         f = n / best["vectors"]
@@ -195,7 +198,7 @@ def plan(rows: list[dict]) -> list[dict]:
                     f"{best['factory']} {best['search']}", "resident_gib": round(best["resident_bytes_per_vector"] * n / 2**30, 2),
                     "exact_store_gib_on_disk": round(DIM * 2 * n / 2**30, 1),
                     "build_h_2_cores": round(best["build_s"] * f / 3600, 2),
-                    "nlist": nlist_for(n),
+                    "nlist": nlist_for(n), "recall_at_10_measured_at_source": best["recall_at_10"],
                     "ms_single_p50_if_lists_scale_with_sqrt_n": round(best["ms_single_p50"] * np.sqrt(f), 2)})
     return out
 
@@ -217,7 +220,14 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=CACHE / "photos")
     ap.add_argument("--threads", type=int, default=1, help="FAISS/BLAS threads for the build (default 1: on a "
                     "shared, oversubscribed machine OpenMP teams mostly wait for each other)")
+    ap.add_argument("--plan-only", action="store_true", help="recompute the plan from photos.json's rows")
     args = ap.parse_args()
+    if args.plan_only:
+        data = json.loads(OUT.read_text())
+        data["plan"] = plan(data["rows"])
+        OUT.write_text(json.dumps(data, indent=2) + "\n")
+        print(json.dumps(data["plan"], indent=1))
+        return
     faiss.omp_set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     sweep = [tuple(int(v) for v in p.split(":")) for p in args.sweep.split(",")]

@@ -38,7 +38,7 @@ from geoindex.store.manifest import file_entries, versions, write_manifest
 log = logging.getLogger(__name__)
 
 FLAT_MAX = 200_000  # Flat: 2 KB a photo resident, exact; above, IVF + PQ32 + exact store (bench_photos)
-COMPRESSED_SEARCH = "nprobe=32,rerank=200"
+COMPRESSED_SEARCH = "nprobe=32,rerank=400"  # bench_photos, 1M: the best recall within 5 ms (0.73)
 
 
 @dataclass(frozen=True)
