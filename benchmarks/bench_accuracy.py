@@ -9,6 +9,13 @@ the real CLIP weights::
     python benchmarks/bench_accuracy.py --csv im2gps3k.csv --index indexes/res6-land --gallery-100k \\
         --clip-checkpoint ~/ckpt/open_clip_ViT-L-14-openai.bin
 
+With ``--photos REF`` (a reference photo gallery, e.g. MP-16 built with ``geoindex build --photos``)
+each index is also evaluated fused with the nearest reference photos, at each ``--photo-weight``
+(weight 0 = the cells alone, always shown beside)::
+
+    python benchmarks/bench_accuracy.py --csv im2gps3k.csv --index indexes/res6-land --photos ref-mp16 \
+        --photo-weight 0.25 --photo-weight 0.5 --clip-checkpoint ~/ckpt/open_clip_ViT-L-14-openai.bin
+
 GeoCLIP's published Im2GPS3k numbers (14.11 / 34.47 / 50.65 / 69.67 / 83.82 %) are printed as the
 reference. Results: benchmarks/results/accuracy.json (or ``--out``).
 """
@@ -66,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/accuracy.json)")
     p.add_argument("--map", type=Path, default=None, metavar="OUT.png",
                    help="also draw each index's errors on a world map (OUT-<index>.png with several)")
+    p.add_argument("--photos", type=Path, default=None, metavar="REF",
+                   help="reference photo gallery: also evaluate each index fused with its nearest photos")
+    p.add_argument("--photo-weight", type=float, action="append", default=None, metavar="W",
+                   help="the photos' share in the fusion (repeatable; default the library's, 0.25)")
     args = p.parse_args(argv)
     if not args.index and not args.gallery_100k:
         raise SystemExit("give --index DIR and/or --gallery-100k")
@@ -95,13 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     encode_s = time.perf_counter() - t
 
     rows, per_image = [], {}
+    from geoindex.photos import FusionSettings
+
+    weights = [None] if args.photos is None else [0.0, *(args.photo_weight or [FusionSettings().weight])]
     for index_dir in args.index:
-        geo = Geolocator(index_dir, weights=args.weights)
-        results = geo.locate(xq, QueryOptions(k=1, aggregate_res=args.aggregate_res))
-        pred = np.array([[r.predictions[0].lat, r.predictions[0].lng] for r in results])
-        err = haversine_km(truth[:, 0], truth[:, 1], pred[:, 0], pred[:, 1])
-        rows.append({"gallery": f"{index_dir} ({geo.dir.factory})", **accuracy_table(err)})
-        per_image[str(index_dir)] = err.round(3).tolist()
+        geo = Geolocator(index_dir, weights=args.weights, photos=args.photos)
+        for w in weights:  # None: no photos; 0: photos open but weightless (= the cells alone)
+            label = "" if w is None else f" + photos w={w:g}"
+            if w is not None:
+                geo.fusion = FusionSettings(weight=w)
+            results = geo.locate(xq, QueryOptions(k=1, aggregate_res=args.aggregate_res))
+            pred = np.array([[r.predictions[0].lat, r.predictions[0].lng] for r in results])
+            err = haversine_km(truth[:, 0], truth[:, 1], pred[:, 0], pred[:, 1])
+            rows.append({"gallery": f"{index_dir} ({geo.dir.factory}){label}", **accuracy_table(err)})
+            per_image[f"{index_dir}{label}"] = err.round(3).tolist()
         if args.map is not None:
             from geoindex.maps import draw_errors
 
@@ -119,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows, cols))
     result = {"machine": machine(), "csv": str(args.csv), "clip_model": encoder.name,
               "weights": str(args.weights) if args.weights else "released", "images": len(paths),
-              "skipped": [str(paths[i]) for i in skipped], "encode_s": round(encode_s, 2), "rows": rows,
+              "skipped": [str(paths[i]) for i in skipped],
+              "photos": str(args.photos) if args.photos else None, "encode_s": round(encode_s, 2), "rows": rows,
               "errors_km": per_image}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from geoindex.errors import GeoindexError, InvalidArgumentError
+from geoindex.cli.build_photos import add_photo_flags, build_photos_main
 from geoindex.index.defaults import describe_defaults
 
 PROG = "geoindex build"
@@ -26,6 +27,7 @@ EPILOG = """examples:
   geoindex build --resolution 6 --factory IVFH3,PQ64 --search nprobe=16,rerank=32 --out idx-r6-small
   geoindex build --resolution 7 --country FR --out idx-r7-fr  # one country, 114K cells
   geoindex build --resolution 6 --bbox=-10,35,30,60 --cells 831fb4fffffffff --out idx-r6-box
+  geoindex build --photos photos.csv --out ref                # reference photos (locate --photos ref)
 build_index is the same command under its own name.
 """
 
@@ -41,6 +43,9 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--resolution", "-r", help="H3 resolution 0-9 of the gallery cells")
     src.add_argument("--gallery-csv", type=Path, help="custom gallery: CSV of lat,lng rows")
+    src.add_argument("--photos", type=Path, metavar="CSV", help="reference photo gallery (docs/photos.md): CSV of "
+                     "image,lat,lng rows, other columns kept as metadata; query it with locate/serve --photos")
+    add_photo_flags(p)
     p.add_argument("--out", "-o", type=Path, required=True, help="index directory to create")
     p.add_argument("--cells", action="append", default=[], metavar="land|all|H3",
                    help="land (default: centre or a vertex on land) or all; an H3 cell id (repeatable) builds only "
@@ -88,6 +93,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    if args.photos is not None or args.photos_features is not None:
+        return build_photos_main(args, prog)
     # Heavy imports after argument parsing: --help stays instant.
     from geoindex.build import BuildConfig, build, summary_line, work_dir_for
     from geoindex.cells.region import make_filter

@@ -59,6 +59,12 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
                    "(else $GEOINDEX_CLIP_CHECKPOINT, open_clip's cache, the Hugging Face cache's "
                    "openai/clip-vit-large-patch14, else an open_clip download)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--photos", type=Path, default=None, metavar="REF",
+                   help="reference photo gallery (geoindex build --photos): each answer lists its nearest reference "
+                        "photos and fuses their places with the cells (docs/photos.md)")
+    p.add_argument("--neighbours", type=int, default=10, metavar="K", help="reference photos per answer (default 10)")
+    p.add_argument("--photo-weight", type=float, default=None, metavar="W",
+                   help="the photos' share in the fused answer, 0..1 (default 0.25, unmeasured on real photos; 0: cells alone)")
     p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse larger images (default 64 MP)")
     return p
 
@@ -126,6 +132,14 @@ def _queries(args):
     return labels, np.concatenate(parts)
 
 
+def _fusion(args):
+    if args.photos is None:
+        return None
+    from geoindex.photos.fusion import FusionSettings
+
+    return FusionSettings(k=args.neighbours, **({} if args.photo_weight is None else {"weight": args.photo_weight}))
+
+
 def _table(labels, results) -> str:
     lines = []
     for label, res in zip(labels, results):
@@ -137,6 +151,8 @@ def _table(labels, results) -> str:
         if res.confidence_region is not None:
             props = res.confidence_region["properties"]
             lines.append(f"  confidence region: {len(props['cells'])} cells hold {props['mass']:.3f} of the mass")
+        for n in res.neighbours or []:
+            lines.append(f"  photo {n.lat:9.4f} {n.lng:10.4f}  sim={n.similarity:.3f}  {n.km_from_top:8.1f} km  {n.image}")
     return "\n".join(lines)
 
 
@@ -168,7 +184,12 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     try:
         _refuse_folders(args.images)
         region = make_filter(args.country, args.bbox, args.cells)
-        geolocator = Geolocator(args.index, weights=args.weights)
+        geolocator = Geolocator(args.index, weights=args.weights, photos=args.photos, fusion=_fusion(args))
+        if geolocator.photos is not None and (args.images or args.text):
+            from geoindex.encoders.weights import geoclip_files
+
+            geolocator.photos.check_encoder(args.clip_model or geoclip_files(args.weights).clip_model or "ViT-L-14",
+                                            None, None)
         search = SearchSettings.parse(args.search)
         if args.refine is not None:
             from dataclasses import replace

@@ -24,6 +24,10 @@ PROG = "geoindex serve"
 HELP = {  # the settings whose default alone does not say what they do
     "weights": "GeoCLIP weights folder from geoindex-train fit (default: the released weights); "
                "the index must be built with the same",
+    "photos": "reference photo gallery (geoindex build --photos): each answer gains its nearest reference photos "
+              "and fuses their places (docs/photos.md)",
+    "photos_root": "folder the page's reference photo thumbnails are served from; no other file is ever read "
+                   "(default: none served)",
     "clip_model": "CLIP backbone (default: the one --weights was trained on, else ViT-L-14; tiny-test for tests)",
 }
 

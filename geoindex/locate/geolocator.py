@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import faiss
@@ -68,7 +69,8 @@ class Geolocator:
     """
 
     def __init__(self, index_dir: str | Path, verify: str = "small", use_store: bool = True,
-                 weights: str | Path | None = None, small_file_bytes: int = SMALL_FILE_BYTES):
+                 weights: str | Path | None = None, small_file_bytes: int = SMALL_FILE_BYTES,
+                 photos: str | Path | None = None, fusion=None):
         """Open and verify ``index_dir``.
 
         Args:
@@ -82,6 +84,9 @@ class Geolocator:
             weights: the GeoCLIP weights folder the index was built with (``--weights``; default
                 the released weights): an index built with others is refused.
             small_file_bytes: the size up to which ``"small"`` checksums a file at open.
+            photos: a reference photo gallery (``geoindex build --photos``) whose nearest photos
+                each answer gains, fused into its ranking (docs/photos.md).
+            fusion: a :class:`geoindex.photos.FusionSettings` (default: the conservative one).
 
         Raises:
             IndexDirError: the directory is missing, incomplete, altered, or holds another
@@ -109,6 +114,11 @@ class Geolocator:
         self.reranker = self.encoder_reranker if self.store is None else StoreReranker(self.store, self.table.rows)
         self.refiner = Refiner(lambda: self.encoder_reranker.model)  # one encoder for both
         self.region = region_from_dict(self.dir.manifest["gallery"].get("region"))  # None: the whole globe
+        self.photos = self.fusion = None
+        if photos is not None:
+            from geoindex.photos.evidence import open_photos
+
+            self.photos, self.fusion = open_photos(photos, weights, fusion, verify)
 
     def covers(self, lat, lng) -> np.ndarray:
         """Which points lie in the region this index was built for.
@@ -328,8 +338,15 @@ class Geolocator:
         points = None
         if plan.refine:
             D, I, points = self.refine(xq, D, I, plan.refine)
-        return [rank(D[i], I[i], plan.options, self.table, self.logit_scale, self.resolution,
-                     None if points is None else points[i]) for i in range(len(xq))]
+        options = plan.options
+        pool = options if self.photos is None else replace(options, k=max(options.k, self.fusion.pool))
+        results = [rank(D[i], I[i], pool, self.table, self.logit_scale, self.resolution,
+                        None if points is None else points[i]) for i in range(len(xq))]
+        if self.photos is not None:
+            from geoindex.photos.evidence import with_photos
+
+            results = with_photos(self, xq, results, options)
+        return results
 
     def refine(self, xq: np.ndarray, D: np.ndarray, I: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Refine each query's ``m`` best candidates below the grid (:mod:`geoindex.locate.refine`).

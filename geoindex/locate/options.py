@@ -96,12 +96,15 @@ class LocateResult:
 
     predictions: list[Prediction]
     confidence_region: dict | None = None  # GeoJSON Feature (MultiPolygon of the cells)
+    neighbours: list | None = None  # nearest reference photos (geoindex.photos.Neighbour), when asked
 
     def to_dict(self) -> dict:
         """``{"predictions": [...], "confidence_region"?: {...}}`` (JSON-ready)."""
         out = {"predictions": [p.to_dict() for p in self.predictions]}
         if self.confidence_region is not None:
             out["confidence_region"] = self.confidence_region
+        if self.neighbours is not None:
+            out["neighbours"] = [n.to_dict() for n in self.neighbours]
         return out
 
 

@@ -282,8 +282,10 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
         metrics.decoded_bytes.set(engine.decode_budget.in_use)
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    from geoindex.serve.photos import mount_photos
     from geoindex.serve.web import mount_web
 
+    mount_photos(app, engine, settings)
     mount_web(app, settings)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout=settings.body_timeout)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

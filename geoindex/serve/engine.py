@@ -33,9 +33,18 @@ class Engine:
         faiss.omp_set_num_threads(1)  # one thread per query; concurrency comes from the pool
         self.settings = settings
         small = int(settings.checksum_at_start_mb * 2**20)
-        self.geolocator = Geolocator(settings.index, weights=settings.weights, small_file_bytes=small)
+        from geoindex.serve.photos import photos_root_of
+
+        photos_root_of(settings)  # a bad --photos-root stops the start before anything loads
+        self.geolocator = Geolocator(settings.index, weights=settings.weights, small_file_bytes=small,
+                                     photos=settings.photos)
         self.db = _connect(self.geolocator.dir.cells_path)
         self.encoder = None
+        if self.geolocator.photos is not None and not settings.embeddings_only:  # before loading CLIP
+            from geoindex.encoders.weights import geoclip_files
+
+            self.geolocator.photos.check_encoder(
+                settings.clip_model or geoclip_files(settings.weights).clip_model or "ViT-L-14", None, None)
         if not settings.embeddings_only:
             from geoindex.encoders.clip import load_image_encoder
 

@@ -62,9 +62,23 @@ class Prediction(BaseModel):
     place: str | None
 
 
+class Neighbour(BaseModel):
+    id: int = Field(description="the reference photo's id: its image is GET /v1/photos/{id}/image (with --photos-root)")
+    image: str = Field(description="its path as the reference CSV wrote it")
+    lat: float
+    lng: float
+    similarity: float = Field(description="cosine similarity of the query and the photo's embedding")
+    km_from_top: float = Field(description="great-circle km from the top prediction")
+    metadata: dict = Field(description="the CSV's other columns")
+    place: str | None = None
+    admin1: str | None = None
+    country: str | None = None
+
+
 class Result(BaseModel):
     predictions: list[Prediction]
     confidence_region: dict | None = Field(None, description="GeoJSON Feature: the cells holding the asked mass")
+    neighbours: list[Neighbour] | None = Field(None, description="nearest reference photos (server run with --photos)")
 
 
 class LocateResponse(BaseModel):

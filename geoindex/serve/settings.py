@@ -39,6 +39,8 @@ class ServeSettings:
     decode_threads: int = 2
     batch_window_ms: float = 2.0
     max_batch: int = 16
+    photos: str | None = None  # a reference photo gallery (geoindex build --photos): answers gain neighbours
+    photos_root: str | None = None  # the only folder reference photo images are served from (none without it)
     tiles: str | None = None  # the page's online tile layer, an {z}/{x}/{y} URL template (offline basemap without)
 
     def __post_init__(self) -> None:

@@ -3,7 +3,7 @@
 import { ApiError, getJson, locate } from "./api.js";
 import { parseLatLng } from "./geo.js";
 import { createMap } from "./map.js";
-import { renderResultList, renderTable, summaryText } from "./table.js";
+import { renderNeighbours, renderResultList, renderTable, summaryText } from "./table.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -112,6 +112,7 @@ function render() {
 function renderDetails() {
   const entry = state.entries[state.selected];
   renderTable($("results-table"), entry?.result ?? null, state.trueLatLng, view.highlight);
+  renderNeighbours($("neighbours"), entry?.result ?? null);
   $("summary").textContent = summaryText(entry?.result ?? null, state.trueLatLng);
   $("clear-true").disabled = !state.trueLatLng;
 }

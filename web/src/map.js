@@ -140,6 +140,15 @@ export function createMap(element, config) {
           fillColor: "#d7263d", fillOpacity: 0.14 },
       }).addTo(regionLayer);
     }
+    // the nearest reference photos (server run with --photos): small pins, a thumbnail on hover
+    (result.neighbours ?? []).forEach((n, i) => {
+      L.circleMarker([n.lat, n.lng], { className: "geoindex-photo", radius: 5, color: "#1f4e9c", weight: 1.5,
+        fillColor: "#6fa8ff", fillOpacity: 0.9 })
+        .bindTooltip(`<img class="photo-tip" src="/v1/photos/${Number(n.id)}/image" alt="">`
+          + `<br>photo ${i + 1}: ${escapeHtml(n.image)}<br>similarity ${n.similarity.toFixed(3)}`)
+        .addTo(cellsLayer);
+      bounds.extend([n.lat, n.lng]);
+    });
     cellsLayer.bringToFront();
     setLegend(maxP, result.confidence_region?.properties?.confidence ?? null);
     if (bounds.isValid()) map.fitBounds(bounds, { padding: [30, 30], maxZoom: 6, animate: false });

@@ -76,3 +76,22 @@ export function summaryText(result, trueLatLng) {
   if (trueLatLng) text += ` The best guess is ${km(distanceKm(trueLatLng, [p.lat, p.lng]))} km from the true location.`;
   return text;
 }
+
+/** The nearest reference photos (server run with --photos) as thumbnails with similarity and distance. */
+export function renderNeighbours(el, result) {
+  const neighbours = result?.neighbours ?? [];
+  el.replaceChildren();
+  el.hidden = neighbours.length === 0;
+  neighbours.forEach((n, i) => {
+    const fig = document.createElement("figure");
+    fig.className = "neighbour";
+    fig.dataset.photo = String(n.id);
+    const img = Object.assign(document.createElement("img"), { src: `/v1/photos/${Number(n.id)}/image`,
+      alt: n.image, loading: "lazy", title: n.image });
+    img.addEventListener("error", () => img.classList.add("missing"));
+    const cap = document.createElement("figcaption");
+    cap.textContent = `${i + 1}. sim ${n.similarity.toFixed(3)}, ${Math.round(n.km_from_top).toLocaleString()} km from #1`;
+    fig.append(img, cap);
+    el.append(fig);
+  });
+}

@@ -1,0 +1,163 @@
+"""An opened reference gallery: the nearest reference photos of (n, 512) query embeddings.
+
+``PhotoGallery(REF)`` verifies the manifest, loads the FAISS index and the hot columns of
+``photos.duckdb`` (lat, lng, H3 cell, country code: 26 B a photo; image paths and metadata are read per
+answer), and :meth:`PhotoGallery.search` returns each query's k nearest photos by cosine similarity,
+re-scored exactly from the fp16 store when the index is compressed. A region filter keeps only
+photos inside it, by the rule cells follow: the country of the nearest place, bounding boxes, and H3
+ancestry (a photo is inside an H3 filter cell when its res-15 cell descends from it); a filtered
+search scans every list, so its answer is the exact top-k of the filtered set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from geoindex.cells.region import RegionFilter, cells_inside
+from geoindex.errors import IndexDirError
+from geoindex.index.search import SearchSettings, apply_search_settings
+from geoindex.photos.layout import PHOTOS_DB, VECTORS, make_hint, open_reference_dir
+from geoindex.store.exact_store import open_store
+
+REGION_CACHE = 64
+
+
+@dataclass(frozen=True)
+class PhotoRecord:
+    """One reference photo as an answer shows it."""
+
+    id: int
+    image: str  # the path as the CSV wrote it
+    path: str  # resolved at build time
+    lat: float
+    lng: float
+    metadata: dict
+    place: str | None = None
+    admin1: str | None = None
+    country: str | None = None
+
+
+class PhotoGallery:
+    def __init__(self, path: str | Path, verify: str = "size"):
+        self.path = Path(path)
+        self.manifest = open_reference_dir(self.path, verify)
+        self.index = faiss.read_index(str(self.path / VECTORS))
+        self.search_settings = SearchSettings.parse(self.manifest["index"].get("search"))
+        apply_search_settings(self.index, self.search_settings)
+        self.ivf = faiss.try_extract_index_ivf(self.index)
+        import duckdb
+
+        con = duckdb.connect(str(self.path / PHOTOS_DB), read_only=True)
+        try:  # countries as small codes (1-based positions in self.countries, 0 = none), not 10M strings
+            self.countries = [r[0] for r in con.execute("SELECT DISTINCT country FROM photos WHERE country IS NOT NULL "
+                                                        "ORDER BY country").fetchall()]
+            cols = con.execute("SELECT lat, lng, cell, coalesce(list_position(?, country), 0)::SMALLINT AS code "
+                               "FROM photos ORDER BY id", [self.countries]).fetchnumpy()
+        finally:
+            con.close()
+        self.lat = np.asarray(cols["lat"], np.float64)
+        self.lng = np.asarray(cols["lng"], np.float64)
+        self.cell = np.asarray(cols["cell"], np.int64)
+        self.country_code = np.asarray(cols["code"], np.int16)
+        if len(self.lat) != self.index.ntotal:
+            raise IndexDirError(f"{self.path}: {PHOTOS_DB} has {len(self.lat)} photos, the index "
+                                f"{self.index.ntotal}: {make_hint(self.path)} --overwrite")
+        self.store = open_store(self.path, self.manifest.get("store"), len(self.lat), make_hint(self.path))
+        self._regions: dict[RegionFilter, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.lat)
+
+    @property
+    def encoder(self) -> dict:
+        """What the photos were encoded with: clip_model, clip_checkpoint, weights checksums."""
+        return self.manifest["encoder"]
+
+    def check_encoder(self, clip_model: str | None, image_head_sha256: str | None,
+                      location_weights_sha256: str | None) -> None:
+        """Refuse a query encoder other than the one the gallery was built with (the vectors of two
+        backbones or heads are not comparable). None skips a check (embeddings given as numbers)."""
+        built = self.encoder
+        fix = (f"query with --clip-model {built['clip_model']} and the weights it was built with ({built['weights_source']}), "
+               f"or rebuild it: `geoindex build --photos {self.manifest['csv']['path']} --out {self.path} --overwrite` "
+               "with this query's --clip-model/--weights")
+        if clip_model is not None and clip_model != built["clip_model"]:
+            raise IndexDirError(f"reference photos {str(self.path)!r} were encoded with CLIP {built['clip_model']}, "
+                                f"the query with {clip_model}: {fix}")
+        for name, have in (("image_head_sha256", image_head_sha256), ("location_weights_sha256", location_weights_sha256)):
+            if have is not None and have != built[name]:
+                raise IndexDirError(f"reference photos {str(self.path)!r} were encoded with other GeoCLIP weights "
+                                    f"({name} {built[name][:12]}..., the query's {have[:12]}...): {fix}")
+
+    def region_ids(self, region: RegionFilter) -> np.ndarray:
+        """Sorted ids of the photos inside ``region`` (cached for the last REGION_CACHE filters)."""
+        ids = self._regions.get(region)
+        if ids is None:
+            keep = cells_inside(replace(region, countries=()), self.cell, self.lat, self.lng)
+            if region.countries:
+                keep &= np.isin(self.country_code, [self.countries.index(c) + 1 for c in region.countries
+                                                    if c in self.countries])
+            ids = np.flatnonzero(keep).astype(np.int64)
+            if len(self._regions) >= REGION_CACHE:
+                self._regions.pop(next(iter(self._regions)))
+            self._regions[region] = ids
+        return ids
+
+    def search(self, xq: np.ndarray, k: int, region: RegionFilter | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(n, 512) float32 L2-normalised queries -> (D, I) (n, k) cosine similarities and photo ids,
+        best first; -1 ids (and -inf) where fewer than k photos qualify."""
+        depth = self.search_settings.rerank_depth if self.store is not None else 0
+        want = min(max(k, depth), len(self))
+        params = None
+        if region:
+            ids = self.region_ids(region)
+            want = min(want, len(ids))
+            if want == 0:
+                return np.full((len(xq), k), -np.inf, np.float32), np.full((len(xq), k), -1, np.int64)
+            params = faiss.SearchParametersIVF() if self.ivf is not None else faiss.SearchParameters()
+            params.sel = faiss.IDSelectorBatch(ids)
+            if self.ivf is not None:
+                params.nprobe = self.ivf.nlist  # every list: the exact top-k of the filtered set
+        D, I = self.index.search(xq, want, params=params)
+        if depth:
+            D, I = self._rerank(xq, I)
+        D, I = D[:, :k], I[:, :k]
+        if D.shape[1] < k:
+            pad = k - D.shape[1]
+            D = np.pad(D, ((0, 0), (0, pad)), constant_values=-np.inf)
+            I = np.pad(I, ((0, 0), (0, pad)), constant_values=-1)
+        return D, I
+
+    def _rerank(self, xq: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        D = np.full(I.shape, -np.inf, np.float32)
+        for q in range(len(xq)):
+            ok = I[q] >= 0
+            D[q, ok] = self.store.vectors(I[q, ok]) @ xq[q]
+        order = np.argsort(-D, axis=1, kind="stable")
+        return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
+
+    def records(self, ids: np.ndarray) -> list[PhotoRecord]:
+        """Photo ids -> their records (one DuckDB query)."""
+        import duckdb
+
+        ids = [int(i) for i in ids if i >= 0]
+        if not ids:
+            return []
+        con = duckdb.connect(str(self.path / PHOTOS_DB), read_only=True)
+        try:
+            rows = con.execute("SELECT id, image, path, lat, lng, metadata, place, admin1, country FROM photos WHERE id IN "
+                               f"({', '.join('?' for _ in ids)})", ids).fetchall()
+        finally:
+            con.close()
+        by_id = {r[0]: PhotoRecord(*r[:5], json.loads(r[5]), *r[6:]) for r in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+    def summary(self) -> dict:
+        m = self.manifest
+        return {"path": str(self.path), "photos": m["photos"], "skipped": m["skipped"], "factory": m["index"]["factory"],
+                "search": m["index"]["search"], "encoder": m["encoder"], "created": m["created"]}
