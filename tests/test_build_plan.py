@@ -132,10 +132,12 @@ def test_lists_on_disk_refusal_through_the_command_is_quick(tmp_path):
     """The issue's case: `geoindex build --resolution 2 --lists-on-disk` encoded the gallery first (27 s)."""
     start = time.perf_counter()
     res = subprocess.run([sys.executable, "-m", "geoindex", "build", "--resolution", "2", "--lists-on-disk",
-                          "--out", str(tmp_path / "o"), "--no-progress"], capture_output=True, text=True, timeout=120)
+                          "--out", str(tmp_path / "o"), "--no-progress"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "--lists-on-disk needs an IVF index" in res.stderr
     assert "encode" not in res.stderr and os.listdir(tmp_path) == []
-    assert time.perf_counter() - start < 30  # interpreter start and imports included
+    # interpreter start and imports included (65 s on a 2-core machine at load 19, where the old
+    # order took 377 s and left its work dir); the refusal itself is timed in-process above
+    assert time.perf_counter() - start < 120
 
 
 @pytest.mark.slow
