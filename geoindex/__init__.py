@@ -36,7 +36,7 @@ _EXPORTS = {
     "results_to_geojson": ("geoindex.locate.geojson", "results_to_geojson"),
     "make_filter": ("geoindex.locate.regions", "make_filter"),
     "SearchSettings": ("geoindex.index.search", "SearchSettings"),
-    "BuildConfig": ("geoindex.build.pipeline", "BuildConfig"),
+    "BuildConfig": ("geoindex.build.config", "BuildConfig"),
     "build_index": ("geoindex.build.pipeline", "build"),
     "load_image_encoder": ("geoindex.encoders.clip", "load_image_encoder"),
     "load_image": ("geoindex.encoders.images", "load_image"),

@@ -49,3 +49,7 @@ class ImageTooLargeError(GeoindexError, ValueError):
 
 class InvalidQueryError(GeoindexError, ValueError):
     """A query (embedding, k, filter, text) is malformed or out of range."""
+
+
+class WriteError(GeoindexError, OSError):
+    """A file cannot be written: the disk is full, or the path is read-only or not ours to write."""

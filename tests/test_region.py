@@ -113,7 +113,7 @@ def test_points_follow_the_cells_rule():
     (["--country", "France"], "not an ISO 3166-1 alpha-2 code"),
     (["--bbox", "10,50,5,40"], "inverted"),
     (["--cells", "land", "--cells", "all"], "contradict"),
-    (["--country", "FR", "--search", "nprobe=4"], "give --index too"),
+    (["--country", "FR", "--search", "nprobe=4"], "give --factory too"),
     (["--bbox=-30,-60,-20,-55"], "the gallery is empty"),
 ])
 def test_bad_regions_are_refused_with_the_fix(tmp_path, capsys, args, match):

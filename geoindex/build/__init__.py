@@ -1,11 +1,14 @@
-"""Stage 5, the build: the streaming, resumable pipeline behind ``build_index``.
+"""Stage 5, the build: the streaming, resumable pipeline behind ``geoindex build``.
 
-:func:`~.pipeline.build` runs cells -> encoders -> index -> store for a
-:class:`~.pipeline.BuildConfig`; its work directory (lock, resume, atomic publish) is
+:func:`~.pipeline.build` turns a :class:`~.config.BuildConfig` into a frozen
+:class:`~.plan.BuildPlan` (every argument checked and decided before any work), then runs
+cells -> encoders -> index -> store; its work directory (lock, resume, atomic publish) is
 :mod:`.workdir` and the finished index's self-check :mod:`.self_check`.
 """
 
-from geoindex.build.pipeline import BuildConfig, BuildResult, build, summary_line
+from geoindex.build.config import BuildConfig, BuildResult
+from geoindex.build.pipeline import build, summary_line
+from geoindex.build.plan import BuildPlan, make_plan
 from geoindex.build.workdir import work_dir_for
 
-__all__ = ["BuildConfig", "BuildResult", "build", "summary_line", "work_dir_for"]
+__all__ = ["BuildConfig", "BuildPlan", "BuildResult", "build", "make_plan", "summary_line", "work_dir_for"]

@@ -1,23 +1,30 @@
 """The build's work directory: ``.<name>.partial/`` beside the output, locked, resumable, published
 in one rename.
 
-It holds ``build.json`` (the fingerprint of what the shards depend on), ``shards/`` (finished shard
-files) and ``staging/`` (the index directory being written). A build that dies leaves it behind;
-the same command finds the same fingerprint and resumes from the finished shards.
+It holds ``build.json`` (the plan's fingerprint: what the shards depend on), ``shards/`` (finished
+shard files), the trained index and filled ``parts/`` of a build in parts, and ``staging/`` (the
+index directory being written). A build that dies leaves it behind; the same build (same
+fingerprint, :class:`geoindex.workstate.WorkState`) resumes from the finished shards.
+
+Publishing leaves nothing behind even when the process is killed during it: the work dir is
+emptied of all but the index first, becomes the index directory, and the lock file is removed,
+all before the one rename that publishes it.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import shutil
 from pathlib import Path
 
 from geoindex.errors import IndexDirError
+from geoindex.workstate import WorkState
 
 log = logging.getLogger(__name__)
+
+STAMP = "build.json"
 
 
 def work_dir_for(out: Path) -> Path:
@@ -40,46 +47,75 @@ def check_output(out: Path, overwrite: bool) -> None:
         )
 
 
-def lock_work_dir(work: Path):
-    """Hold an exclusive lock on the work dir for this process's lifetime (one builder per DIR)."""
-    lock_path = work.parent / f"{work.name}.lock"
+class WorkLock:
+    """An exclusive lock on the work dir for this process's lifetime (one builder per DIR):
+    ``flock`` on ``.<name>.partial.lock``, and on the work dir itself while it is published."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.path = work.parent / f"{work.name}.lock"
+        try:
+            work.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = open(self.path, "a+")
+        except OSError as e:
+            raise IndexDirError(
+                f"cannot write the index beside {str(work.parent)!r} ({e.strerror or e}: "
+                f"{e.filename or self.path}): give an --out in a directory you can write"
+            ) from None
+        self.dir_fd: int | None = None
+        if not _try_flock(self.handle.fileno()) or _busy(work):
+            self.handle.close()
+            raise IndexDirError(
+                f"another build_index is writing {work.parent / work.name[1:-len('.partial')]} "
+                f"(lock {self.path}): wait for it to finish, or stop it first"
+            ) from None
+        self.unlinked = False
+
+    def hand_over(self) -> None:
+        """Lock the work dir itself, then remove the lock file: the dir is about to be published."""
+        self.dir_fd = os.open(self.work, os.O_RDONLY)
+        _try_flock(self.dir_fd)
+        self.path.unlink(missing_ok=True)
+        self.unlinked = True
+
+    def release(self) -> None:
+        if not self.unlinked:
+            self.path.unlink(missing_ok=True)
+        self.handle.close()
+        if self.dir_fd is not None:
+            os.close(self.dir_fd)
+
+
+def _try_flock(fd: int) -> bool:
     try:
-        work.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock_path, "a+")
-    except OSError as e:
-        raise IndexDirError(
-            f"cannot write the index beside {str(work.parent)!r} ({e.strerror or e}: "
-            f"{e.filename or lock_path}): give an --out in a directory you can write"
-        ) from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.close()
-        raise IndexDirError(
-            f"another build_index is writing {work.parent / work.name[1:-len('.partial')]} "
-            f"(lock {lock_path}): wait for it to finish, or stop it first"
-        ) from None
-    return handle
+        return False
+    return True
+
+
+def _busy(work: Path) -> bool:
+    """Whether another build holds the work dir itself (it is publishing it)."""
+    try:
+        fd = os.open(work, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return not _try_flock(fd)
+    finally:
+        os.close(fd)
 
 
 def prepare_work_dir(work: Path, fingerprint: dict) -> int:
-    """Create or reuse the work dir; return how many finished shards it already holds."""
-    stamp = work / "build.json"
-    if work.is_dir():
-        try:
-            previous = json.loads(stamp.read_text())
-        except (OSError, ValueError):
-            previous = None
-        if previous == fingerprint:
-            done = len(list((work / "shards").glob("*.npz")))
-            if done:
-                log.info("resuming: %d finished shards in %s", done, work)
-            return done
-        log.warning("%s holds shards of a different build (%s): starting afresh", work,
-                    "no build.json" if previous is None else "options or weights changed")
-        shutil.rmtree(work)
-    (work / "shards").mkdir(parents=True)
-    stamp.write_text(json.dumps(fingerprint, indent=2))
+    """Create or reuse the work dir; return how many finished shards it already holds. A work
+    dir of another fingerprint (or none: a publish killed half way) is emptied first."""
+    for old in work.parent.glob(f".{work.name[1:-len('.partial')]}.old-*"):  # a killed publish's old index
+        shutil.rmtree(old, ignore_errors=True)
+    if WorkState(work, STAMP).resume_or_restart(fingerprint, subdirs=("shards",)):
+        done = len(list((work / "shards").glob("*.npz")))
+        if done:
+            log.info("resuming: %d finished shards in %s", done, work)
+        return done
     return 0
 
 
@@ -92,8 +128,17 @@ def fresh_staging(work: Path) -> Path:
     return staging
 
 
-def publish(staging: Path, out: Path) -> None:
-    """Rename the finished staging dir to ``out`` (replacing an old index only at the last step)."""
+def publish(work: Path, staging: Path, out: Path, lock: WorkLock) -> None:
+    """Make the finished ``staging`` the index directory ``out``: drop the rest of the work dir
+    (shards, parts), move staging's files up into it, remove the lock file, then rename the work
+    dir to ``out`` (an old index is set aside and removed only after that)."""
+    for child in work.iterdir():
+        if child != staging:
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    for child in staging.iterdir():
+        os.replace(child, work / child.name)
+    staging.rmdir()
+    lock.hand_over()
     old = None
     if out.exists():
         if any(out.iterdir()):
@@ -101,6 +146,6 @@ def publish(staging: Path, out: Path) -> None:
             os.replace(out, old)
         else:
             out.rmdir()
-    os.replace(staging, out)
+    os.replace(work, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -95,12 +95,19 @@ def _iter_csv(path: Path, chunk_rows: int, what: str) -> Iterator[np.ndarray]:
 
 
 def _blocks(pending: list[list[str]], rows, chunk_rows: int) -> Iterator[list[list[str]]]:
-    block = pending
+    """Rows in blocks of ``chunk_rows``. Blank lines at the end of the file (an editor's, a
+    spreadsheet's) are dropped; a blank line between rows stays an error that names it."""
+    block, blanks = pending, []
     for row in rows:
-        block.append(row)
-        if len(block) == chunk_rows:
-            yield block
-            block = []
+        if not any(field.strip() for field in row):
+            blanks.append(row)
+            continue
+        for held in (*blanks, row):
+            block.append(held)
+            if len(block) == chunk_rows:
+                yield block
+                block = []
+        blanks = []
     if block:
         yield block
 

@@ -38,17 +38,19 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     args = parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from geoindex.atomic import Terminated, sigterm_unwinds
     from geoindex.encoders.location_files import embed_file
 
     try:
-        report = embed_file(args.input, args.out, device=args.device, batch_size=args.batch_size,
-                            overwrite=args.overwrite, progress=not args.no_progress, weights=args.weights)
+        with sigterm_unwinds():  # SIGTERM removes the partial output too, as Ctrl-C does
+            report = embed_file(args.input, args.out, device=args.device, batch_size=args.batch_size,
+                                overwrite=args.overwrite, progress=not args.no_progress, weights=args.weights)
     except GeoindexError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(f"{prog}: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
     print(f"{prog}: {report.points:,} points -> {report.out} in {report.seconds:.1f} s "
           f"({report.points_per_s:,.0f} points/s on {report.device})")
     return 0

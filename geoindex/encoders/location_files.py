@@ -4,18 +4,19 @@ GeoCLIP's location encoder is useful beyond geolocation (the paper's "suitable t
 geo-localization"): :func:`embed_file` streams a CSV or Parquet of coordinates through it, in
 batches, on CUDA when present, into ``.npy`` ((n, 512) float32) or ``.parquet`` (``lat``, ``lng``,
 ``embedding``: fixed-size lists of 512 float32). Rows are checked as a gallery's are, all of them
-before the first is encoded; the output appears only when complete (written beside it, renamed).
+before the first is encoded; the output appears only when complete (written beside it as ``.OUT.tmp``, renamed; a killed
+run's temporary is removed by the next run, and ``geoindex embed`` removes it on SIGTERM too).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from geoindex.atomic import atomic_path, remove_stale, temp_path, write_error
 from geoindex.cells.coordinates import SUFFIXES, count_latlng, iter_latlng
 from geoindex.encoders.location import EMBED_DIM, encode_latlng, load_location_encoder, pick_device
 from geoindex.errors import InvalidArgumentError
@@ -46,7 +47,22 @@ def check_paths(src: str | Path, out: str | Path, overwrite: bool = False) -> tu
         raise InvalidArgumentError(f"output {str(out)!r} exists: pass --overwrite to replace it, or pick another path")
     if not out.parent.is_dir():
         raise InvalidArgumentError(f"output folder {str(out.parent)!r} does not exist: create it first")
+    _check_writable(out)
     return src, out
+
+
+def _check_writable(out: Path) -> None:
+    """Create and remove the output's temporary now: an unwritable folder fails before any work.
+    This also removes what a killed run left (:func:`geoindex.atomic.remove_stale`)."""
+    remove_stale(out)
+    out.with_name(f".{out.name}.partial").unlink(missing_ok=True)  # an older version's temporary
+    probe = temp_path(out)
+    try:
+        probe.touch()
+    except OSError as e:
+        raise write_error(out, e) or InvalidArgumentError(
+            f"cannot write {str(out)!r} ({e.strerror or e}): give an -o path in a folder you can write") from None
+    probe.unlink()
 
 
 def embed_file(src: str | Path, out: str | Path, *, device: str = "auto", batch_size: int = 8192,
@@ -60,20 +76,18 @@ def embed_file(src: str | Path, out: str | Path, *, device: str = "auto", batch_
     n = count_latlng(src)  # every row checked before any encoding
     dev = pick_device(device) if model is None else model.b.device
     model = model if model is not None else load_location_encoder(dev, weights=weights)
-    partial = out.with_name(f".{out.name}.partial")
     start = time.perf_counter()
-    writer = _NpyWriter(partial, n) if out.suffix.lower() == ".npy" else _ParquetWriter(partial)
-    try:
-        with tqdm(total=n, unit="pt", disable=not progress, desc="embed") as bar:
-            for chunk in iter_latlng(src, chunk_rows=batch_size):
-                writer.write(chunk, encode_latlng(model, chunk, batch_size=batch_size))
-                bar.update(len(chunk))
-        writer.close()
-        os.replace(partial, out)
-    except BaseException:
-        writer.abort()
-        partial.unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as partial:
+        writer = _NpyWriter(partial, n) if out.suffix.lower() == ".npy" else _ParquetWriter(partial)
+        try:
+            with tqdm(total=n, unit="pt", disable=not progress, desc="embed") as bar:
+                for chunk in iter_latlng(src, chunk_rows=batch_size):
+                    writer.write(chunk, encode_latlng(model, chunk, batch_size=batch_size))
+                    bar.update(len(chunk))
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
     return EmbedReport(n, time.perf_counter() - start, str(dev), out)
 
 

@@ -147,9 +147,15 @@ def auto_factory(resolution: int | None, n_rows: int | None = None) -> str:
     return auto_choice(resolution, n_rows)[0]
 
 
+def canonical_factory(factory: str) -> str:
+    """``factory`` with the spaces around its parts dropped (``" IVFH3 , SQ8"`` -> ``"IVFH3,SQ8"``)."""
+    return ",".join(part.strip() for part in str(factory).strip().split(","))
+
+
 def check_factory(factory: str, resolution: int | None, search: SearchSettings | None = None,
-                  n_rows: int | None = None) -> None:
-    """Fail fast on a malformed factory or search string, before any encoding (dummy list count)."""
+                  n_rows: int | None = None) -> faiss.Index:
+    """Fail fast on a malformed factory or search string, before any encoding; return the empty
+    probe index it makes (a dummy list count: what kind of index, not its size)."""
     if factory == "auto":
         factory = auto_factory(resolution, n_rows)
     head, rest = _split(factory)
@@ -170,6 +176,7 @@ def check_factory(factory: str, resolution: int | None, search: SearchSettings |
     index = _make(probe, factory)
     if search is not None:
         apply_search_settings(index, search)
+    return index
 
 
 def _make(faiss_factory: str, shown: str) -> faiss.Index:

@@ -9,6 +9,7 @@ from pathlib import Path
 import h3
 import numpy as np
 
+from geoindex.atomic import atomic_path
 from geoindex.cells.geocode import haversine_km
 from geoindex.maps.basemap import countries
 
@@ -190,7 +191,6 @@ def _basemap(ax, extent) -> None:
 
 def _save(fig, out: str | Path) -> Path:
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.partial")
-    fig.savefig(tmp, format="png", bbox_inches="tight")
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
     return out

@@ -10,12 +10,12 @@ other weights, with a message that says what to do.
 from __future__ import annotations
 
 import json
-import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from geoindex.atomic import write_json
 from geoindex.encoders.weights import sha256_file
 from geoindex.errors import IndexDirError, InvalidArgumentError
 from geoindex.index.search import SearchSettings
@@ -103,13 +103,7 @@ def file_entries(folder: Path, names: tuple[str, ...]) -> dict[str, dict[str, An
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     """Write manifest.json durably (temp file, fsync, rename)."""
-    tmp = folder / (MANIFEST + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / MANIFEST)
+    write_json(folder / MANIFEST, manifest, indent=2, durable=True)
 
 
 def rebuild_hint(path: Path, manifest: dict | None = None) -> str:

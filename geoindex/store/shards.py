@@ -4,21 +4,24 @@ Vectors are spilled in the build's spill dtype: float32, or float16 when the ind
 exact store anyway (half the disk: 30 GB instead of 59 GB for res 7's 29M land cells). Readers get
 float32 either way.
 
-A shard file is written to a temporary name and renamed into place, so a file that exists is
+A shard file is written to a temporary name and renamed into place (:mod:`geoindex.atomic`), so a file that exists is
 complete: a killed build resumes from exactly the shards it finished. Strings are stored as
 fixed-width unicode, never pickled.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from geoindex.atomic import atomic_path
 from geoindex.encoders.location import EMBED_DIM
+
+SHARD_DISK_FULL_FIX = ("free space on that disk and run the same command again: the finished shards are kept "
+                       "and resumed from")
 
 
 @dataclass(frozen=True)
@@ -30,12 +33,8 @@ class ShardFile:
         return self.path.is_file()
 
     def write(self, vectors: np.ndarray, meta: dict[str, np.ndarray]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_path(self.path, durable=True, fix=SHARD_DISK_FULL_FIX) as tmp, open(tmp, "wb") as f:
             np.savez(f, vectors=vectors, **meta)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
 
     def read(self, *names: str) -> dict[str, np.ndarray]:
         """Load the named arrays (all when none named)."""

@@ -2,7 +2,7 @@
 
 ``cache_features(CSV, OUT)`` reads and checks every row (:mod:`geoindex.train.photos`), then
 encodes the photos in shards of ``shard_rows`` rows; each shard is written whole (a folder renamed
-into place), so a killed run resumes at the first missing shard. Images that cannot be read are
+into place, :mod:`geoindex.atomic`), so a killed run resumes at the first missing shard. Images that cannot be read are
 skipped and listed (``skipped.csv``: line, image, reason); ``strict`` makes the first one an error.
 ``views`` > 1 caches augmented views (:mod:`geoindex.train.augment`) beside the plain one.
 
@@ -33,10 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
+from geoindex.atomic import atomic_path, write_json
 from geoindex.encoders.images import DEFAULT_MAX_PIXELS, crop_to_aspect, load_image
 from geoindex.errors import ImageTooLargeError, InvalidArgumentError, InvalidImageError, TrainingDataError
 from geoindex.train.augment import augment, view_rng
 from geoindex.train.photos import Photos, read_photos
+from geoindex.workstate import WorkState
 
 log = logging.getLogger(__name__)
 
@@ -80,28 +82,18 @@ def _checkpoint_id(checkpoint: str | None) -> dict | None:
 
 def _prepare_out(out: Path, fingerprint: dict, overwrite: bool) -> None:
     """Create OUT, or check that its shards were made the same way (resume), or clear it (overwrite)."""
-    work = out / WORK_FILE
+    work = WorkState(out, WORK_FILE)
     if out.exists() and any(out.iterdir()):
-        if not work.is_file() and not (out / FEATURES_FILE).is_file():
+        if not work.stamp_path.is_file() and not (out / FEATURES_FILE).is_file():
             raise TrainingDataError(f"--out {str(out)!r} exists and is not a feature cache: give an empty or new folder")
         if overwrite:
             shutil.rmtree(out)
         elif (out / FEATURES_FILE).is_file():
             raise TrainingDataError(f"feature cache {str(out)!r} is complete: pass --overwrite to encode again, "
                                     "or give `geoindex-train fit --features` this folder")
-        else:
-            had = json.loads(work.read_text())
-            if had != fingerprint:
-                changed = sorted(k for k in {*had, *fingerprint} if had.get(k) != fingerprint.get(k))
-                raise TrainingDataError(
-                    f"feature cache {str(out)!r} was started with other settings ({', '.join(changed)} differ): "
-                    "run the same command as before to resume, or pass --overwrite to start again"
-                )
-            return
-    (out / "shards").mkdir(parents=True, exist_ok=True)
-    tmp = work.with_suffix(".tmp")
-    tmp.write_text(json.dumps(fingerprint, indent=1))
-    os.replace(tmp, work)
+    work.resume_or_refuse(fingerprint, lambda changed: TrainingDataError(
+        f"feature cache {str(out)!r} was started with other settings ({', '.join(changed)} differ): "
+        "run the same command as before to resume, or pass --overwrite to start again"), subdirs=("shards",))
 
 
 def cache_features(csv: str | Path, out: str | Path, *, clip_model: str = "ViT-L-14",
@@ -216,14 +208,12 @@ def shard_dir(out: Path, number: int) -> Path:
 
 
 def _write_shard(folder: Path, feats: np.ndarray, latlng: np.ndarray, rows: np.ndarray, skipped: list[dict]) -> None:
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    np.save(tmp / "feats.npy", feats)
-    np.save(tmp / "latlng.npy", latlng)
-    np.save(tmp / "rows.npy", rows)
-    (tmp / "skipped.json").write_text(json.dumps(skipped))
-    os.replace(tmp, folder)
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        np.save(tmp / "feats.npy", feats)
+        np.save(tmp / "latlng.npy", latlng)
+        np.save(tmp / "rows.npy", rows)
+        (tmp / "skipped.json").write_text(json.dumps(skipped))
 
 
 def _finish(out: Path, photos: Photos, n_shards: int, views: int, width: int, fingerprint: dict,
@@ -246,7 +236,7 @@ def _finish(out: Path, photos: Photos, n_shards: int, views: int, width: int, fi
                     len(skipped), len(photos), out / SKIPPED_FILE, first["line"], first["reason"])
     import csv as csv_module
 
-    with open(out / SKIPPED_FILE, "w", newline="") as f:
+    with atomic_path(out / SKIPPED_FILE) as tmp, open(tmp, "w", newline="") as f:
         writer = csv_module.writer(f)
         writer.writerow(["line", "image", "reason"])
         writer.writerows([s["line"], s["image"], s["reason"]] for s in skipped)
@@ -256,9 +246,7 @@ def _finish(out: Path, photos: Photos, n_shards: int, views: int, width: int, fi
         "shards": counts, "device": device, "seconds": round(seconds, 3),
         "images_per_s": round(encoded / seconds, 2) if encoded and seconds > 0 else None,
     }
-    tmp = out / (FEATURES_FILE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=1))
-    os.replace(tmp, out / FEATURES_FILE)
+    write_json(out / FEATURES_FILE, info, indent=1)
     return FeaturesReport(total, len(skipped), views, encoded, seconds, device, out)
 
 

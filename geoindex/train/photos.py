@@ -37,6 +37,25 @@ class Photos:
         return len(self.images)
 
 
+def _check_row(row: list[str], cols: list[int], width: int) -> tuple[str, float, float, str | None]:
+    """(image path, lat, lng, None) for a good row, or (..., the reason it is bad)."""
+    image_col, lat_col, lng_col = cols
+    if len(row) <= max(cols):
+        return "", 0.0, 0.0, f"has {len(row)} fields, the header {width}"
+    name, lat_text, lng_text = row[image_col].strip(), row[lat_col].strip(), row[lng_col].strip()
+    try:
+        lat, lng = float(lat_text), float(lng_text)
+    except ValueError:
+        return name, 0.0, 0.0, f"lat, lng = {lat_text!r}, {lng_text!r} is not two numbers"
+    if not (math.isfinite(lat) and math.isfinite(lng)):
+        return name, lat, lng, f"lat, lng = {lat_text}, {lng_text} is not finite"
+    if abs(lat) > 90 or abs(lng) > 180:
+        return name, lat, lng, f"lat, lng = {lat_text}, {lng_text} is outside [-90, 90] x [-180, 180] (is it lng,lat?)"
+    if not name:
+        return name, lat, lng, "has an empty image path"
+    return name, lat, lng, None
+
+
 def read_photos(path: str | Path, image_root: str | Path | None = None) -> Photos:
     """Read and check every row of a photos CSV (see the module docstring)."""
     path = Path(path)
@@ -64,27 +83,11 @@ def read_photos(path: str | Path, image_root: str | Path | None = None) -> Photo
                 f"image, lat and lng columns (e.g. image,lat,lng)"
             )
         cols.append(found[0])
-    image_col, lat_col, lng_col = cols
     images, coords, lines, bad = [], [], [], []
     for line, row in enumerate(rows, start=2):
         if not row or not any(field.strip() for field in row):
             continue  # blank lines
-        reason = None
-        if len(row) <= max(cols):
-            reason = f"has {len(row)} fields, the header {len(header)}"
-        else:
-            name, lat_text, lng_text = row[image_col].strip(), row[lat_col].strip(), row[lng_col].strip()
-            try:
-                lat, lng = float(lat_text), float(lng_text)
-            except ValueError:
-                reason = f"lat, lng = {lat_text!r}, {lng_text!r} is not two numbers"
-            else:
-                if not (math.isfinite(lat) and math.isfinite(lng)):
-                    reason = f"lat, lng = {lat_text}, {lng_text} is not finite"
-                elif abs(lat) > 90 or abs(lng) > 180:
-                    reason = f"lat, lng = {lat_text}, {lng_text} is outside [-90, 90] x [-180, 180] (is it lng,lat?)"
-                elif not name:
-                    reason = "has an empty image path"
+        name, lat, lng, reason = _check_row(row, cols, len(header))
         if reason is not None:
             bad.append(f"line {line} {reason}")
             continue
