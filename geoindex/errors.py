@@ -49,3 +49,7 @@ class ImageTooLargeError(GeoindexError, ValueError):
 
 class InvalidQueryError(GeoindexError, ValueError):
     """A query (embedding, k, filter, text) is malformed or out of range."""
+
+
+class ResultsFileError(GeoindexError, OSError):
+    """A results file (``geolocate --out``) cannot be written, or its saved progress belongs to another run."""
