@@ -16,7 +16,7 @@ Columns (Arrow types; every format writes the same names):
                           prediction that holds the confidence region's cells
 ``exif_lat``, ``exif_lng``  float64: the photo's own GPS position (null when it has none)
 ``km_from_exif``          float64: great-circle km from the top prediction to it
-``taken_at``              timestamp (s): EXIF DateTimeOriginal, camera clock, no time zone
+``taken_at``              timestamp (ms): EXIF DateTimeOriginal, camera clock, no time zone
 ``source``                string: ``model``, or ``exif`` (``--exif trust``: the model skipped)
 ``error``                 string: empty when the photo was located, else why it was not
 ========================  ==============================================================
@@ -47,7 +47,7 @@ def schema(with_confidence: bool) -> pa.Schema:
     if with_confidence:
         fields.append(("confidence_km", pa.float64()))
     fields += [("exif_lat", pa.float64()), ("exif_lng", pa.float64()), ("km_from_exif", pa.float64()),
-               ("taken_at", pa.timestamp("s")), ("source", pa.string()), ("error", pa.string())]
+               ("taken_at", pa.timestamp("ms")), ("source", pa.string()), ("error", pa.string())]
     return pa.schema(fields)
 
 

@@ -35,10 +35,10 @@ def format_of(out: Path) -> str:
 
 def check_writable(out: Path) -> None:
     """Fail now, before any work, when ``out`` cannot be written (no folder, a folder, read-only)."""
-    format_of(out)
     parent = out.parent
     if out.is_dir():
         raise ResultsFileError(f"--out {str(out)!r} is a folder: give a file name such as {str(out / 'results.parquet')!r}")
+    format_of(out)
     if not parent.is_dir():
         raise ResultsFileError(f"--out {str(out)!r}: folder {str(parent)!r} does not exist: create it first")
     probe = parent / f".{out.name}.probe-{os.getpid()}"
@@ -52,11 +52,11 @@ def check_writable(out: Path) -> None:
         raise ResultsFileError(f"--out {str(out)!r} is read-only: make it writable or choose another name")
 
 
-def _unique_tables(parts: list[Path]) -> Iterator[pa.Table]:
-    """Each part's table without rows whose path came earlier."""
+def _unique_tables(parts: list[Path], schema: pa.Schema) -> Iterator[pa.Table]:
+    """Each part's table without rows whose path came earlier, as ``schema``."""
     seen: set[str] = set()
     for part in parts:
-        table = pq.read_table(part)
+        table = pq.read_table(part).cast(schema)
         paths = table.column("path").to_pylist()
         keep = [p not in seen for p in paths]
         seen.update(paths)
@@ -131,5 +131,5 @@ def assemble(parts: list[Path], out: Path, schema: pa.Schema) -> int:
     """Write every committed row, once per path, to ``out`` (format by suffix); returns the rows."""
     write = WRITERS[format_of(out)]
     count = {}
-    write_atomically(out, lambda tmp: count.setdefault("n", write(_unique_tables(parts), schema, tmp)))
+    write_atomically(out, lambda tmp: count.setdefault("n", write(_unique_tables(parts, schema), schema, tmp)))
     return count["n"]

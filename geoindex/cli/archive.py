@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--restart", action="store_true", help="discard the saved progress of --out and start over")
     g.add_argument("--batch-size", type=int, default=32, help="photos per CLIP batch (default 32)")
     g.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding threads")
+    g.add_argument("--commit-every", type=int, default=256, metavar="N",
+                   help="save rows every N photos (and every 30 s): what a killed run can lose (default 256)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -61,8 +63,9 @@ def _check(args) -> None:
     if others:
         raise InvalidArgumentError(f"--out writes a results table of photos; {', '.join(others)} belong to the printed "
                                    "answer: leave them out, or leave out --out")
-    if args.batch_size < 1 or args.workers < 1:
-        raise InvalidArgumentError(f"--batch-size {args.batch_size} and --workers {args.workers} must be at least 1")
+    if min(args.batch_size, args.workers, args.commit_every) < 1:
+        raise InvalidArgumentError(f"--batch-size {args.batch_size}, --workers {args.workers} and --commit-every "
+                                   f"{args.commit_every} must each be at least 1")
 
 
 def run(args, options, prog: str) -> int:
@@ -72,7 +75,7 @@ def run(args, options, prog: str) -> int:
     _check(args)
     config = ArchiveConfig(out=args.out, inputs=[Path(p) for p in args.images], from_list=args.from_list,
                            exif=args.exif, strict=args.strict, restart=args.restart, batch_size=args.batch_size,
-                           workers=args.workers, max_pixels=args.max_pixels,
+                           workers=args.workers, max_pixels=args.max_pixels, commit_rows=args.commit_every,
                            progress=not args.no_progress and sys.stderr.isatty())
 
     def open_geolocator():
