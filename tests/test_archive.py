@@ -402,6 +402,31 @@ def test_over_limit_and_unreadable_files_are_rows(index, tmp_path, capsys):
     assert "cannot be read" in rows["dangling.jpg"]["error"] and "cannot be read" in rows["gone.jpg"]["error"]
 
 
+# -- the HTTP answer -------------------------------------------------------------------------------------
+def test_uploaded_photos_get_their_exif_fields_in_the_answer(index):
+    from fastapi.testclient import TestClient
+
+    from geoindex.serve.app import create_app
+    from geoindex.serve.settings import ServeSettings
+
+    client = TestClient(create_app(ServeSettings(index=str(index), clip_model="tiny-test")))
+    files = [("images", ("paris.jpg", jpeg_bytes(gps=gps_ifd(*TOWER), taken="2023:07:14 18:03:22"), "image/jpeg")),
+             ("images", ("plain.jpg", jpeg_bytes((10, 200, 10)), "image/jpeg")),
+             ("images", ("bad-gps.jpg", jpeg_bytes(gps={1: "N", 2: dms(95.0), 3: "E", 4: dms(2.0)}), "image/jpeg"))]
+    r = client.post("/v1/locate", files=files, data={"top_k": "2"})
+    assert r.status_code == 200, r.text
+    paris, plain, bad = r.json()["results"]
+    top = paris["predictions"][0]
+    assert (paris["exif_lat"], paris["exif_lng"]) == pytest.approx(TOWER, abs=1e-6)
+    assert paris["taken_at"] == "2023-07-14T18:03:22"
+    assert paris["km_from_exif"] == pytest.approx(float(haversine_km(*TOWER, top["lat"], top["lng"])), rel=1e-9)
+    for other in (plain, bad):
+        assert (other["exif_lat"], other["exif_lng"], other["km_from_exif"], other["taken_at"]) == (None,) * 4
+    fields = client.get("/openapi.json").json()["components"]["schemas"]["Result"]["properties"]
+    assert {"exif_lat", "exif_lng", "km_from_exif", "taken_at"} <= set(fields)
+    assert client.post("/v1/locate?format=geojson", files=files[:1]).status_code == 200
+
+
 # -- kill -9 -------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_resume_after_kill_9_loses_and_duplicates_nothing(index, tmp_path):

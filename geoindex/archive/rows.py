@@ -61,6 +61,15 @@ def _km(a_lat, a_lng, b_lat, b_lng) -> float | None:
     return float(haversine_km(a_lat, a_lng, b_lat, b_lng))
 
 
+def exif_fields(exif: PhotoExif, result: LocateResult) -> dict:
+    """The EXIF columns of one answer as JSON values (the HTTP answer for an uploaded photo):
+    ``exif_lat``, ``exif_lng``, ``km_from_exif`` (from the top prediction), ``taken_at`` (ISO 8601)."""
+    top = result.predictions[0] if result.predictions else None
+    return {"exif_lat": exif.lat, "exif_lng": exif.lng,
+            "km_from_exif": None if top is None else _km(top.lat, top.lng, exif.lat, exif.lng),
+            "taken_at": None if exif.taken_at is None else exif.taken_at.isoformat()}
+
+
 def region_radius_km(region: dict, lat: float, lng: float) -> float:
     """The confidence region's radius around (lat, lng): the greatest great-circle km from there
     to a vertex of one of its cells, so every cell lies inside the circle."""

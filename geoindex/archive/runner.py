@@ -55,7 +55,8 @@ class ArchiveSummary:
     new: int  # rows this run added
     errors: int  # of those, rows with an error
     from_exif: int  # of those, rows from the EXIF position (--exif trust)
-    seconds: float
+    seconds: float  # the whole run, loading the index and the models included
+    photos_per_s: float | None = None  # new photos per second once the models are loaded
     interrupted: bool = False
 
     def to_dict(self) -> dict:
@@ -118,6 +119,7 @@ class _Counts:
     new: int = 0
     errors: int = 0
     from_exif: int = 0
+    pipeline_s: float = 0.0
 
     def add(self, rows: list[dict]) -> None:
         self.new += len(rows)
@@ -152,8 +154,9 @@ def run_archive(config: ArchiveConfig, settings: dict, open_geolocator: Callable
         total = assemble(store.parts(), config.out, table_schema)
     if stop is not None:
         raise stop
+    rate = round(counts.new / counts.pipeline_s, 3) if counts.pipeline_s > 0 else None
     return ArchiveSummary(str(config.out), total, counts.new, counts.errors, counts.from_exif,
-                          round(time.perf_counter() - t0, 3), interrupted)
+                          round(time.perf_counter() - t0, 3), rate, interrupted)
 
 
 def _locate_all(config: ArchiveConfig, todo: list[str], done_before: int, store: PartStore, table_schema,
@@ -166,7 +169,7 @@ def _locate_all(config: ArchiveConfig, todo: list[str], done_before: int, store:
         shrink = model_sized(batcher.encoder.preprocess)
     read = partial(decode, max_pixels=config.max_pixels, shrink=shrink, skip_gps=config.exif == "trust")
     pending: list[dict] = []
-    last_commit = time.monotonic()
+    started = last_commit = time.monotonic()
     bar = _bar(config, len(todo), done_before)
     try:
         for batch in decoded_batches(todo, read, config.batch_size, config.workers):
@@ -185,3 +188,4 @@ def _locate_all(config: ArchiveConfig, todo: list[str], done_before: int, store:
     finally:
         bar.close()
         store.commit(pending, table_schema)  # Ctrl-C and --strict too: what is done is saved
+        counts.pipeline_s = time.monotonic() - started

@@ -58,6 +58,8 @@ def _settings(args, options) -> dict:
 def _check(args) -> None:
     if args.out is None:
         raise InvalidArgumentError("--from-list needs --out FILE (.parquet, .csv, .jsonl or .geojson)")
+    if not args.images and args.from_list is None:
+        raise InvalidArgumentError("--out needs photos: give folders or photo files, or --from-list FILE")
     others = [flag for flag, given in (("--text", args.text), ("--embedding", args.embedding), ("--map", args.map),
                                        ("--true", args.true), ("--format", args.format != "table")) if given]
     if others:

@@ -131,14 +131,20 @@ def _wants_geojson(request: Request, fmt: str | None) -> bool:
     return GEOJSON in request.headers.get("accept", "")
 
 
-async def _locate(engine: Engine, xq, options, labels, geojson: bool) -> Response:
+async def _locate(engine: Engine, xq, options, labels, geojson: bool, exifs: list | None = None) -> Response:
     from geoindex.locate.geojson import results_to_geojson
 
     loop = asyncio.get_running_loop()
     results = await loop.run_in_executor(engine.search_pool, engine.geolocator.locate, xq, options)
     if geojson:
         return Response(orjson.dumps(results_to_geojson(results, labels)), media_type=GEOJSON)
-    return Response(orjson.dumps({"results": [r.to_dict() for r in results]}), media_type="application/json")
+    answers = [r.to_dict() for r in results]
+    if exifs is not None:  # uploaded photos: their own GPS position and time, and the top guess's distance to it
+        from geoindex.archive.rows import exif_fields
+
+        for answer, result, exif in zip(answers, results, exifs):
+            answer.update(exif_fields(exif, result))
+    return Response(orjson.dumps({"results": answers}), media_type="application/json")
 
 
 def _require_encoder(engine: Engine) -> None:
@@ -250,7 +256,10 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
             engine.decode_pool, lambda b=b: load_image(b[0], max_pixels=s.max_pixels, name=b[1] or "upload"))
             for b in blobs))
         xq = await engine.image_batcher.submit(list(decoded))
-        return await _locate(engine, xq, options, [b[1] or str(i) for i, b in enumerate(blobs)], geojson)
+        from geoindex.archive.exif import read_exif
+
+        exifs = [read_exif(b[0]) for b in blobs]  # the headers only: no pixels decoded again
+        return await _locate(engine, xq, options, [b[1] or str(i) for i, b in enumerate(blobs)], geojson, exifs)
 
     @app.post("/v1/locate/text", summary="Geolocate text descriptions", responses=locate_responses(503))
     async def locate_text(request: Request, body: TextRequest, format: Format = None):
