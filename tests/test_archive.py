@@ -314,6 +314,8 @@ def test_bad_out_or_no_photos_fail_in_one_line_before_any_work(index, tmp_path, 
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and words in err, err
     assert not (tmp_path / ".r.parquet.parts").exists()  # nothing started
+    assert main(["--out", str(tmp_path / "r.parquet"), "--index", str(index)]) == 2
+    assert "--out needs photos" in capsys.readouterr().err
     assert locate(index, photos, "--out", tmp_path / "r.csv", "--text", "a beach") == 2
     assert "--text" in capsys.readouterr().err
 
@@ -409,7 +411,11 @@ def test_uploaded_photos_get_their_exif_fields_in_the_answer(index):
     from geoindex.serve.app import create_app
     from geoindex.serve.settings import ServeSettings
 
-    client = TestClient(create_app(ServeSettings(index=str(index), clip_model="tiny-test")))
+    with TestClient(create_app(ServeSettings(index=str(index), clip_model="tiny-test"))) as client:
+        _check_exif_answer(client)
+
+
+def _check_exif_answer(client):
     files = [("images", ("paris.jpg", jpeg_bytes(gps=gps_ifd(*TOWER), taken="2023:07:14 18:03:22"), "image/jpeg")),
              ("images", ("plain.jpg", jpeg_bytes((10, 200, 10)), "image/jpeg")),
              ("images", ("bad-gps.jpg", jpeg_bytes(gps={1: "N", 2: dms(95.0), 3: "E", 4: dms(2.0)}), "image/jpeg"))]

@@ -112,7 +112,7 @@ def test_tiles_setting_reaches_the_page(app, settings):
 
 
 def test_unbuilt_page_answers_503_and_the_api_still_works(app, settings, tmp_path, monkeypatch):
-    monkeypatch.setattr(serve.web, "STATIC_DIR", tmp_path / "static")
+    monkeypatch.setattr(serve_web, "STATIC_DIR", tmp_path / "static")
     client = TestClient(create_app(settings, engine=app.state.engine))
     for path in ("/", "/static/app.js"):
         r = client.get(path)
@@ -480,7 +480,10 @@ def test_exif_position_is_the_true_location_and_refine_toggle(page, server):
     refined = again.value.json()["results"][0]
     direct = httpx.post(server + "/v1/locate", files=[("images", (n, b, "image/jpeg")) for n, b in photos[:1]],
                         data={"top_k": "3", "confidence": "0.9", "refine": "4"}, timeout=60).json()["results"][0]
-    assert refined["predictions"] == direct["predictions"]  # the page sent refine=4
+    # the page sent refine=4: the same answer (to float noise: the batches the photo ran in differ)
+    assert [p["cell"] for p in refined["predictions"]] == [p["cell"] for p in direct["predictions"]]
+    assert [x for p in refined["predictions"] for x in (p["lat"], p["lng"])] == pytest.approx(
+        [x for p in direct["predictions"] for x in (p["lat"], p["lng"])], abs=0.01)
     assert (refined["predictions"][0]["lat"], refined["predictions"][0]["lng"]) != (
         paris["predictions"][0]["lat"], paris["predictions"][0]["lng"])  # refined points are off the cell centres
     page.wait_for_function("(lat) => Number(document.querySelector('#results-table tbody tr[data-cell]')"
