@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -127,7 +126,3 @@ class PartStore:
         table = pa.Table.from_pylist(rows, schema=schema)
         write_atomically(self.dir / f"part-{self._run}-{self._seq:06d}.parquet",
                          lambda tmp: pq.write_table(table, tmp))
-
-    def remove(self) -> None:
-        """Delete the whole folder (nothing is left to resume)."""
-        shutil.rmtree(self.dir, ignore_errors=True)
