@@ -179,21 +179,22 @@ def main(argv=None) -> int:
     ap.add_argument("--index", type=Path, default=None, help="an index (default: a res-1 Flat one, built once)")
     args = ap.parse_args(argv)
     index = args.index or build_index()
-    rows = []
+    rows: list[dict] = []
+    result = {"machine": machine(), "note": "2-core machine shared with other jobs: ratios measured side by side "
+              "are what carries over", "runs": rows, "kill_and_resume": None, "index": str(index)}
     with tempfile.TemporaryDirectory(prefix="bench-archive-") as tmp:
         work = Path(tmp)
         paths = make_photos(work / "photos", args.photos)
         rows.append(measure("tiny", "tiny-test", work / "photos", paths, index, work, 32))
-        resume = kill_and_resume(work / "photos", args.photos, index, work)
+        save("archive.json", result)  # after each stage: a long run that stops keeps what it measured
+        result["kill_and_resume"] = resume = kill_and_resume(work / "photos", args.photos, index, work)
+        save("archive.json", result)
         if args.large_photos:
             large = make_photos(work / "large", args.large_photos, seed=1)
             rows.append(measure("vit-l-14", "ViT-L-14-random", work / "large", large, index, work, 16))
     print(table(rows, list(rows[0])))
     print("kill -9 and resume:", json.dumps(resume))
-    path = save("archive.json", {"machine": machine(), "note": "2-core machine shared with other jobs: ratios "
-                                 "measured side by side are what carries over", "runs": rows, "kill_and_resume": resume,
-                                 "index": str(index)})
-    print(f"-> {path}")
+    print(f"-> {save('archive.json', result)}")
     return 0 if resume["ok"] else 1
 
 
