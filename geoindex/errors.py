@@ -53,3 +53,7 @@ class InvalidQueryError(GeoindexError, ValueError):
 
 class WriteError(GeoindexError, OSError):
     """A file cannot be written: the disk is full, or the path is read-only or not ours to write."""
+
+
+class ResultsFileError(GeoindexError, OSError):
+    """A results file (``geolocate --out``) cannot be written, or its saved progress belongs to another run."""

@@ -363,3 +363,67 @@ def test_tile_layer_when_configured(browser, server):
     pg.wait_for_selector(".geoindex-tiles img.leaflet-tile-loaded")
     context.close()
     assert requested and all(u.startswith(server + "/test-tiles/") and u.endswith(".png") for u in requested)
+
+
+def jpeg_with_gps(color, lat: float, lng: float) -> bytes:
+    """A photo whose EXIF says where it was taken (GPS IFD: degrees, minutes, seconds; N/S, E/W)."""
+    from PIL.TiffImagePlugin import IFDRational
+
+    def dms(v):
+        v = abs(v)
+        d, m = int(v), int((v - int(v)) * 60)
+        return (IFDRational(d, 1), IFDRational(m, 1), IFDRational(round(((v - d) * 60 - m) * 60 * 100), 100))
+
+    exif = Image.Exif()
+    exif[0x8825] = {1: "N" if lat >= 0 else "S", 2: dms(lat), 3: "E" if lng >= 0 else "W", 4: dms(lng)}
+    img = Image.open(io.BytesIO(jpeg(color)))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def test_exif_position_is_the_true_location_and_refine_toggle(page, server):
+    """A photo with EXIF GPS: the answer carries it, the page marks it as the photo's true location
+    with the distance to the best guess; a photo without keeps no marker. The refine toggle sends
+    refine and shows the refined answer."""
+    tower = (48.8584, 2.2945)
+    photos = [("paris.jpg", jpeg_with_gps((40, 90, 160), *tower)), ("plain.jpg", jpeg((160, 40, 90)))]
+    page.fill("#top-k", "3")
+    with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate") and r.request.method == "POST") as answer:
+        page.set_input_files("#files", [{"name": n, "mimeType": "image/jpeg", "buffer": b} for n, b in photos])
+    paris, plain = answer.value.json()["results"]
+    assert (paris["exif_lat"], paris["exif_lng"]) == pytest.approx(tower, abs=1e-6) and plain["exif_lat"] is None
+    marker = page.locator("#map path.geoindex-true")
+    marker.wait_for()
+    assert (float(marker.get_attribute("data-lat")), float(marker.get_attribute("data-lng"))) == pytest.approx(tower)
+    km = haversine_km(tower, (paris["predictions"][0]["lat"], paris["predictions"][0]["lng"]))
+    assert paris["km_from_exif"] == pytest.approx(km, rel=1e-6)
+    summary = page.inner_text("#summary")
+    assert "from the photo's EXIF position" in summary
+    assert f"{km:,.0f}" in summary.replace("\u202f", ",") or f"{km:,.1f}" in summary
+    for row, p in zip(table_rows(page), paris["predictions"]):
+        d = haversine_km(tower, (p["lat"], p["lng"]))
+        assert float(row["to_true"].replace(",", "")) == pytest.approx(d, abs=0.5 if d >= 10 else 0.05)
+    page.click('#result-list button[data-result="1"]')  # no EXIF: no true location
+    page.wait_for_function("() => !document.querySelector('#map path.geoindex-true')")
+    assert not page.locator("th.true-col").is_visible()
+    page.click('#result-list button[data-result="0"]')
+    marker.wait_for()
+
+    with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate") and r.request.method == "POST") as again:
+        page.check("#refine")
+    assert again.value.status == 200
+    refined = again.value.json()["results"][0]
+    direct = httpx.post(server + "/v1/locate", files=[("images", (n, b, "image/jpeg")) for n, b in photos[:1]],
+                        data={"top_k": "3", "confidence": "0.9", "refine": "4"}, timeout=60).json()["results"][0]
+    # the page sent refine=4: the same answer (to float noise: the batches the photo ran in differ)
+    assert [p["cell"] for p in refined["predictions"]] == [p["cell"] for p in direct["predictions"]]
+    assert [x for p in refined["predictions"] for x in (p["lat"], p["lng"])] == pytest.approx(
+        [x for p in direct["predictions"] for x in (p["lat"], p["lng"])], abs=0.01)
+    assert page.evaluate("() => window.geoindex.state.filters.refine") == 4  # what the request was built from
+    page.wait_for_function("(lat) => Number(document.querySelector('#results-table tbody tr[data-cell]')"
+                           ".dataset.lat) === lat", arg=refined["predictions"][0]["lat"])
+    assert_table_matches(page, refined)
+    with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate") and r.request.method == "POST"):
+        page.uncheck("#refine")
+    assert page.evaluate("() => window.geoindex.state.filters.refine") is None

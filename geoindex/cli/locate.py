@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from geoindex.cli import archive
 from geoindex.errors import GeoindexError, InvalidArgumentError
 
 PROG = "geoindex locate"
@@ -21,13 +22,14 @@ EPILOG = """examples:
   geolocate a.jpg b.png --index idx-r5 --top-k 3 --country FR --country ES --format json
   geolocate --text "a beach with palm trees and colonial houses" --index idx-r5 --confidence 0.9 --format geojson
   geolocate --embedding queries.npy --index idx-r5 --bbox=-10,35,3,44 --aggregate-res 3
+  geolocate ~/Pictures --index idx-r5 --out results.parquet      (a photo archive: resumable; also .csv .jsonl .geojson)
 """
 
 
 def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Geolocate images, texts or GeoCLIP embeddings.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("images", nargs="*", help="image files")
+    p.add_argument("images", nargs="*", help="image files (with --out: also folders)")
     p.add_argument("--index", "-i", required=True, type=Path, help="index directory (from build_index)")
     p.add_argument("--text", action="append", default=[], help="a text query (repeatable)")
     p.add_argument("--embedding", type=Path, help=".npy file of (n, 512) GeoCLIP embeddings")
@@ -66,6 +68,7 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--photo-weight", type=float, default=None, metavar="W",
                    help="the photos' share in the fused answer, 0..1 (default 0.25, unmeasured on real photos; 0: cells alone)")
     p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse larger images (default 64 MP)")
+    archive.add_arguments(p)
     return p
 
 
@@ -182,14 +185,9 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     from geoindex.locate.regions import make_filter
 
     try:
-        _refuse_folders(args.images)
+        if not archive.wanted(args):
+            _refuse_folders(args.images)
         region = make_filter(args.country, args.bbox, args.cells)
-        geolocator = Geolocator(args.index, weights=args.weights, photos=args.photos, fusion=_fusion(args))
-        if geolocator.photos is not None and (args.images or args.text):
-            from geoindex.encoders.weights import geoclip_files
-
-            geolocator.photos.check_encoder(args.clip_model or geoclip_files(args.weights).clip_model or "ViT-L-14",
-                                            None, None)
         search = SearchSettings.parse(args.search)
         if args.refine is not None:
             from dataclasses import replace
@@ -200,6 +198,14 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
                 f"refine={DEFAULT_REFINE if args.refine == -1 else args.refine}").refine)
         options = QueryOptions(k=args.top_k, candidates=args.candidates, search=search,
                                aggregate_res=args.aggregate_res, confidence=args.confidence, region=region)
+        if archive.wanted(args):  # folders in, a results file out
+            return archive.run(args, options, prog)
+        geolocator = Geolocator(args.index, weights=args.weights, photos=args.photos, fusion=_fusion(args))
+        if geolocator.photos is not None and (args.images or args.text):
+            from geoindex.encoders.weights import geoclip_files
+
+            geolocator.photos.check_encoder(args.clip_model or geoclip_files(args.weights).clip_model or "ViT-L-14",
+                                            None, None)
         geolocator.check_options(options)  # before loading any model
         if args.map is not None and (args.map.suffix.lower() != ".png" or not args.map.parent.is_dir()):
             raise InvalidArgumentError(f"--map {str(args.map)!r}: give a .png path in an existing folder")

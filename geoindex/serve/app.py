@@ -89,13 +89,19 @@ def _wants_geojson(request: Request, fmt: str | None) -> bool:
     return GEOJSON in request.headers.get("accept", "")
 
 
-async def _locate(engine: Engine, xq, options, labels, geojson: bool) -> Response:
+async def _locate(engine: Engine, xq, options, labels, geojson: bool, exifs: list | None = None) -> Response:
     from geoindex.locate.geojson import results_to_geojson
 
     results = await engine.locate(xq, options)
     if geojson:
         return Response(orjson.dumps(results_to_geojson(results, labels)), media_type=GEOJSON)
-    return Response(orjson.dumps({"results": [r.to_dict() for r in results]}), media_type="application/json")
+    answers = [r.to_dict() for r in results]
+    if exifs is not None:  # uploaded photos: their own GPS position and time, and the top guess's distance to it
+        from geoindex.archive.rows import exif_fields
+
+        for answer, result, exif in zip(answers, results, exifs):
+            answer.update(exif_fields(exif, result))
+    return Response(orjson.dumps({"results": answers}), media_type="application/json")
 
 
 # -- the app -------------------------------------------------------------------------------------------
@@ -197,7 +203,10 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
         engine.require_intact()  # before decoding: a corrupt index answers nothing
         decoded = await engine.decode(blobs)
         xq = await engine.image_batcher.submit(list(decoded))
-        return await _locate(engine, xq, options, [b[1] or str(i) for i, b in enumerate(blobs)], geojson)
+        from geoindex.archive.exif import read_exif
+
+        exifs = [read_exif(b[0]) for b in blobs]  # the headers only: no pixels decoded again
+        return await _locate(engine, xq, options, [b[1] or str(i) for i, b in enumerate(blobs)], geojson, exifs)
 
     @app.post("/v1/locate/text", summary="Geolocate text descriptions", responses=locate_responses(503))
     async def locate_text(request: Request, body: TextRequest, format: Format = None):

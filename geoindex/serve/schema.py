@@ -79,6 +79,11 @@ class Result(BaseModel):
     predictions: list[Prediction]
     confidence_region: dict | None = Field(None, description="GeoJSON Feature: the cells holding the asked mass")
     neighbours: list[Neighbour] | None = Field(None, description="nearest reference photos (server run with --photos)")
+    # uploaded photos only (POST /v1/locate): what the photo's own EXIF says
+    exif_lat: float | None = Field(None, description="uploaded photos: the EXIF GPS latitude (null when none)")
+    exif_lng: float | None = Field(None, description="uploaded photos: the EXIF GPS longitude (null when none)")
+    km_from_exif: float | None = Field(None, description="uploaded photos: km from the top prediction to the EXIF position")
+    taken_at: str | None = Field(None, description="uploaded photos: EXIF DateTimeOriginal, ISO 8601, camera clock")
 
 
 class LocateResponse(BaseModel):

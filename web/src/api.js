@@ -39,6 +39,7 @@ function jsonFilters(f) {
   if (f.confidence != null) body.confidence = f.confidence;
   if (f.countries.length) body.country = f.countries;
   if (f.bboxes.length) body.bbox = f.bboxes;
+  if (f.refine != null) body.refine = f.refine;
   return body;
 }
 
@@ -48,10 +49,12 @@ function formFilters(form, f) {
   if (f.confidence != null) form.append("confidence", String(f.confidence));
   for (const c of f.countries) form.append("country", c);
   for (const b of f.bboxes) form.append("bbox", b.join(","));
+  if (f.refine != null) form.append("refine", String(f.refine));
 }
 
 /**
- * Locate one query with filters f = {topK, confidence|null, countries: ["FR"], bboxes: [[w,s,e,n]]}.
+ * Locate one query with filters f = {topK, confidence|null, countries: ["FR"], bboxes: [[w,s,e,n]],
+ * refine: M|null (refine the M best cells below the grid)}.
  * query: {kind: "images", files: [File]} | {kind: "text", text} | {kind: "point", latlng: [lat, lng]}.
  * Returns the answer's text (JSON or GeoJSON, as format says). A point is embedded by the location
  * encoder first (POST /v1/embed/locations), once: the embedding is kept on the query.

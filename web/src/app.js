@@ -6,6 +6,7 @@ import { createMap } from "./map.js";
 import { renderNeighbours, renderResultList, renderTable, summaryText } from "./table.js";
 
 const $ = (id) => document.getElementById(id);
+const REFINE_CELLS = 4; // the CLI's default for --refine
 
 const state = {
   config: { tiles: null, max_top_k: 100, max_images: 16 },
@@ -15,6 +16,7 @@ const state = {
   entries: [], // one per photo or text: {label, thumb, result}
   selected: 0,
   trueLatLng: null,
+  trueSource: null, // "click" (the user's) or "exif" (the selected photo's own GPS position)
   bboxes: [],
   run: 0, // answers to an older run than the latest are dropped
   thumbs: [],
@@ -46,7 +48,8 @@ function readFilters() {
   const countries = $("country").value.split(/[\s,;]+/).filter(Boolean).map((s) => s.toUpperCase());
   const bad = countries.find((s) => !/^[A-Z]{2}$/.test(s));
   if (bad) throw `country ${bad} should be an ISO 3166-1 alpha-2 code (e.g. FR, US, JP)`;
-  return { topK, confidence, countries, bboxes: state.bboxes.slice() };
+  const refine = $("refine").checked ? REFINE_CELLS : null;
+  return { topK, confidence, countries, bboxes: state.bboxes.slice(), refine };
 }
 
 function labelsOf(query) {
@@ -103,9 +106,25 @@ function render() {
     render();
   });
   view.showResult(entry?.result ?? null);
+  followExif(entry?.result ?? null);
   renderDetails();
   $("locate").disabled = !state.query;
   $("download-json").disabled = $("download-geojson").disabled = !state.raw;
+}
+
+/** A photo with an EXIF GPS position: that is its true location (the user's click stays otherwise). */
+function followExif(result) {
+  const exif = result?.exif_lat != null && result?.exif_lng != null ? [result.exif_lat, result.exif_lng] : null;
+  if (exif) {
+    state.trueLatLng = exif;
+    state.trueSource = "exif";
+  } else if (state.trueSource === "exif") {
+    state.trueLatLng = null;
+    state.trueSource = null;
+  } else {
+    return;
+  }
+  view.setTrue(state.trueLatLng, "EXIF position (from the photo)");
 }
 
 /** What depends on the true location: the table and the summary line. */
@@ -113,12 +132,14 @@ function renderDetails() {
   const entry = state.entries[state.selected];
   renderTable($("results-table"), entry?.result ?? null, state.trueLatLng, view.highlight);
   renderNeighbours($("neighbours"), entry?.result ?? null);
-  $("summary").textContent = summaryText(entry?.result ?? null, state.trueLatLng);
+  $("summary").textContent = summaryText(entry?.result ?? null, state.trueLatLng,
+    state.trueSource === "exif" ? "the photo's EXIF position" : "the true location");
   $("clear-true").disabled = !state.trueLatLng;
 }
 
 function setTrue(latlng) {
   state.trueLatLng = latlng;
+  state.trueSource = latlng ? "click" : null;
   view.setTrue(latlng);
   renderDetails();
 }
@@ -196,7 +217,7 @@ async function main() {
     }
   });
 
-  for (const id of ["top-k", "confidence", "country"]) $(id).addEventListener("change", rerun);
+  for (const id of ["top-k", "confidence", "country", "refine"]) $(id).addEventListener("change", rerun);
   $("locate").addEventListener("click", rerun);
   $("clear-true").addEventListener("click", () => setTrue(null));
 

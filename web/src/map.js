@@ -159,14 +159,14 @@ export function createMap(element, config) {
     if (layer) layer.setStyle({ weight: on ? 3.5 : 1, color: on ? "#d7263d" : "#222" });
   }
 
-  function setTrue(latlng) {
+  function setTrue(latlng, label = "true location") {
     if (trueMarker) trueMarker.remove();
     trueMarker = null;
     if (!latlng) return;
     trueMarker = L.circleMarker(latlng, {
       className: "geoindex-true", radius: 7, color: "#000", weight: 3, fillColor: "#fff", fillOpacity: 1,
       interactive: false,
-    }).bindTooltip("true location", { permanent: false }).addTo(map);
+    }).bindTooltip(label, { permanent: false }).addTo(map);
     trueMarker.getElement()?.setAttribute("data-lat", String(latlng[0]));
     trueMarker.getElement()?.setAttribute("data-lng", String(latlng[1]));
   }

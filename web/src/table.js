@@ -64,7 +64,7 @@ export function renderTable(table, result, trueLatLng, onHover) {
 }
 
 /** One line under the map: the best guess, its region, and how far off it is. */
-export function summaryText(result, trueLatLng) {
+export function summaryText(result, trueLatLng, trueName = "the true location") {
   if (!result || !result.predictions.length) return "";
   const p = result.predictions[0];
   let text = `Best guess: ${where(p)} (${pct(p.probability)}).`;
@@ -73,7 +73,7 @@ export function summaryText(result, trueLatLng) {
     text += ` ${Math.round(region.confidence * 100)}% confidence region: ${region.cells.length} cells`
       + ` (${pct(region.mass)} of the mass).`;
   }
-  if (trueLatLng) text += ` The best guess is ${km(distanceKm(trueLatLng, [p.lat, p.lng]))} km from the true location.`;
+  if (trueLatLng) text += ` The best guess is ${km(distanceKm(trueLatLng, [p.lat, p.lng]))} km from ${trueName}.`;
   return text;
 }
 
