@@ -383,7 +383,7 @@ def test_pipeline_images_embed_as_the_full_photo(tmp_path):
              write(tmp_path / "tall.jpg", jpeg_bytes((20, 100, 250), size=(300, 900))),
              write(tmp_path / "big.jpg", jpeg_bytes((90, 90, 90), size=(2000, 1500)))]
     small = [decode(str(p), shrink=shrink).image for p in paths]
-    side = encoder.preprocess.transforms[1].size[0]  # 224 for ViT-L/14, 64 for the tiny model
+    side = encoder.preprocess.size  # 224 for ViT-L/14, 64 for the tiny model
     assert all(im.size == (side, side) for im in small)
     full = encoder.encode_images([load_image(p) for p in paths])
     np.testing.assert_array_equal(encoder.encode_images(small), full)

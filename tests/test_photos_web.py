@@ -11,7 +11,8 @@ import time
 import pytest
 
 from geoindex.train.synthetic import write_photos
-from tests.test_web import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _need_built_page, _skip_or_fail
+from tests.test_web import _need_built_page, _skip_or_fail
+from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,7 @@ def server(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 def test_neighbours_as_thumbnails_and_pins(server):
     if not CHROMIUM.exists():
         _skip_or_fail(f"{CHROMIUM} is missing: apt-get install -y chromium")

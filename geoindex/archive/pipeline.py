@@ -38,10 +38,13 @@ class Decoded:
 
 
 def model_sized(preprocess) -> Callable[[Image.Image], Image.Image]:
-    """The leading resize and centre-crop steps of a CLIP ``preprocess`` (a torchvision Compose),
+    """The resize and centre-crop steps of a CLIP ``preprocess`` (its ``shrink``, or the leading
+    steps of a torchvision Compose),
     after the encoder's own aspect crop: their output goes through ``preprocess`` unchanged (a
     resize to the size an image already has is a copy), so embeddings are identical to those of
     the full image. Identity when ``preprocess`` does not start with such steps."""
+    if callable(getattr(preprocess, "shrink", None)):  # geoindex's own ClipPreprocess
+        return preprocess.shrink
     from geoindex.encoders.torchvision_compat import import_torchvision
 
     transforms = import_torchvision().transforms

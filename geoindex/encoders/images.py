@@ -162,6 +162,16 @@ class ClipPreprocess:
         self.std = torch.tensor(CLIP_STD).view(3, 1, 1) * 255
 
     def __call__(self, img: Image.Image):
+        return (self._resized_crop(img).float() - self.mean) / self.std
+
+    def shrink(self, img: Image.Image) -> Image.Image:
+        """Steps 1-2 alone: the ``size`` x ``size`` RGB image CLIP sees. Preprocessing it again
+        gives the same tensor as preprocessing ``img`` (a resize to the size an image has is the
+        identity), so decoding threads can hand the encoder small images."""
+        return Image.fromarray(self._resized_crop(img).permute(1, 2, 0).numpy())
+
+    def _resized_crop(self, img: Image.Image):
+        """(3, size, size) uint8 tensor: the aspect crop, the resize and the centre crop."""
         import torch
 
         from geoindex.encoders.torchvision_compat import import_torchvision
@@ -174,8 +184,7 @@ class ClipPreprocess:
         pixels = torch.from_numpy(np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1)))  # (3, h, w) uint8
         pixels = tvf.resize(pixels, [height, width], interpolation=tvf.InterpolationMode.BICUBIC, antialias=True)
         top, left = int((height - self.size) / 2.0), int((width - self.size) / 2.0)
-        pixels = pixels[:, top : top + self.size, left : left + self.size]
-        return (pixels.float() - self.mean) / self.std
+        return pixels[:, top : top + self.size, left : left + self.size]
 
     def __repr__(self) -> str:
         return f"ClipPreprocess(size={self.size})"
