@@ -98,6 +98,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, capsys, args, match)
     assert os.listdir(tmp_path) == []  # refused before anything was written
 
 
+@pytest.mark.slow  # over ~4 s: the full suite (make test-all) runs it
 def test_nonempty_out_is_refused_then_overwritten(tmp_path, capsys):
     out = tmp_path / "idx"
     out.mkdir()

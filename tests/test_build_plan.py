@@ -204,6 +204,7 @@ def _disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+@pytest.mark.slow  # over ~4 s: the full suite (make test-all) runs it
 def test_disk_full_while_spilling_shards_is_one_line_and_leaves_no_half_file(tmp_path, capsys, monkeypatch):
     import geoindex.store.shards as shards
 
@@ -245,6 +246,7 @@ def test_disk_full_while_writing_the_index_leaves_no_half_file(tmp_path, capsys,
     assert not list(tmp_path.rglob("vectors.faiss"))
 
 
+@pytest.mark.slow  # over ~4 s: the full suite (make test-all) runs it
 def test_killed_while_publishing_leaves_nothing_behind(tmp_path, monkeypatch):
     import geoindex.build.pipeline as pipeline
     import geoindex.build.workdir as workdir

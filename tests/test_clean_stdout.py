@@ -68,6 +68,7 @@ def check_answer(answer, fmt, n=2):
         assert len({f["properties"]["query"] for f in answer["features"]}) == n
 
 
+@pytest.mark.slow  # over ~4 s: the full suite (make test-all) runs it
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("kind", ["in_memory", "lists_on_disk"])
 def test_locate_stdout_is_only_the_answer(kind, fmt, built_r2, ondisk_r2, queries):

@@ -9,6 +9,7 @@ from geoindex.cells.h3ids import cell_to_parent
 from geoindex.cells.landmask import is_land
 
 
+@pytest.mark.slow  # over ~4 s: the full suite (make test-all) runs it
 def test_land_mask_agrees_with_package():
     from global_land_mask import globe
 

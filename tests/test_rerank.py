@@ -11,6 +11,8 @@ from geoindex.encoders.location import encode_latlng
 from geoindex.locate.regions import make_filter
 from geoindex.index.search import SearchSettings
 
+pytestmark = pytest.mark.slow  # ~30 s of res-2 PQ builds: the full suite (make test-all) runs them
+
 NLIST_R0 = 122  # res-0 cells: IVFH3 lists of a res-2 gallery
 
 

@@ -266,6 +266,7 @@ def test_refuses_to_start_on_bad_index(tmp_path, capsys):
     assert "geoindex build" in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # over ~4 s: the full suite (make test-all) runs it
 def test_supervisor_checks_in_a_child_and_never_loads_the_index(built_r2, tmp_path, capsys, monkeypatch):
     """--workers N: the settings are checked by loading an engine in a spawned process, so the
     supervisor keeps no index in memory; a bad index still stops the start with one line."""

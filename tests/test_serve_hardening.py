@@ -121,6 +121,7 @@ def test_request_over_the_decoded_bytes_budget_gets_413_naming_the_limit(setting
         assert "--max-decoded-bytes" in message and "fewer or smaller images" in message
 
 
+@pytest.mark.slow  # over ~4 s: the full suite (make test-all) runs it
 def test_uploads_decode_small_but_never_below_clip_size():
     from geoindex.serve.images import CLIP_SIDE, decode_small, decoded_bytes
 
@@ -134,6 +135,7 @@ def test_uploads_decode_small_but_never_below_clip_size():
                 assert decoded_bytes(data) <= w * h * 4 / 4
 
 
+@pytest.mark.slow  # over ~4 s: the full suite (make test-all) runs it
 def test_decoded_pixels_in_flight_stay_within_the_server_budget(settings):
     """Four requests of two 16 MB-decoded PNGs each, at once, under a 40 MB server budget: all
     answered, and never more than the budget decoded at a time."""
