@@ -24,27 +24,18 @@ import argparse
 import gc
 import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from common import machine, save, table
+from common import median_of as timed
 
 from geoindex.encoders import reference as ref
 from geoindex.encoders.clip import load_image_encoder
 from geoindex.encoders.images import ClipPreprocess, load_image
 from torch import nn
-
-
-def timed(fn, repeats: int) -> tuple[float, list[float]]:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), times
 
 
 def hub_cache(folder: Path, root: Path) -> Path:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from geoindex.atomic import atomic_path
 from geoindex.errors import ResultsFileError
 
 
@@ -34,19 +35,11 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_atomically(path: Path, write) -> None:
-    """``write(tmp_path)`` then flush and rename to ``path``: readers see the old file or the new
-    one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    """``write(tmp_path)`` then fsync and rename to ``path`` (:func:`geoindex.atomic.atomic_path`),
+    and fsync the folder so the rename itself survives a crash: readers see the old file or the
+    new one, never half of one."""
+    with atomic_path(path, durable=True) as tmp:
         write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
 
 
@@ -79,7 +72,7 @@ class PartStore:
             for part in self.parts():
                 part.unlink()
             (self.dir / "settings.json").unlink(missing_ok=True)
-        for tmp in self.dir.glob(".*.tmp-*"):  # from a run killed mid-write
+        for tmp in self.dir.glob(".*.tmp"):  # from a run killed mid-write (geoindex.atomic.temp_path)
             tmp.unlink(missing_ok=True)
         self._check_settings()
         return self
