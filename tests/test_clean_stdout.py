@@ -108,3 +108,15 @@ def built_kinds(tmp_path_factory):
 @pytest.mark.parametrize("kind", list(BUILDS))
 def test_built_index_kinds_stdout_is_only_the_answer(kind, fmt, built_kinds, queries):
     check_answer(assert_clean_stdout(locate_argv(built_kinds[kind], queries, fmt), fmt), fmt)
+
+
+@pytest.mark.slow  # a res-2 build with its lists on disk, through the installed command
+def test_build_stdout_is_only_the_summary_line(tmp_path):
+    """Merging parts into on-disk lists makes FAISS print "resizing <file> to N bytes" on stdout:
+    the build's stdout is its one summary line all the same."""
+    proc = run(["geoindex", "build", "--resolution", "2", "--factory", "IVF,SQ8", "--lists-on-disk",
+                "--out", str(tmp_path / "r2"), "-q", "--no-progress"])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("built "), proc.stdout
+    assert (tmp_path / "r2" / "lists.ivfdata").is_file()

@@ -28,6 +28,7 @@ import faiss
 import numpy as np
 
 from geoindex.errors import InvalidArgumentError
+from geoindex.index.io import stdout_to_stderr
 
 log = logging.getLogger(__name__)
 
@@ -236,11 +237,12 @@ def merge_parts(trained: faiss.Index, part_files: list[Path], lists_file: Path |
         return trained
     readers = [faiss.FileIOReader(str(f)) for f in part_files]
     parts = [faiss.read_InvertedLists(r, faiss.IO_FLAG_MMAP) for r in readers]  # mapped, not loaded
-    ondisk = faiss.OnDiskInvertedLists(trained.nlist, trained.code_size, str(lists_file))
-    pointers = faiss.InvertedListsPtrVector()
-    for part in parts:
-        pointers.push_back(part)
-    trained.ntotal = ondisk.merge_from_multiple(pointers.data(), pointers.size(), False)
+    with stdout_to_stderr():  # FAISS prints "resizing <file> to N bytes" on stdout: keep it the answer's
+        ondisk = faiss.OnDiskInvertedLists(trained.nlist, trained.code_size, str(lists_file))
+        pointers = faiss.InvertedListsPtrVector()
+        for part in parts:
+            pointers.push_back(part)
+        trained.ntotal = ondisk.merge_from_multiple(pointers.data(), pointers.size(), False)
     trained.replace_invlists(ondisk, True)
     ondisk.this.disown()  # the index owns it now
     ondisk.filename = lists_file.name
