@@ -55,7 +55,7 @@ def rss_mib(pid: int) -> float:
 class Server:
     def __init__(self, index: Path, *extra: str):
         self.port = free_port()
-        cmd = [sys.executable, "-m", "serve", "--index", str(index), "--port", str(self.port), *extra]
+        cmd = [sys.executable, "-m", "geoindex", "serve", "--index", str(index), "--port", str(self.port), *extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 300
         while time.time() < deadline:

@@ -23,32 +23,6 @@ from common import machine, save, table
 from PIL import Image
 
 
-class Geoindexserve(Server):
-    """bench_api's server, started through the front door (``python -m geoindex serve``)."""
-
-    def __init__(self, index: Path, *extra: str):
-        import subprocess
-        import sys
-        import urllib.request
-
-        from bench_api import free_port
-
-        self.port = free_port()
-        cmd = [sys.executable, "-m", "geoindex", "serve", "--index", str(index), "--port", str(self.port), *extra]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"server exited: {self.proc.stderr.read()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise SystemExit("server did not become ready in 300 s")
-
-
 def png(side: int, seed: int) -> bytes:
     rng = np.random.default_rng(seed)
     small = (rng.random((side // 16, side // 16, 3)) * 255).astype(np.uint8)
@@ -84,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     limits = ["--max-decoded-bytes", str(args.max_decoded_bytes), "--server-decoded-bytes",
               str(args.server_decoded_bytes), "--max-images", str(max(16, args.images)),
               "--max-request-bytes", str(1 << 30), "--max-upload-bytes", str(256 << 20)]
-    server = Geoindexserve(args.index, "--clip-model", "tiny-test", *limits)
+    server = Server(args.index, "--clip-model", "tiny-test", *limits)
     pid, url = server.proc.pid, server.url("/v1/locate")
     peak, stop = [0.0], threading.Event()
 
