@@ -4,21 +4,16 @@ pins on the map, in a real headless browser (skipped as tests/test_web.py's brow
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 
 import pytest
 
 from geoindex.train.synthetic import write_photos
 from tests.test_web import _need_built_page, _skip_or_fail
-from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, running
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import uvicorn
-
     from geoindex.cli.build import main as build
     from geoindex.serve.app import create_app
     from geoindex.serve.settings import ServeSettings
@@ -30,21 +25,8 @@ def server(tmp_path_factory):
                   "-q"]) == 0
     app = create_app(ServeSettings(index=str(root / "cells"), clip_model="tiny-test", photos=str(root / "ref"),
                                    photos_root=str(root / "photos")))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", root
-    srv.should_exit = True
-    thread.join(10)
+    with running(app, start_timeout_s=60) as url:
+        yield url, root
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ is kept as ``test-artifacts/web-page.png``.
 """
 
 import base64
+import contextlib
 import io
 import json
 import math
@@ -19,9 +20,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from geoindex.serve.app import create_app
-from geoindex.serve.settings import ServeSettings
-from tests.test_web import _need_built_page, _skip_or_fail
+from tests.test_web import _need_built_page, _skip_or_fail, app, settings  # noqa: F401 (the page's fixtures)
 
 pytestmark = pytest.mark.browser
 
@@ -49,20 +48,10 @@ def haversine_km(a, b) -> float:
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
 
 
-@pytest.fixture(scope="module")
-def settings(built_r2):
-    return ServeSettings(index=str(built_r2), clip_model="tiny-test")
-
-
-@pytest.fixture(scope="module")
-def app(settings):
-    return create_app(settings)
-
-
 # -- in a browser ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def server(app):
-    """The app on a free loopback port, served by uvicorn in a thread."""
+@contextlib.contextmanager
+def running(app, start_timeout_s: float = 30):
+    """``app`` on a free loopback port, served by uvicorn in a thread; yields its base URL."""
     import uvicorn
 
     sock = socket.socket()
@@ -72,14 +61,22 @@ def server(app):
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + start_timeout_s
     while not srv.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             pytest.fail("uvicorn did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(app):
+    with running(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
