@@ -78,7 +78,7 @@ def test_budget_refusals(fake_table, tmp_path, capsys):
     assert "fits no measured configuration" in capsys.readouterr().err and not (tmp_path / "s").exists()
     assert build_main(["--resolution", "2", "--max-memory", "1GB", "--index", "IVFH3,SQ8", "--out",
                        str(tmp_path / "f"), "-q"]) == 2
-    assert "--max-memory picks the factory and search settings itself: drop --index" in capsys.readouterr().err
+    assert "--max-memory picks the factory and search settings itself: drop --factory" in capsys.readouterr().err
     assert build_main(["--resolution", "2", "--max-memory", "lots", "--out", str(tmp_path / "g"), "-q"]) == 2
     assert "'lots' is not a size" in capsys.readouterr().err
 

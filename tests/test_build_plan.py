@@ -82,7 +82,7 @@ REFUSALS = [
     (["--resolution", "2", "--bbox", "1,2,3"], "bbox"),
     (["--resolution", "2", "--store", "fp8"], "--store 'fp8' is not one of"),
     (["--resolution", "2", "--max-memory", "lots"], "max-memory"),
-    (["--resolution", "2", "--max-memory", "30MB", "--factory", "IVF,SQ8"], "drop --index"),
+    (["--resolution", "2", "--max-memory", "30MB", "--factory", "IVF,SQ8"], "drop --factory"),
     (["--resolution", "2", "--batch-size", "0"], "positive"),
     (["--resolution", "2", "--precision", "fp64"], "is not one of"),
     (["--resolution", "2", "--precision", "fp16", "--device", "cpu"], "needs a CUDA device"),
@@ -109,7 +109,7 @@ def test_argument_refusals_come_before_any_work(tmp_path, capsys, no_encoding, a
 @pytest.mark.parametrize("extra,match", [
     (["--country", "FR"], "CSV gallery holds its own rows"),
     (["--factory", "IVFH3,SQ8"], "not an H3 gallery"),
-    (["--max-memory", "30MB"], "for a CSV gallery give --index"),
+    (["--max-memory", "30MB"], "for a CSV gallery give --factory"),
 ])
 def test_csv_gallery_refusals_come_before_any_work(tmp_path, capsys, no_encoding, extra, match):
     csv = tmp_path / "g.csv"

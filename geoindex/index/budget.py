@@ -110,10 +110,10 @@ def check_request(max_memory: int, factory: str, search: SearchSettings | None, 
     """Fail before encoding when --max-memory meets options it would override."""
     if resolution is None:
         raise InvalidArgumentError("--max-memory chooses among configurations measured on H3 galleries; for a CSV "
-                                   "gallery give --index and --search instead")
+                                   "gallery give --factory and --search instead")
     if factory != "auto" or search is not None:
         raise InvalidArgumentError(
-            f"--max-memory picks the factory and search settings itself: drop --index {factory!r}"
+            f"--max-memory picks the factory and search settings itself: drop --factory {factory!r}"
             f"{'' if search is None else f' and --search {str(search)!r}'}, or drop --max-memory"
         )
     if not MEASURED:

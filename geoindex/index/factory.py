@@ -88,7 +88,7 @@ def h3_list_resolution(resolution: int | None, requested: int | None) -> int:
     if resolution is None:
         raise InvalidArgumentError(
             "IVFH3 lists follow H3 parents, but this gallery is not an H3 gallery (CSV rows): "
-            "use --index IVF,SQ8 or Flat"
+            "use --factory IVF,SQ8 or Flat"
         )
     res = max(0, resolution - H3_LIST_DEPTH) if requested is None else requested
     if res >= resolution:
