@@ -202,10 +202,9 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             return archive.run(args, options, prog)
         geolocator = Geolocator(args.index, weights=args.weights, photos=args.photos, fusion=_fusion(args))
         if geolocator.photos is not None and (args.images or args.text):
-            from geoindex.encoders.weights import geoclip_files
+            from geoindex.encoders.weights import clip_model_for, geoclip_files
 
-            geolocator.photos.check_encoder(args.clip_model or geoclip_files(args.weights).clip_model or "ViT-L-14",
-                                            None, None)
+            geolocator.photos.check_encoder(clip_model_for(args.clip_model, geoclip_files(args.weights)), None, None)
         geolocator.check_options(options)  # before loading any model
         if args.map is not None and (args.map.suffix.lower() != ".png" or not args.map.parent.is_dir()):
             raise InvalidArgumentError(f"--map {str(args.map)!r}: give a .png path in an existing folder")

@@ -30,7 +30,7 @@ from torch import nn
 from geoindex.encoders import hf_clip
 from geoindex.encoders.images import ClipPreprocess, crop_to_aspect
 from geoindex.encoders.location import pick_device
-from geoindex.encoders.weights import check_download_possible, geoclip_files, open_clip_cached
+from geoindex.encoders.weights import check_download_possible, clip_model_for, geoclip_files, open_clip_cached
 from geoindex.errors import InvalidArgumentError, InvalidQueryError, MissingDependencyError, WeightsNotFoundError
 
 log = logging.getLogger(__name__)
@@ -304,7 +304,7 @@ def load_image_encoder(model: str | None = None, checkpoint: str | Path | None =
         log.warning("CLIP model %s asked for, but the head in %s was trained on %s features: its answers are only "
                     "meaningful with that backbone (leave --clip-model out to use it)", model, files.source,
                     files.clip_model)
-    model = model or files.clip_model or "ViT-L-14"
+    model = clip_model_for(model, files)
     clip_spec(model)  # a bad name fails before anything loads
     dev = pick_device(device)
     precision = precision or ("fp16" if dev.type == "cuda" else "fp32")

@@ -51,6 +51,15 @@ def _geoclip_package_dir() -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+DEFAULT_CLIP_MODEL = "ViT-L-14"  # GeoCLIP's backbone
+
+
+def clip_model_for(model: str | None, files: GeoclipFiles) -> str:
+    """The CLIP backbone a run uses: ``model`` when given, else the one the head in ``files`` was
+    trained on (a ``geoindex train`` weights folder records it), else GeoCLIP's ViT-L-14."""
+    return model or files.clip_model or DEFAULT_CLIP_MODEL
+
+
 def geoclip_files(weights: str | Path | None = None) -> GeoclipFiles:
     """Locate the GeoCLIP weight files, or raise a WeightsNotFoundError that says how.
 

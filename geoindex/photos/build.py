@@ -72,7 +72,7 @@ def choose_factory(n: int) -> tuple[str, str]:
 
 def build_photos(config: PhotoBuildConfig) -> dict:
     """Build the reference directory ``config.out``; returns its manifest."""
-    from geoindex.encoders.weights import geoclip_files
+    from geoindex.encoders.weights import clip_model_for, geoclip_files
     from geoindex.photos.rows import read_reference_rows
 
     out = Path(config.out).resolve()
@@ -82,7 +82,7 @@ def build_photos(config: PhotoBuildConfig) -> dict:
     started = time.perf_counter()
     rows = read_reference_rows(config.csv, config.image_root)
     files = geoclip_files(config.weights)
-    clip_model = config.clip_model or files.clip_model or "ViT-L-14"
+    clip_model = clip_model_for(config.clip_model, files)
     work = out.with_name(out.name + ".partial")
     cache, cache_dir = _features(config, rows, clip_model, work)
     timings = {"features": time.perf_counter() - started}

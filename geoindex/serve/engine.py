@@ -41,10 +41,10 @@ class Engine:
         self.db = _connect(self.geolocator.dir.cells_path)
         self.encoder = None
         if self.geolocator.photos is not None and not settings.embeddings_only:  # before loading CLIP
-            from geoindex.encoders.weights import geoclip_files
+            from geoindex.encoders.weights import clip_model_for, geoclip_files
 
             self.geolocator.photos.check_encoder(
-                settings.clip_model or geoclip_files(settings.weights).clip_model or "ViT-L-14", None, None)
+                clip_model_for(settings.clip_model, geoclip_files(settings.weights)), None, None)
         if not settings.embeddings_only:
             from geoindex.encoders.clip import load_image_encoder
 
