@@ -236,8 +236,8 @@ class Geolocator:
         Args:
             xq: (n, 512) float32 L2-normalised query embeddings.
             n_candidates: cells to return per query.
-            options: the call's settings (``search``, ``region``); validated by :meth:`locate`,
-                not here.
+            options: the call's settings (``search``, ``region``), checked against this index
+                through its plan (:meth:`plan`).
             depth: candidates to re-score exactly; default the call's ``rerank`` R (0: none).
 
         Returns:
