@@ -10,8 +10,7 @@ from pathlib import Path
 from geoindex.errors import GeoindexError, InvalidArgumentError
 
 # cell-build flags a photo build does not take (their defaults, to tell "given" from "left out")
-_CELL_ONLY = {"cells": [], "country": [], "bbox": [], "store": "auto", "max_memory": None, "lists_on_disk": None,
-              "ray": None, "precision": "fp32", "batch_size": 8192}
+_CELL_ONLY = {"cells": [], "country": [], "bbox": [], "store": "auto", "precision": "fp32", "batch_size": 8192}
 
 
 def add_photo_flags(p: argparse.ArgumentParser) -> None:
@@ -37,11 +36,15 @@ def build_photos_main(args, prog: str) -> int:
         if given:
             raise InvalidArgumentError(f"--{given[0].replace('_', '-')} is a cell-index flag; a --photos build "
                                        "does not take it (docs/photos.md lists its flags)")
+        if args.ray is not None:
+            raise InvalidArgumentError("--ray is not supported yet for photo builds: drop it (the photos are "
+                                       "encoded in this process, on --device)")
         manifest = build_photos(PhotoBuildConfig(
             csv=args.photos, out=args.out, features=args.photos_features, image_root=args.image_root,
             clip_model=args.clip_model, clip_checkpoint=args.clip_checkpoint, weights=args.weights,
             device=args.device, factory=args.factory,
             search=None if args.search is None else SearchSettings.parse(args.search),
+            max_memory=args.max_memory, lists_on_disk=args.lists_on_disk,
             overwrite=args.overwrite, seed=args.seed, progress=not args.no_progress))
     except GeoindexError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
@@ -50,6 +53,8 @@ def build_photos_main(args, prog: str) -> int:
         print(f"{prog}: interrupted; encoded shards are kept in {Path(args.out).resolve()}.partial: run the same "
               "command again to resume", file=sys.stderr)
         return 130
+    lists = ", lists on disk" if manifest["index"]["lists"] == "disk" else ""
     print(f"{args.out}: {manifest['photos']} reference photos ({manifest['skipped']} skipped, listed in "
-          f"{args.out}/skipped.csv), {manifest['index']['factory']}, {manifest['encoder']['clip_model']}")
+          f"{args.out}/skipped.csv), {manifest['index']['factory']}{lists}, "
+          f"{manifest['memory']['resident_bytes']:,} B resident, {manifest['encoder']['clip_model']}")
     return 0
