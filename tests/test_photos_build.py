@@ -151,7 +151,7 @@ REFUSALS = [
     (["--max-memory", "100KB"], "fits no photo index for 300 photos"),
     (["--country", "FR"], "--country is a cell-index flag"),
     (["--store", "fp16"], "--store is a cell-index flag"),
-    (["--ray"], "--ray is not supported yet for photo builds"),
+    (["--ray", "--photos-features", "feats"], "with --photos-features nothing is encoded: drop --ray"),
 ]
 
 
@@ -263,8 +263,9 @@ def test_lists_on_disk_hold_the_same_lists_and_answer_the_same(gallery, tmp_path
 
 
 @pytest.mark.slow
-def test_locate_on_an_on_disk_gallery_prints_clean_json(gallery, tmp_path):
-    """FAISS prints notices on stdout when it opens on-disk lists: `locate --format json` stays JSON."""
+def test_locate_and_serve_open_an_on_disk_gallery_with_clean_stdout(gallery, tmp_path):
+    """FAISS prints notices on stdout when it opens on-disk lists: `locate --format json` stays JSON,
+    and the server answers from the same gallery."""
     from geoindex.cli.build import main
     from geoindex.train.synthetic import write_grid
 
@@ -282,3 +283,76 @@ def test_locate_on_an_on_disk_gallery_prints_clean_json(gallery, tmp_path):
     assert run.returncode == 0, run.stderr
     answer = json.loads(run.stdout)[0]
     assert answer["neighbours"][0]["image"] == "000003.png" and answer["neighbours"][0]["similarity"] >= 0.99
+    from fastapi.testclient import TestClient
+
+    from geoindex.serve.app import create_app
+    from geoindex.serve.settings import ServeSettings
+
+    settings = ServeSettings(index=str(tmp_path / "cells"), clip_model="tiny-test", photos=str(ref))
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:  # serve --photos REF
+        r = client.post("/v1/locate", files={"images": ("q.png", image.read_bytes(), "image/png")})
+        assert r.status_code == 200, r.text
+        assert r.json()["results"][0]["neighbours"][0]["image"] == "000003.png"
+
+
+# -- --ray: CLIP features encoded on Ray actors ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def cluster():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def _sha(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.ray
+def test_a_ray_encoded_gallery_is_the_one_process_gallery(gallery, cluster, tmp_path, monkeypatch):
+    """Five shards of 64 photos on two CPU actors: the same vectors, bit for bit, and the same rows."""
+    import duckdb
+
+    from geoindex.cli.build import main
+
+    monkeypatch.setattr("geoindex.photos.build.FEATURE_SHARD_ROWS", 64)
+    flags = ["--photos", str(gallery["csv"]), "--clip-model", "tiny-test", "--no-progress", "-q"]
+    assert main([*flags, "--out", str(tmp_path / "one")]) == 0
+    assert main([*flags, "--ray", "--out", str(tmp_path / "ray")]) == 0
+    assert _sha(tmp_path / "ray" / "vectors.faiss") == _sha(tmp_path / "one" / "vectors.faiss")
+    query = "SELECT id, image, lat, lng, line, metadata FROM photos ORDER BY id"
+    rows = [duckdb.connect(str(tmp_path / d / "photos.duckdb"), read_only=True).execute(query).fetchall()
+            for d in ("one", "ray")]
+    assert rows[0] == rows[1] and len(rows[0]) == N_PHOTOS
+    m = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    assert m["encoder"]["encoded_on"] == "2 Ray cpu actors"
+
+
+@pytest.mark.ray
+def test_a_cache_interrupted_on_ray_resumes_in_one_process(gallery, cluster, tmp_path, monkeypatch):
+    """The driver writes each shard the actors hand back, whole: a run stopped after two shards
+    leaves two, and a run without Ray encodes only the rest into the same cache."""
+    from geoindex.train import features
+
+    kw = {"clip_model": "tiny-test", "device": "cpu", "shard_rows": 64, "dtype": "float32", "progress": False}
+    real_write, written = features._write_shard, []
+
+    def stop_after_two(*a):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(a[0].name)
+        real_write(*a)
+
+    monkeypatch.setattr(features, "_write_shard", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        features.cache_features(gallery["csv"], tmp_path / "feats", ray="auto", **kw)
+    monkeypatch.setattr(features, "_write_shard", real_write)
+    assert sorted(p.name for p in (tmp_path / "feats" / "shards").iterdir()) == sorted(written)
+    report = features.cache_features(gallery["csv"], tmp_path / "feats", **kw)
+    assert report.encoded_now == N_PHOTOS - 128 and report.images == N_PHOTOS
+    for s in range(5):
+        for name in ("feats.npy", "rows.npy", "latlng.npy"):
+            assert _sha(features.shard_dir(tmp_path / "feats", s) / name) == \
+                _sha(features.shard_dir(gallery["feats"], s) / name)

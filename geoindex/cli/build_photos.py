@@ -36,15 +36,12 @@ def build_photos_main(args, prog: str) -> int:
         if given:
             raise InvalidArgumentError(f"--{given[0].replace('_', '-')} is a cell-index flag; a --photos build "
                                        "does not take it (docs/photos.md lists its flags)")
-        if args.ray is not None:
-            raise InvalidArgumentError("--ray is not supported yet for photo builds: drop it (the photos are "
-                                       "encoded in this process, on --device)")
         manifest = build_photos(PhotoBuildConfig(
             csv=args.photos, out=args.out, features=args.photos_features, image_root=args.image_root,
             clip_model=args.clip_model, clip_checkpoint=args.clip_checkpoint, weights=args.weights,
             device=args.device, factory=args.factory,
             search=None if args.search is None else SearchSettings.parse(args.search),
-            max_memory=args.max_memory, lists_on_disk=args.lists_on_disk,
+            max_memory=args.max_memory, lists_on_disk=args.lists_on_disk, ray=args.ray,
             overwrite=args.overwrite, seed=args.seed, progress=not args.no_progress))
     except GeoindexError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)

@@ -45,6 +45,8 @@ from geoindex.store.manifest import LISTS, file_entries, versions, write_manifes
 
 log = logging.getLogger(__name__)
 
+FEATURE_SHARD_ROWS = 4096  # photos a feature shard holds: the grain of resuming and of Ray's encoder actors
+
 
 @dataclass(frozen=True)
 class PhotoBuildConfig:
@@ -60,6 +62,7 @@ class PhotoBuildConfig:
     search: SearchSettings | None = None
     max_memory: int | str | None = None  # resident budget in bytes, or a size ("30MB", "4GiB")
     lists_on_disk: bool | None = None  # None: on disk when the lists would take over half the memory
+    ray: str | None = None  # encode the features on this Ray cluster ("auto": $RAY_ADDRESS or a local one)
     overwrite: bool = False
     seed: int = 1234
     progress: bool = True
@@ -73,6 +76,10 @@ def build_photos(config: PhotoBuildConfig) -> dict:
     from geoindex.photos.stream import Embeddings
 
     out, max_memory = _check_args(config)
+    if config.ray is not None:  # join the cluster (and size its pool) before any photo is read
+        from geoindex.build.distributed import actor_plan, connect
+
+        actor_plan(connect(config.ray), config.device)
     files = geoclip_files(config.weights)
     clip_model = clip_model_for(config.clip_model, files)
     started = time.perf_counter()
@@ -128,6 +135,9 @@ def _check_args(config: PhotoBuildConfig) -> tuple[Path, int | None]:
     if out.exists() and any(out.iterdir()) and not config.overwrite:
         raise InvalidArgumentError(f"--out {str(out)!r} exists and is not empty: pass --overwrite to replace it, "
                                    "or give a new folder")
+    if config.ray is not None and config.features is not None:
+        raise InvalidArgumentError("--ray encodes the photos on a cluster, and with --photos-features nothing is "
+                                   "encoded: drop --ray (or --photos-features to encode again)")
     max_memory = None if config.max_memory is None else parse_size(config.max_memory)
     photo_index.check_index_args(config.factory, config.search, config.lists_on_disk, max_memory)
     return out, max_memory
@@ -163,7 +173,7 @@ def _features(config: PhotoBuildConfig, rows, clip_model: str, work: Path):
     if not (folder / FEATURES_FILE).is_file():
         cache_features(config.csv, folder, clip_model=clip_model, clip_checkpoint=config.clip_checkpoint,
                        image_root=config.image_root, device=config.device, dtype="float32",
-                       progress=config.progress)
+                       shard_rows=FEATURE_SHARD_ROWS, progress=config.progress, ray=config.ray)
     return FeatureCache(folder), folder
 
 
@@ -240,7 +250,8 @@ def _encoder_entry(clip_model: str, cache, files, config: PhotoBuildConfig) -> d
     return {"clip_model": clip_model, "clip_checkpoint": cache.info.get("clip_checkpoint"),
             "weights_source": files.source, "image_head_sha256": sha256_file(files.image_head),
             "location_weights_sha256": sha256_file(files.location_encoder),
-            "features": str(Path(config.features).resolve()) if config.features else None}
+            "features": str(Path(config.features).resolve()) if config.features else None,
+            "encoded_on": cache.info.get("device")}
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
