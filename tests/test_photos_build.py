@@ -297,11 +297,19 @@ def test_locate_and_serve_open_an_on_disk_gallery_with_clean_stdout(gallery, tmp
 
 # -- --ray: CLIP features encoded on Ray actors ---------------------------------------------------------
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
+    """A local 2-CPU Ray cluster; its workers inherit the kill-switch folder (distributed.KILL_ENV)."""
+    import os
+
+    from geoindex.build import distributed
+
     ray = pytest.importorskip("ray")
+    kill_dir = tmp_path_factory.mktemp("kill")
+    os.environ[distributed.KILL_ENV] = str(kill_dir)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
+    yield kill_dir
     ray.shutdown()
+    os.environ.pop(distributed.KILL_ENV, None)
 
 
 def _sha(path):
@@ -312,15 +320,18 @@ def _sha(path):
 
 @pytest.mark.ray
 def test_a_ray_encoded_gallery_is_the_one_process_gallery(gallery, cluster, tmp_path, monkeypatch):
-    """Five shards of 64 photos on two CPU actors: the same vectors, bit for bit, and the same rows."""
+    """Five shards of 64 photos on two CPU actors, one of which dies mid-way: the same vectors, bit for
+    bit, and the same rows."""
     import duckdb
 
     from geoindex.cli.build import main
 
     monkeypatch.setattr("geoindex.photos.build.FEATURE_SHARD_ROWS", 64)
+    (cluster / "photos00002.kill").touch()  # the actor handed shard 2 dies: Ray restarts it and retries
     flags = ["--photos", str(gallery["csv"]), "--clip-model", "tiny-test", "--no-progress", "-q"]
     assert main([*flags, "--out", str(tmp_path / "one")]) == 0
     assert main([*flags, "--ray", "--out", str(tmp_path / "ray")]) == 0
+    assert (cluster / "photos00002.killed").exists()
     assert _sha(tmp_path / "ray" / "vectors.faiss") == _sha(tmp_path / "one" / "vectors.faiss")
     query = "SELECT id, image, lat, lng, line, metadata FROM photos ORDER BY id"
     rows = [duckdb.connect(str(tmp_path / d / "photos.duckdb"), read_only=True).execute(query).fetchall()
