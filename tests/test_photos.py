@@ -265,8 +265,8 @@ def test_commands_as_a_user_runs_them(synth, tmp_path):
                           "--clip-model", "ViT-L-14-random"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "encoded with CLIP tiny-test" in bad.stderr
     cell_flag = subprocess.run([*run, "build", "--photos", str(synth["csv"]), "--out", str(tmp_path / "r"),
-                                "--max-memory", "1GB"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert cell_flag.returncode == 2 and "--max-memory is a cell-index flag" in cell_flag.stderr
+                                "--precision", "fp16"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert cell_flag.returncode == 2 and "--precision is a cell-index flag" in cell_flag.stderr
 
 
 # -- the server: neighbours in answers, images only from --photos-root --------------------------------

@@ -74,8 +74,8 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
                         "(default: only when they would take over half of this machine's memory)")
     p.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
                    help="build on a Ray cluster: encoder actors per CPU (per GPU when it has GPUs) and codes added "
-                        "in parallel; with no ADDRESS joins $RAY_ADDRESS or starts a local cluster. Same index "
-                        "as without it")
+                        "in parallel (with --photos: the CLIP encoding); with no ADDRESS joins $RAY_ADDRESS or "
+                        "starts a local cluster. Same index as without it")
     p.add_argument("--weights", type=Path, default=None, metavar="DIR",
                    help="GeoCLIP weights folder (from geoindex-train fit); default the released weights")
     p.add_argument("--batch-size", type=int, default=8192, help="points per encoder batch")

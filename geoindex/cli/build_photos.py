@@ -10,8 +10,7 @@ from pathlib import Path
 from geoindex.errors import GeoindexError, InvalidArgumentError
 
 # cell-build flags a photo build does not take (their defaults, to tell "given" from "left out")
-_CELL_ONLY = {"cells": [], "country": [], "bbox": [], "store": "auto", "max_memory": None, "lists_on_disk": None,
-              "ray": None, "precision": "fp32", "batch_size": 8192}
+_CELL_ONLY = {"cells": [], "country": [], "bbox": [], "store": "auto", "precision": "fp32", "batch_size": 8192}
 
 
 def add_photo_flags(p: argparse.ArgumentParser) -> None:
@@ -42,6 +41,7 @@ def build_photos_main(args, prog: str) -> int:
             clip_model=args.clip_model, clip_checkpoint=args.clip_checkpoint, weights=args.weights,
             device=args.device, factory=args.factory,
             search=None if args.search is None else SearchSettings.parse(args.search),
+            max_memory=args.max_memory, lists_on_disk=args.lists_on_disk, ray=args.ray,
             overwrite=args.overwrite, seed=args.seed, progress=not args.no_progress))
     except GeoindexError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
@@ -50,6 +50,8 @@ def build_photos_main(args, prog: str) -> int:
         print(f"{prog}: interrupted; encoded shards are kept in {Path(args.out).resolve()}.partial: run the same "
               "command again to resume", file=sys.stderr)
         return 130
+    lists = ", lists on disk" if manifest["index"]["lists"] == "disk" else ""
     print(f"{args.out}: {manifest['photos']} reference photos ({manifest['skipped']} skipped, listed in "
-          f"{args.out}/skipped.csv), {manifest['index']['factory']}, {manifest['encoder']['clip_model']}")
+          f"{args.out}/skipped.csv), {manifest['index']['factory']}{lists}, "
+          f"{manifest['memory']['resident_bytes']:,} B resident, {manifest['encoder']['clip_model']}")
     return 0

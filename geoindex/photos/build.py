@@ -3,15 +3,21 @@ their places and metadata in DuckDB.
 
 Steps, each reusing the training pipeline's guarantees:
 
-1. every CSV row is checked first (:func:`geoindex.photos.rows.read_reference_rows`);
-2. CLIP image features: a ``geoindex train features`` cache given with ``--photos-features`` (its CSV
+0. every refusal that needs only the arguments (``--out``, ``--factory``, ``--search``,
+   ``--lists-on-disk``, ``--max-memory``), then every CSV row checked
+   (:func:`geoindex.photos.rows.read_reference_rows`) and the refusals that need the row count
+   (:mod:`geoindex.photos.photo_index`): all before any photo is opened;
+1. CLIP image features: a ``geoindex train features`` cache given with ``--photos-features`` (its CSV
    checksum and backbone must match; nothing is re-encoded), or one made now in ``REF.partial/``
    (:func:`geoindex.train.features.cache_features`: shards written whole, so a killed build resumes
    where it stopped; unreadable photos are skipped and listed in ``REF/skipped.csv``);
-3. GeoCLIP's image head -> (n, 512) float32 L2-normalised embeddings, the query space;
-4. the index: ``Flat`` up to :data:`FLAT_MAX` photos, else IVF + PQ32 codes with re-ranking from an
-   fp16 exact store on disk (``benchmarks/bench_photos.py`` measured the choice);
-5. everything is written into a temporary sibling folder and renamed to REF at the end, so REF is
+2. the index, streamed (:mod:`geoindex.photos.stream`): GeoCLIP's image head turns the cached
+   features into (n, 512) float32 L2-normalised embeddings a batch at a time; the index is trained on
+   a seeded sample and filled chunk by chunk while the fp16 exact store is written (no step holds all
+   n embeddings). The factory: :func:`~geoindex.photos.photo_index.choose_factory` (Flat for small
+   galleries, else IVF + PQ32 codes re-ranked from the store, as ``benchmarks/bench_photos.py``
+   measured), or what ``--max-memory`` fits; the lists in ``REF/lists.ivfdata`` with ``--lists-on-disk``;
+3. everything is written into a temporary sibling folder and renamed to REF at the end, so REF is
    either the old gallery or the complete new one; the manifest lists every file's SHA-256.
 """
 
@@ -31,14 +37,15 @@ import numpy as np
 
 from geoindex.errors import InvalidArgumentError, TrainingDataError
 from geoindex.index.search import SearchSettings
+from geoindex.photos import photo_index
 from geoindex.photos.layout import FORMAT, PHOTOS_DB, SKIPPED, VECTORS
-from geoindex.store.exact_store import STORE, write_store
-from geoindex.store.manifest import file_entries, versions, write_manifest
+from geoindex.photos.photo_index import choose_factory
+from geoindex.store.exact_store import STORE
+from geoindex.store.manifest import LISTS, file_entries, versions, write_manifest
 
 log = logging.getLogger(__name__)
 
-FLAT_MAX = 200_000  # Flat: 2 KB a photo resident, exact; above, IVF + PQ32 + exact store (bench_photos)
-COMPRESSED_SEARCH = "nprobe=32,rerank=400"  # bench_photos, 1M: the best recall within 5 ms (0.73)
+FEATURE_SHARD_ROWS = 4096  # photos a feature shard holds: the grain of resuming and of Ray's encoder actors
 
 
 @dataclass(frozen=True)
@@ -53,62 +60,56 @@ class PhotoBuildConfig:
     device: str = "auto"
     factory: str = "auto"
     search: SearchSettings | None = None
+    max_memory: int | str | None = None  # resident budget in bytes, or a size ("30MB", "4GiB")
+    lists_on_disk: bool | None = None  # None: on disk when the lists would take over half the memory
+    ray: str | None = None  # encode the features on this Ray cluster ("auto": $RAY_ADDRESS or a local one)
     overwrite: bool = False
     seed: int = 1234
     progress: bool = True
 
 
-def nlist_for(n: int) -> int:
-    """IVF lists for ``n`` photos: the power of two nearest sqrt(n)."""
-    return int(2 ** round(np.log2(max(np.sqrt(n), 1))))
-
-
-def choose_factory(n: int) -> tuple[str, str]:
-    """(factory, search) the measured rule picks for ``n`` photos."""
-    if n <= FLAT_MAX:
-        return "Flat", ""
-    return f"IVF{nlist_for(n)}_HNSW32,PQ32", COMPRESSED_SEARCH
-
-
 def build_photos(config: PhotoBuildConfig) -> dict:
-    """Build the reference directory ``config.out``; returns its manifest."""
+    """Build the reference directory ``config.out``; returns its manifest. Every refusal that
+    needs only the arguments and the CSV's rows comes before any photo is read or encoded."""
     from geoindex.encoders.weights import clip_model_for, geoclip_files
     from geoindex.photos.rows import read_reference_rows
+    from geoindex.photos.stream import Embeddings
 
-    out = Path(config.out).resolve()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not config.overwrite:
-        raise InvalidArgumentError(f"--out {str(out)!r} exists and is not empty: pass --overwrite to replace it, "
-                                   "or give a new folder")
-    started = time.perf_counter()
-    rows = read_reference_rows(config.csv, config.image_root)
+    out, max_memory = _check_args(config)
+    if config.ray is not None:  # join the cluster (and size its pool) before any photo is read
+        from geoindex.build.distributed import actor_plan, connect
+
+        actor_plan(connect(config.ray), config.device)
     files = geoclip_files(config.weights)
     clip_model = clip_model_for(config.clip_model, files)
+    started = time.perf_counter()
+    rows = read_reference_rows(config.csv, config.image_root)
+    budget = _check_rows(config, max_memory, len(rows.photos))
     work = out.with_name(out.name + ".partial")
     cache, cache_dir = _features(config, rows, clip_model, work)
     timings = {"features": time.perf_counter() - started}
     kept = np.concatenate([np.load(Path(cache_dir) / "shards" / f"{s:05d}" / "rows.npy")
                            for s in range(len(cache.info["shards"]))])
-    xb = _embed(cache, config.weights)
-    timings["embed"] = time.perf_counter() - started - timings["features"]
+    emb = Embeddings(cache, config.weights)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         t = time.perf_counter()
-        factory, search = _index(xb, config, tmp)
+        entry = _index(emb, config, budget, tmp)
         timings["index"] = time.perf_counter() - t
         t = time.perf_counter()
         _metadata(tmp / PHOTOS_DB, rows, kept)
         timings["metadata_db"] = time.perf_counter() - t
         shutil.copyfile(Path(cache_dir) / "skipped.csv", tmp / SKIPPED)
-        names = [VECTORS, PHOTOS_DB, SKIPPED] + ([STORE] if (tmp / STORE).exists() else [])
+        names = [VECTORS, PHOTOS_DB, SKIPPED] + [f for f in (STORE, LISTS) if (tmp / f).exists()]
         manifest = {
             "format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "photos": int(len(xb)), "rows": len(rows.photos), "skipped": len(rows.photos) - int(len(xb)),
+            "photos": len(emb), "rows": len(rows.photos), "skipped": len(rows.photos) - len(emb),
             "csv": {"path": str(Path(config.csv).resolve()), "sha256": rows.photos.csv_sha256,
                     "metadata_columns": rows.columns},
             "encoder": _encoder_entry(clip_model, cache, files, config),
-            "index": {"factory": factory, "search": search, "ntotal": int(len(xb))},
+            "index": entry["index"], "memory": entry["memory"],
             "store": {"kind": "fp16", "file": STORE} if (tmp / STORE).exists() else None,
             "timings_s": {k: round(v, 3) for k, v in timings.items()}, "versions": versions(),
             "files": file_entries(tmp, tuple(names)),
@@ -120,6 +121,37 @@ def build_photos(config: PhotoBuildConfig) -> dict:
         raise
     shutil.rmtree(work, ignore_errors=True)  # the features were only a means: REF is complete
     return manifest
+
+
+def _check_args(config: PhotoBuildConfig) -> tuple[Path, int | None]:
+    """(REF resolved, the budget in bytes): the refusals that need only the arguments."""
+    from geoindex.index.budget import parse_size
+
+    out = Path(config.out).resolve()
+    above = next((p for p in out.parents if p.exists()), None)
+    if (out.exists() and not out.is_dir()) or (above is not None and not above.is_dir()):
+        raise InvalidArgumentError(f"--out {str(config.out)!r} is or lies under a file, not a folder: give a new "
+                                   "folder's path")
+    if out.exists() and any(out.iterdir()) and not config.overwrite:
+        raise InvalidArgumentError(f"--out {str(out)!r} exists and is not empty: pass --overwrite to replace it, "
+                                   "or give a new folder")
+    if config.ray is not None and config.features is not None:
+        raise InvalidArgumentError("--ray encodes the photos on a cluster, and with --photos-features nothing is "
+                                   "encoded: drop --ray (or --photos-features to encode again)")
+    max_memory = None if config.max_memory is None else parse_size(config.max_memory)
+    photo_index.check_index_args(config.factory, config.search, config.lists_on_disk, max_memory)
+    return out, max_memory
+
+
+def _check_rows(config: PhotoBuildConfig, max_memory: int | None, n_rows: int) -> photo_index.BudgetChoice | None:
+    """The refusals that need the CSV's row count (an upper bound of the photos kept); the budget's choice."""
+    photo_index.check_for_rows(config.factory, config.search, config.lists_on_disk, n_rows)
+    if max_memory is None:
+        return None
+    budget = photo_index.choose_for_budget(max_memory, n_rows)
+    if config.lists_on_disk and budget.cost == "Flat":
+        raise photo_index.unmappable_error(f"Flat (what --max-memory {max_memory:,} picks for {n_rows:,} photos)")
+    return budget
 
 
 def _features(config: PhotoBuildConfig, rows, clip_model: str, work: Path):
@@ -141,57 +173,46 @@ def _features(config: PhotoBuildConfig, rows, clip_model: str, work: Path):
     if not (folder / FEATURES_FILE).is_file():
         cache_features(config.csv, folder, clip_model=clip_model, clip_checkpoint=config.clip_checkpoint,
                        image_root=config.image_root, device=config.device, dtype="float32",
-                       progress=config.progress)
+                       shard_rows=FEATURE_SHARD_ROWS, progress=config.progress, ray=config.ray)
     return FeatureCache(folder), folder
 
 
-def _embed(cache, weights, batch: int = 8192) -> np.ndarray:
-    """CLIP features -> (n, 512) float32 L2-normalised GeoCLIP image embeddings (the plain view)."""
-    import torch
+def _index(emb, config: PhotoBuildConfig, budget: photo_index.BudgetChoice | None, folder: Path) -> dict:
+    """Train, fill and write the index (and the exact store when it re-ranks) into ``folder``;
+    returns the manifest's ``index`` and ``memory`` entries."""
+    from geoindex.index.io import stdout_to_stderr
+    from geoindex.photos import stream
 
-    from geoindex.encoders.clip import head_width, load_geoclip_head
-
-    head = load_geoclip_head(weights)
-    if head_width(head) != cache.width:
-        raise InvalidArgumentError(f"the GeoCLIP head takes {head_width(head)}-d features, the cache holds "
-                                   f"{cache.width}-d ({cache.clip_model}): give --weights trained on that backbone")
-    out = np.empty((len(cache), 512), np.float32)
-    with torch.inference_mode():
-        for s in range(0, len(cache), batch):
-            feats = torch.from_numpy(cache.take(np.arange(s, min(s + batch, len(cache)))))
-            out[s : s + len(feats)] = torch.nn.functional.normalize(head(feats), dim=1).numpy()
-    return out
-
-
-def _index(xb: np.ndarray, config: PhotoBuildConfig, folder: Path) -> tuple[str, str]:
-    factory, search = choose_factory(len(xb)) if config.factory == "auto" else (config.factory, "")
+    n = len(emb)
+    if budget is not None:
+        factory, search = budget.factory(n), budget.search
+    else:
+        factory, search = choose_factory(n) if config.factory == "auto" else (config.factory, "")
     if config.search is not None:
         search = str(config.search)
-    try:
-        index = faiss.index_factory(xb.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as e:
-        raise InvalidArgumentError(f"--factory {factory!r} is not a FAISS factory string ({e}): use auto, Flat or "
-                                   "e.g. IVF1024,PQ32") from e
-    if not index.is_trained:
-        ivf = faiss.try_extract_index_ivf(index)
-        if ivf is not None:
-            ivf = faiss.downcast_index(ivf)  # the IndexIVFPQ, not its IndexIVF base
-            ivf.cp.niter = 10
-            if hasattr(ivf, "do_polysemous_training"):  # the factory's default for PQ: minutes of
-                ivf.do_polysemous_training = False     # annealing for Hamming filtering, never used here
-        sample = np.random.default_rng(config.seed).choice(len(xb), min(len(xb), 256 * nlist_for(len(xb))), replace=False)
-        try:
-            index.train(xb[np.sort(sample)])
-        except RuntimeError as e:
-            raise InvalidArgumentError(f"--factory {factory!r} cannot be trained on {len(xb)} photos ({e}): "
-                                       "use --factory auto (Flat for small galleries) or fewer lists/codes") from e
-    for s in range(0, len(xb), 65536):
-        index.add(xb[s : s + 65536])
-    faiss.write_index(index, str(folder / VECTORS))
-    if SearchSettings.parse(search).rerank_depth:
-        ids = np.arange(len(xb), dtype=np.int64)
-        write_store(folder, "fp16", ids, lambda: iter([(ids, xb)]))
-    return factory, search
+    index = stream.new_index(factory)
+    on_disk = photo_index.lists_on_disk(config.lists_on_disk, index, n)
+    train_size = stream.train(index, emb, factory, config.seed)
+    index = stream.fill(index, emb, folder, bool(SearchSettings.parse(search).rerank_depth),
+                        folder / LISTS if on_disk else None)
+    with stdout_to_stderr():
+        faiss.write_index(index, str(folder / VECTORS))
+    resident = (folder / VECTORS).stat().st_size
+    memory = {"resident_bytes": resident, "resident_bytes_per_vector": round(resident / max(n, 1), 1)}
+    if on_disk:
+        memory["lists_disk_bytes"] = (folder / LISTS).stat().st_size
+    if budget is not None:
+        if resident > budget.max_memory:
+            raise InvalidArgumentError(f"internal: the index takes {resident:,} B resident, over --max-memory "
+                                       f"{budget.max_memory:,} B that {factory} was predicted to fit")
+        memory["chosen"] = budget.to_dict(n)
+        memory["max_memory"] = budget.max_memory
+    ivf = faiss.try_extract_index_ivf(index)
+    return {"index": {"factory": factory, "search": search, "ntotal": int(index.ntotal),
+                      "nlist": None if ivf is None else int(ivf.nlist), "train_size": train_size,
+                      "lists": "disk" if on_disk else "memory", "seed": config.seed,
+                      "factory_requested": config.factory if budget is None else f"--max-memory {budget.max_memory}"},
+            "memory": memory}
 
 
 def _metadata(path: Path, rows, kept: np.ndarray) -> None:
@@ -229,7 +250,8 @@ def _encoder_entry(clip_model: str, cache, files, config: PhotoBuildConfig) -> d
     return {"clip_model": clip_model, "clip_checkpoint": cache.info.get("clip_checkpoint"),
             "weights_source": files.source, "image_head_sha256": sha256_file(files.image_head),
             "location_weights_sha256": sha256_file(files.location_encoder),
-            "features": str(Path(config.features).resolve()) if config.features else None}
+            "features": str(Path(config.features).resolve()) if config.features else None,
+            "encoded_on": cache.info.get("device")}
 
 
 def _swap_in(tmp: Path, out: Path) -> None:

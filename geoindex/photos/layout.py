@@ -1,5 +1,6 @@
 """The reference directory contract: ``REF/manifest.json``, ``REF/vectors.faiss``, ``REF/photos.duckdb``,
-``REF/skipped.csv`` and, for compressed indexes, the exact store ``REF/exact.npy``.
+``REF/skipped.csv`` and, for compressed indexes, the exact store ``REF/exact.npy`` (and, with
+``--lists-on-disk``, the inverted lists ``REF/lists.ivfdata``).
 
 The manifest (format ``geoindex-photos/1``) records the encoder the photos went through (CLIP
 model, checkpoint, GeoCLIP weights: a query must use the same), the factory and search strings,

@@ -101,8 +101,10 @@ def cache_features(csv: str | Path, out: str | Path, *, clip_model: str = "ViT-L
                    device: str = "auto", batch_size: int = 64, views: int = 1, seed: int = 0,
                    shard_rows: int = SHARD_ROWS, dtype: str = "float16", overwrite: bool = False,
                    strict: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 4,
-                   progress: bool = True) -> FeaturesReport:
-    """Encode every photo of ``csv`` into the cache ``out`` (see the module docstring)."""
+                   progress: bool = True, ray: str | None = None) -> FeaturesReport:
+    """Encode every photo of ``csv`` into the cache ``out`` (see the module docstring). ``ray``: a
+    Ray cluster address (or ``"auto"``) whose actors encode the shards (:mod:`.ray_features`); this
+    process still writes them, so the cache is the same and resumes the same way."""
     import torch
     from tqdm import tqdm
 
@@ -126,13 +128,21 @@ def cache_features(csv: str | Path, out: str | Path, *, clip_model: str = "ViT-L
         "views": views, "seed": seed, "shard_rows": shard_rows, "dtype": dtype, "max_pixels": max_pixels,
     }
     _prepare_out(out, fingerprint, overwrite)
-    dev = pick_device(device)
-    clip, preprocess, _ = load_clip(clip_model, clip_checkpoint, dev)
     width = clip_width(clip_model)
     n_shards = -(-len(photos) // shard_rows)
     todo = [s for s in range(n_shards) if not shard_dir(out, s).is_dir()]
     if len(todo) < n_shards:
         log.info("resuming: %d of %d shards already in %s", n_shards - len(todo), n_shards, out)
+    if ray is not None:
+        from geoindex.train.ray_features import encode_on_ray
+
+        encoded, seconds, label = encode_on_ray(
+            ray, photos, out, todo, shard_rows, progress, clip_model=clip_model, clip_checkpoint=clip_checkpoint,
+            device=device, batch_size=batch_size, views=views, seed=seed, max_pixels=max_pixels, strict=strict,
+            dtype=dtype)
+        return _finish(out, photos, n_shards, views, width, fingerprint, encoded, seconds, label)
+    dev = pick_device(device)
+    clip, preprocess, _ = load_clip(clip_model, clip_checkpoint, dev)
     start, encoded = time.perf_counter(), 0
     encoder = _Encoder(clip, preprocess, dev, batch_size, views, seed, max_pixels, strict, workers, dtype)
     with encoder, tqdm(total=len(photos), unit="img", disable=not progress, desc="features",
