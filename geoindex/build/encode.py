@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from geoindex.build import distributed
+from geoindex.build.memory import StageMemory
 from geoindex.build.plan import BuildPlan
 from geoindex.cells import csv_gallery, gallery
 from geoindex.cells.geocode import reverse_geocode
@@ -23,10 +24,18 @@ from geoindex.store.shards import ShardFile, shard_files
 
 
 class Timer:
-    """Seconds per build step, summed over calls (the manifest's ``timings_s``)."""
+    """Seconds per build step, summed over calls (the manifest's ``timings_s``), and, given a
+    :class:`~geoindex.build.memory.StageMemory`, the driver's peak memory per stage."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory: StageMemory | None = None) -> None:
         self.seconds: dict[str, float] = {}
+        self.memory = memory
+
+    def begin(self, stage: str) -> float:
+        """Mark the start of ``stage`` (memory samples are charged to it); returns the start time."""
+        if self.memory is not None:
+            self.memory.stage(stage)
+        return time.perf_counter()
 
     def add(self, name: str, start: float) -> None:
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start

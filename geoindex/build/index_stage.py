@@ -20,12 +20,12 @@ import numpy as np
 from geoindex.build import distributed, parts
 from geoindex.build.encode import progress_bar
 from geoindex.build.plan import BuildPlan, lists_mappable, unmappable_error
-from geoindex.cells.h3ids import cell_to_parent
+from geoindex.build.shard_cells import ShardCells
 from geoindex.index import budget
 from geoindex.index import factory as index_factory
 from geoindex.index.builder import IndexBuilder
 from geoindex.index.factory import IndexPlan
-from geoindex.index.h3lists import h3_centroids, list_numbers, list_parents
+from geoindex.index.h3lists import h3_centroids, list_numbers
 from geoindex.index.search import SearchSettings, apply_search_settings
 from geoindex.store import exact_store, manifest
 from geoindex.store.shards import ShardFile, iter_vectors, sample_vectors
@@ -55,13 +55,12 @@ class IndexChoice:
     train_size: int
 
 
-def choose_index(plan: BuildPlan, cells: np.ndarray) -> tuple[IndexChoice, IndexBuilder]:
-    """The index for the gallery ``cells`` ((n,) int64 ids, shard order), and its empty builder."""
+def choose_index(plan: BuildPlan, cells: ShardCells) -> tuple[IndexChoice, IndexBuilder]:
+    """The index for the gallery's ``cells`` (read shard by shard), and its empty builder."""
     n = len(cells)
     factory, search, store_kind, choice = plan.factory, plan.search, plan.store, None
     if plan.max_memory is not None:
-        choice = budget.choose(plan.max_memory, plan.resolution, n,
-                               lambda r: np.unique(cell_to_parent(cells, r), return_counts=True)[1])
+        choice = budget.choose(plan.max_memory, plan.resolution, n, lambda r: cells.parents(r)[1])
         factory, search = choice.factory, choice.search
         if store_kind == "auto":
             store_kind = choice.store or "none"
@@ -78,12 +77,12 @@ def choose_index(plan: BuildPlan, cells: np.ndarray) -> tuple[IndexChoice, Index
                        on_disk, in_parts, _train_size(index_plan, builder.cpu_index, n)), builder
 
 
-def _resolve(factory: str, n: int, resolution: int | None, cells: np.ndarray):
+def _resolve(factory: str, n: int, resolution: int | None, cells: ShardCells):
     """Resolve the factory; for IVFH3 also return the sorted parent ids (one list each)."""
     index_plan = index_factory.resolve(factory, n, resolution, n_parents=0)
     if index_plan.h3_list_res is None:
         return index_plan, None
-    parents = list_parents(cells, index_plan.h3_list_res)
+    parents = cells.parents(index_plan.h3_list_res)[0]
     return index_factory.resolve(factory, n, resolution, n_parents=len(parents)), parents
 
 

@@ -17,20 +17,22 @@ import logging
 import shutil
 import time
 
-import numpy as np
 import torch
 
 from geoindex.atomic import write_error
 from geoindex.build import index_stage, parts, write
 from geoindex.build.config import BuildConfig, BuildResult
 from geoindex.build.encode import Timer, encode_shards
+from geoindex.build.memory import StageMemory
 from geoindex.build.plan import BuildPlan, make_plan
 from geoindex.build.self_check import self_check
+from geoindex.build.shard_cells import ShardCells
 from geoindex.build.workdir import WorkLock, fresh_staging, prepare_work_dir, publish, work_dir_for
 from geoindex.cells.region import describe_region, region_from_dict
 from geoindex.encoders.location import load_location_encoder
 from geoindex.errors import InvalidArgumentError
 from geoindex.store import manifest
+from geoindex.store.cell_table import load_cell_table
 
 log = logging.getLogger(__name__)
 
@@ -78,38 +80,49 @@ def build(config: BuildConfig) -> BuildResult:
 
 
 def _build_locked(plan: BuildPlan, model, state: dict, lock: WorkLock, t_total: float) -> BuildResult:
-    timer = Timer()
+    memory = StageMemory()
+    try:
+        return _build_measured(plan, model, state, lock, t_total, Timer(memory))
+    finally:
+        memory.stop()
+
+
+def _build_measured(plan: BuildPlan, model, state: dict, lock: WorkLock, t_total: float, timer: Timer) -> BuildResult:
     prepare_work_dir(plan.work, plan.fingerprint())
+    timer.begin("encode")
     shards = encode_shards(plan, model, None if plan.ray_actors is None else state, timer)
-    counts = [s.count() for s in shards]
-    if sum(counts) == 0:
+    cells = ShardCells(shards)
+    if len(cells) == 0:
         where = f" in {describe_region(plan.region)}" if plan.region else ""
         raise InvalidArgumentError(
             f"the gallery is empty (resolution {plan.resolution}, cells={plan.cells}{where}): "
             + ("widen the region, or use --cells all for sea cells too" if where else "use --cells all"))
 
-    t = time.perf_counter()
-    cells = np.concatenate([s.read("cell")["cell"] for s in shards])
+    t = timer.begin("train")
     choice, builder = index_stage.choose_index(plan, cells)
-    trained = index_stage.train(plan, choice, builder, shards, counts)
+    trained = index_stage.train(plan, choice, builder, shards, cells.counts)
     if trained is not None:
         log.info("resuming: the trained index and %d filled parts in %s", parts.filled_parts(plan.work), plan.work)
     timer.add("train", t)
 
     staging = fresh_staging(plan.work)
     try:
-        t = time.perf_counter()
-        index = index_stage.add_all(plan, choice, builder, trained, shards, counts, staging, timer)
+        t = timer.begin("add")
+        index = index_stage.add_all(plan, choice, builder, trained, shards, cells.counts, staging, timer)
         timer.add("add", t)
-        t = time.perf_counter()
-        check = self_check(index, shards, counts, plan.seed, choice.search.rerank_depth, model)
+        hot = write.write_hot(shards, cells, staging, timer)
+        t = timer.begin("self_check")
+        check = self_check(index, shards, cells, plan.seed, choice.search.rerank_depth, model,
+                           load_cell_table(staging / manifest.CELLS))
         timer.add("self_check", t)
-        facts = write.write_vectors(index, staging, timer)
+        facts = write.write_vectors(index, staging, timer) | {"hot": hot}
         built_on_gpu = builder.on_gpu
-        del index, builder, trained  # the codes (2 GB at res 6) leave memory before DuckDB runs
+        del index, builder, trained  # the codes leave memory before DuckDB runs
         facts = write.write_metadata(choice, shards, cells, staging, timer, facts)
         timer.seconds["total"] = time.perf_counter() - t_total
-        man = write.make_manifest(plan, choice, facts, staging, check, timer.seconds, built_on_gpu)
+        timer.begin("manifest")
+        man = write.make_manifest(plan, choice, facts, staging, check, timer.seconds, built_on_gpu,
+                                  timer.memory.record())
         manifest.write_manifest(staging, man)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # no half-written index left (rebuilt on resume)

@@ -10,36 +10,34 @@ import faiss
 import numpy as np
 
 from geoindex.locate.rerank import ExactReranker
+from geoindex.build.shard_cells import ShardCells
+from geoindex.store.cell_table import CellTable
 from geoindex.store.shards import ShardFile, iter_vectors, sample_vectors
 
 CHECK_QUERIES = 256
 
 
-def self_check(index: faiss.Index, shards: list[ShardFile], counts: list[int], seed: int,
-               rerank: int = 0, model=None) -> dict:
+def self_check(index: faiss.Index, shards: list[ShardFile], cells: ShardCells, seed: int, rerank: int = 0,
+               model=None, table: CellTable | None = None) -> dict:
     """Query the finished index with the exact vectors of up to 256 seeded gallery cells, as a
     query would: with the stored search parameters, re-ranking the top ``rerank`` exactly.
+
+    ``table``: the index's cell table (the hot columns just written, memory-mapped), where the
+    re-ranker finds the candidates' centres; needed when ``rerank``. Nothing per cell is held.
 
     ``self_hit_at_1``: share whose top-1 is the cell itself; ``recall_at_10``: overlap of the
     top-10 with exact (brute-force) top-10 over all vectors.
     """
-    n = sum(counts)
+    n = len(cells)
     m = min(CHECK_QUERIES, n)
-    xq = sample_vectors(shards, counts, m, seed + 1)
-    rng_ids = np.concatenate([s.read("cell")["cell"] for s in shards])
-    picks = np.sort(np.random.default_rng(seed + 1).choice(n, size=m, replace=False))
-    own = rng_ids[picks]
+    xq = sample_vectors(shards, cells.counts, m, seed + 1)
+    own = cells.at(np.sort(np.random.default_rng(seed + 1).choice(n, size=m, replace=False)))
     k = min(10, n)
     D, I = index.search(xq, max(k, min(rerank, n)))
     if rerank:
-        meta = [s.read("lat", "lng") for s in shards]
-        order = np.argsort(rng_ids)
-        lat, lng = np.concatenate([d["lat"] for d in meta])[order], np.concatenate([d["lng"] for d in meta])[order]
-        sorted_ids = rng_ids[order]
-
         def latlng_of(ids):
-            rows = np.searchsorted(sorted_ids, ids)
-            return np.column_stack((lat[rows], lng[rows]))
+            rows = np.searchsorted(table.cell, ids)
+            return np.column_stack((table.lat[rows], table.lng[rows]))
 
         D, I = ExactReranker(latlng_of, model=model).rerank(xq, D, I, rerank)
     I = I[:, :k]

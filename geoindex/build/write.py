@@ -9,24 +9,24 @@ rename each; a full disk while writing one becomes one line naming that file
 from __future__ import annotations
 
 import resource
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import faiss
-import numpy as np
 
 from geoindex.atomic import writing
 from geoindex.build.index_stage import IndexChoice
 from geoindex.build.plan import BuildPlan
+from geoindex.build.shard_cells import ShardCells
 from geoindex.cells.region import region_to_dict
 from geoindex.encoders.location import EMBED_DIM
 from geoindex.errors import IndexDirError
 from geoindex.store import exact_store, manifest
-from geoindex.store.cell_table import write_hot_columns
 from geoindex.store.cells_db import write_cells_table
+from geoindex.store.hot_writer import write_hot_columns_streaming
 from geoindex.store.shards import ShardFile, iter_vectors
 
+HOT_COLUMNS = ("cell", "lat", "lng", "country", "admin1", "place")
 META_COLUMNS = ("cell", "lat", "lng", "res", "area_km2", "is_land", "country", "admin1", "place", "place_km")
 DISK_FULL_FIX = ("free space on that disk and run the same command again: the finished shards are kept "
                  "and resumed from")
@@ -35,7 +35,7 @@ DISK_FULL_FIX = ("free space on that disk and run the same command again: the fi
 def write_vectors(index: faiss.Index, staging: Path, timer) -> dict:
     """Write the FAISS index into ``staging``; return what the manifest records of it (``ntotal``,
     ``nlist``). The caller drops the index after: its codes leave memory before DuckDB runs."""
-    t = time.perf_counter()
+    t = timer.begin("write_index")
     with writing(staging / manifest.VECTORS, DISK_FULL_FIX):
         faiss.write_index(index, str(staging / manifest.VECTORS))
     ivf = faiss.try_extract_index_ivf(index)
@@ -43,23 +43,35 @@ def write_vectors(index: faiss.Index, staging: Path, timer) -> dict:
     return {"ntotal": int(index.ntotal), "nlist": int(ivf.nlist) if ivf is not None else 0}
 
 
-def write_metadata(choice: IndexChoice, shards: list[ShardFile], cells: np.ndarray, staging: Path, timer,
+def write_hot(shards: list[ShardFile], cells: ShardCells, staging: Path, timer) -> tuple[str, ...]:
+    """Write the hot columns into ``staging/hot`` from the shards (:mod:`geoindex.store.hot_writer`);
+    return their names. Written before the self-check, which finds candidates' centres in them."""
+    t = timer.begin("hot_columns")
+    with writing(staging / "hot", DISK_FULL_FIX):
+        names = write_hot_columns_streaming(staging, lambda: (s.read(*HOT_COLUMNS) for s in shards), cells.rows)
+    timer.add("hot_columns", t)
+    return names
+
+
+def write_metadata(choice: IndexChoice, shards: list[ShardFile], cells: ShardCells, staging: Path, timer,
                    facts: dict) -> dict:
-    """Write the DuckDB cells, hot columns and exact store into ``staging``; return ``facts`` with
-    the ``hot`` file names and ``store_bytes``. ``cells``: (n,) int64 ids, shard order."""
+    """Write the DuckDB cells and the exact store into ``staging``; return ``facts`` with
+    ``store_bytes``. Both stream from the shards: a shard's rows at a time."""
     facts = dict(facts)
-    t = time.perf_counter()
+    t = timer.begin("metadata_db")
     with writing(staging / manifest.CELLS, DISK_FULL_FIX):
         rows = write_cells_table(staging / manifest.CELLS, (s.read(*META_COLUMNS) for s in shards))
-    with writing(staging / "hot", DISK_FULL_FIX):
-        facts["hot"] = write_hot_columns(staging / manifest.CELLS, staging)
     timer.add("metadata_db", t)
     facts["store_bytes"] = 0
     if choice.store_kind is not None:
-        t = time.perf_counter()
+        t = timer.begin("exact_store")
+        starts = [start for start, count in zip(cells.rows.offsets.tolist(), cells.counts) if count]
+
+        def in_cell_order():  # iter_vectors skips empty shards, as ``starts`` does
+            return ((slice(start, start + len(ids)), xb) for start, (ids, xb) in zip(starts, iter_vectors(shards)))
+
         with writing(staging / exact_store.STORE, DISK_FULL_FIX):
-            facts["store_bytes"] = exact_store.write_store(staging, choice.store_kind, np.sort(cells),
-                                                           lambda: iter_vectors(shards))
+            facts["store_bytes"] = exact_store.write_store_rows(staging, choice.store_kind, len(cells), in_cell_order)
         timer.add("exact_store", t)
     n = len(cells)
     if rows != n or facts["ntotal"] != n:
@@ -68,8 +80,9 @@ def write_metadata(choice: IndexChoice, shards: list[ShardFile], cells: np.ndarr
 
 
 def make_manifest(plan: BuildPlan, choice: IndexChoice, facts: dict, staging: Path, check: dict,
-                  timings: dict, built_on_gpu: bool) -> dict:
-    """The manifest of the index in ``staging`` (files hashed as they are there)."""
+                  timings: dict, built_on_gpu: bool, memory: dict) -> dict:
+    """The manifest of the index in ``staging`` (files hashed as they are there). ``memory``: the
+    driver's peak anonymous and file-backed memory, per stage (:mod:`geoindex.build.memory`)."""
     ntotal, store_kind = facts["ntotal"], choice.store_kind
     files = (manifest.REQUIRED_FILES + exact_store.store_files(store_kind)
              + ((manifest.LISTS,) if choice.on_disk else ()) + facts["hot"])
@@ -99,6 +112,7 @@ def make_manifest(plan: BuildPlan, choice: IndexChoice, facts: dict, staging: Pa
         "self_check": check,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_memory": memory,
         "versions": manifest.versions(),
         "files": manifest.file_entries(staging, files),
     }

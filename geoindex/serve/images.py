@@ -11,7 +11,7 @@ JPEG decodes to ~1 MP), any other format decoded whole and at once reduced by an
 
 Freed image buffers go back to the system: glibc keeps freed blocks under its dynamic mmap
 threshold (up to 32 MB, and PIL allocates 16 MB blocks) in its arenas, which made the server's
-RSS stay at its peak; :func:`return_memory_to_os` pins the threshold at 1 MB, so image buffers are
+RSS stay at its peak; :class:`MemoryReturn` pins the threshold at 1 MB (:mod:`geoindex.libc`), so image buffers are
 mapped and unmapped, and trims the arenas after large decodes.
 """
 
@@ -26,6 +26,7 @@ from PIL import Image, ImageOps
 
 from geoindex.encoders.images import load_image, to_rgb
 from geoindex.errors import ImageTooLargeError, InvalidImageError
+from geoindex.libc import pin_mmap_threshold, trim
 
 CLIP_SIDE = 224  # the encoder's input: no decode needs a short side above this
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}  # else 4 (PIL's RGB is 4)
@@ -141,28 +142,11 @@ class MemoryReturn:
     """Counts decoded bytes and trims glibc's arenas once enough were freed (Linux only)."""
 
     def __init__(self) -> None:
-        self.libc = _libc()
-        if self.libc is not None:
-            with contextlib.suppress(Exception):
-                self.libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = 1 MiB, fixed (no dynamic growth)
+        pin_mmap_threshold()
         self.since_trim = 0
 
     def freed(self, n: int, idle: bool) -> None:
         self.since_trim += n
-        if idle and self.since_trim >= _TRIM_AFTER and self.libc is not None:
+        if idle and self.since_trim >= _TRIM_AFTER:
             self.since_trim = 0
-            with contextlib.suppress(Exception):
-                self.libc.malloc_trim(0)
-
-
-def _libc():
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
+            trim()

@@ -5,7 +5,7 @@ microseconds. Strings are dictionary-encoded in SQL (codes + one small list of d
 so 4M cells do not become 12M Python strings.
 
 The build writes these columns once as ``DIR/hot/*.npy`` (plus ``values.json``, the distinct
-strings) and readers memory-map them: opening a res-7 index (29M cells, 1 GB of columns) reads
+strings; :mod:`geoindex.store.hot_writer`, from the shards) and readers memory-map them: opening a res-7 index (29M cells, 1 GB of columns) reads
 none of it, and a query touches a few pages (a binary search on the ids, then its rows). An index
 without ``hot/`` (built before it existed) loads the columns from DuckDB as before.
 """
@@ -53,22 +53,9 @@ _NUMERIC = ("cell", "lat", "lng")
 
 
 def hot_files() -> tuple[str, ...]:
-    """The files :func:`write_hot_columns` writes, relative to the index directory."""
+    """The hot column files of an index directory, relative to it (written by
+    :func:`geoindex.store.hot_writer.write_hot_columns_streaming`)."""
     return (*(f"{HOT}/{c}.npy" for c in (*_NUMERIC, *STRING_COLUMNS)), f"{HOT}/values.json")
-
-
-def write_hot_columns(db_path: Path, folder: Path) -> tuple[str, ...]:
-    """Write the hot columns of the DuckDB ``cells`` table at ``db_path`` under ``folder/hot``;
-    return their names relative to ``folder``."""
-    table = _read_duckdb(db_path)
-    hot = folder / HOT
-    hot.mkdir(exist_ok=True)
-    for column in _NUMERIC:
-        np.save(hot / f"{column}.npy", getattr(table, column))
-    for column in STRING_COLUMNS:
-        np.save(hot / f"{column}.npy", table.codes[column])
-    (hot / "values.json").write_text(json.dumps({c: list(table.values[c]) for c in STRING_COLUMNS}))
-    return hot_files()
 
 
 def load_cell_table(db_path: Path) -> CellTable:

@@ -66,7 +66,15 @@ def write_store(folder: Path, kind: str, sorted_ids: np.ndarray,
     """Write the store of ``kind`` into ``folder``: rows in the order of ``sorted_ids`` (n,) int64.
     ``source()`` yields (ids, (m, 512) float32 vectors) covering every id once; sq8 calls it twice
     (ranges, then codes). Returns the bytes written."""
-    n = len(sorted_ids)
+    return write_store_rows(folder, kind, len(sorted_ids),
+                            lambda: ((np.searchsorted(sorted_ids, ids), xb) for ids, xb in source()))
+
+
+def write_store_rows(folder: Path, kind: str, n: int,
+                     source: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]) -> int:
+    """:func:`write_store` given the rows: ``source()`` yields (the rows: (m,) int64 positions or a
+    slice, (m, 512) float32 vectors) covering rows 0..n-1 once. The rows are written through a file map, so the
+    caller holds nothing per row (a build passes each shard's rows from its offset)."""
     params = None
     if kind == "sq8":
         lo = np.full(EMBED_DIM, np.inf, np.float32)
@@ -78,10 +86,9 @@ def write_store(folder: Path, kind: str, sorted_ids: np.ndarray,
         np.save(folder / SQ8_PARAMS, params)
     out = np.lib.format.open_memmap(folder / STORE, mode="w+", dtype=KINDS[kind], shape=(n, EMBED_DIM))
     filled = 0
-    for ids, xb in source():
-        rows = np.searchsorted(sorted_ids, ids)
+    for rows, xb in source():
         out[rows] = _encode(xb, kind, params)
-        filled += len(ids)
+        filled += len(xb)
     out.flush()
     del out
     if filled != n:
