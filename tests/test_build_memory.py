@@ -113,3 +113,29 @@ def test_stage_memory_charges_an_allocation_to_its_stage():
     stages = mem.record()["stages"]
     assert stages["big"]["anon_mib"] - stages["small"]["anon_mib"] > 50
     assert set(read_rss()) == {"anon_mib", "file_mib"}
+
+
+@pytest.mark.parametrize("lists", [False, True])
+def test_vectors_added_in_batches_give_the_same_index_bytes(monkeypatch, lists):
+    """add_vectors feeds FAISS ADD_BATCH vectors at a time (PQ's distance tables for one batch, not
+    for a whole shard): the same index, byte for byte, as one call, with assigned or given lists."""
+    import faiss
+
+    from geoindex.index import builder
+
+    rng = np.random.default_rng(3)
+    xb = rng.standard_normal((1000, 512)).astype(np.float32)
+    xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+    ids = rng.permutation(10_000)[:1000].astype(np.int64)
+    assign = rng.integers(0, 16, 1000).astype(np.int64) if lists else None
+    trained = faiss.index_factory(512, "IVF16,PQ16", faiss.METRIC_INNER_PRODUCT)
+    faiss.downcast_index(faiss.extract_index_ivf(trained)).do_polysemous_training = False  # seconds, not minutes
+    trained.train(xb)
+    blob = faiss.serialize_index(trained)
+    out = []
+    for batch in (10_000, 96):
+        monkeypatch.setattr(builder, "ADD_BATCH", batch)
+        index = faiss.deserialize_index(blob)
+        builder.add_vectors(index, xb, ids, assign)
+        out.append(faiss.serialize_index(index).tobytes())
+    assert out[0] == out[1] and faiss.deserialize_index(np.frombuffer(out[1], np.uint8)).ntotal == 1000

@@ -120,18 +120,27 @@ class IndexBuilder:
         return self.cpu_index
 
 
+ADD_BATCH = 4096
+
+
 def add_vectors(index: faiss.Index, xb: np.ndarray, ids: np.ndarray, lists: np.ndarray | None = None) -> None:
     """Add (n, 512) vectors (float32 or float16) with (n,) int64 ids; with ``lists`` (n,) int64,
-    each into that inverted list (IVFH3's pre-assigned lists) instead of its nearest centroid's."""
-    xb = np.ascontiguousarray(xb, dtype=np.float32)
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
-    if lists is None:
-        index.add_with_ids(xb, ids)
-        return
-    # Named references: add_core reads through raw pointers, so the arrays must outlive it.
-    lists = np.ascontiguousarray(lists, dtype=np.int64)
-    index.add_core(len(xb), faiss.swig_ptr(xb), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
-    del lists
+    each into that inverted list (IVFH3's pre-assigned lists) instead of its nearest centroid's.
+
+    Added :data:`ADD_BATCH` vectors at a time, in order (the same lists, byte for byte): FAISS
+    encodes PQ codes of a whole call through (n, M, 256) float32 distance tables, 550 MB for a
+    16,807-cell shard with PQ32, 128 MB for a batch.
+    """
+    for s in range(0, len(xb), ADD_BATCH):
+        chunk = np.ascontiguousarray(xb[s : s + ADD_BATCH], dtype=np.float32)
+        chunk_ids = np.ascontiguousarray(ids[s : s + ADD_BATCH], dtype=np.int64)
+        if lists is None:
+            index.add_with_ids(chunk, chunk_ids)
+            continue
+        # Named references: add_core reads through raw pointers, so the arrays must outlive it.
+        chunk_lists = np.ascontiguousarray(lists[s : s + ADD_BATCH], dtype=np.int64)
+        index.add_core(len(chunk), faiss.swig_ptr(chunk), faiss.swig_ptr(chunk_ids), faiss.swig_ptr(chunk_lists))
+        del chunk_lists
 
 
 _FAST_SCAN = re.compile(r"(PQ\d+x4)fs(?:_\d+)?\b")
