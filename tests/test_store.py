@@ -155,3 +155,26 @@ def test_fast_scan_codes_on_h3_lists(tmp_path, factory, queries, exact_gallery):
     _, Ifs = geo.search(queries, 10, QueryOptions())
     _, Ipq = plain.search(queries, 10, QueryOptions())
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(Ifs.tolist(), Ipq.tolist())]) >= 0.85
+
+
+@pytest.mark.parametrize("kind", ["fp16", "sq8", "fp32"])
+def test_store_scores_equal_the_decoded_vectors_dot_the_query(tmp_path, kind):
+    """ExactStore.scores (fp16: FAISS's kernel on the raw halves, no float32 copy) gives each row's
+    score in the rows' order, as decoding and a dot product do; rows given unsorted and repeated."""
+    from geoindex.store.exact_store import open_store, store_files, write_store
+
+    rng = np.random.default_rng(3)
+    xb = rng.standard_normal((500, 512)).astype(np.float32)
+    xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+    ids = np.arange(500, dtype=np.int64) * 7
+    write_store(tmp_path, kind, ids, lambda: iter([(ids, xb)]))
+    store = open_store(tmp_path, {"kind": kind}, 500)
+    assert all((tmp_path / f).is_file() for f in store_files(kind))
+    rows = rng.permutation(500)[:300]
+    rows[-1] = rows[0]
+    q = xb[rows[5]]
+    got = store.scores(rows, q)
+    want = store.vectors(rows) @ q
+    assert got.dtype == np.float32 and got.shape == (300,)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert int(np.argmax(got)) == 5 and got[5] > 0.99

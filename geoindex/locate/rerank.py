@@ -85,9 +85,13 @@ class StoreReranker:
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         return self.store.vectors(self.rows_of(ids))
 
+    def scores(self, ids: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return self.store.scores(self.rows_of(ids), q)
+
     def rerank(self, xq: np.ndarray, D: np.ndarray, I: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
-        """As :meth:`ExactReranker.rerank`, with the stored vectors."""
-        return rerank_with(self.vectors, xq, D, I, r)
+        """As :meth:`ExactReranker.rerank`, with the stored vectors, scored a query at a time
+        (:meth:`ExactStore.scores`: no decoding to float32)."""
+        return rerank_with(self.vectors, xq, D, I, r, scores_of=self.scores)
 
 
 class Coalescer:
@@ -164,13 +168,21 @@ class _Call:
 
 
 def rerank_with(vectors_of: Callable[[np.ndarray], np.ndarray], xq: np.ndarray, D: np.ndarray, I: np.ndarray,
-                r: int) -> tuple[np.ndarray, np.ndarray]:
+                r: int, scores_of: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Re-score the first min(r, c) columns of (D, I) with ``vectors_of(distinct ids)``: one call
-    for every query's candidates."""
+    for every query's candidates; or, given ``scores_of(ids, query) -> (m,) scores``, one call a query."""
     r = min(r, I.shape[1])
     if r == 0:
         return D, I
     head = I[:, :r]
+    if scores_of is not None:
+        exact = np.full(head.shape, -np.inf, dtype=np.float32)
+        for q in range(len(head)):
+            valid = head[q] >= 0
+            if valid.any():
+                exact[q, valid] = scores_of(head[q, valid], xq[q])
+        return rescore_head(D, I, exact)[:2]
     if len(head) == 1:  # one query (a server's usual call): its ids are distinct, no merging needed
         valid = head[0] >= 0
         exact = np.full(head.shape, -np.inf, dtype=np.float32)

@@ -149,7 +149,7 @@ class PhotoGallery:
         D = np.full(I.shape, -np.inf, np.float32)
         for q in range(len(xq)):
             ok = I[q] >= 0
-            D[q, ok] = self.store.vectors(I[q, ok]) @ xq[q]
+            D[q, ok] = self.store.scores(I[q, ok], xq[q])  # fp16 scored without decoding
         order = np.argsort(-D, axis=1, kind="stable")
         return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
 

@@ -126,6 +126,25 @@ class ExactStore:
             return _FP16.sa_decode(raw.view(np.uint8))
         return raw
 
+    def scores(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """(m,) row positions, one (512,) float32 query -> (m,) float32 exact inner products.
+
+        fp16 rows are scored by FAISS's fp16 scalar-quantizer kernel on the raw halves (a scratch
+        index holding just these rows), without decoding them to float32 first: 1.7 ms instead
+        of 18 for 2,000 rows on one thread, 0.25 instead of 0.46 ms for 256 (measured side by side).
+        """
+        if self.kind != "fp16":
+            return self.vectors(rows) @ q
+        raw = np.ascontiguousarray(self.data[np.asarray(rows, dtype=np.int64)])
+        if len(raw) == 0:
+            return np.empty(0, dtype=np.float32)
+        scratch = faiss.IndexScalarQuantizer(EMBED_DIM, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        scratch.add_sa_codes(raw.view(np.uint8))
+        D, order = scratch.search(np.ascontiguousarray(q, dtype=np.float32).reshape(1, -1), len(raw))
+        out = np.empty(len(raw), dtype=np.float32)
+        out[order[0]] = D[0]
+        return out
+
 
 def open_store(folder: Path, entry: dict | None, n: int, rebuild: str = "rebuild the index") -> ExactStore | None:
     """The store a manifest's ``store`` entry describes (None when the index has none); checks kind,
