@@ -93,6 +93,8 @@ def test_streamed_build_is_byte_identical_to_the_in_memory_build(gallery, tmp_pa
     monkeypatch.setattr(stream, "EMBED_BATCH", 40)
     monkeypatch.setattr(stream, "ADD_CHUNK", 96)
     monkeypatch.setattr(stream, "TRAIN_PER_LIST", 8)
+    monkeypatch.setattr(stream, "TRAIN_MIN", 0)
+    monkeypatch.setattr("geoindex.index.builder.ADD_BATCH", 32)  # each chunk reaches FAISS in 3 calls
     seen = []
     real = stream._in_memory
 
@@ -192,10 +194,12 @@ def test_a_refusal_as_a_user_meets_it(rows_csv, tmp_path):
 # -- --max-memory ------------------------------------------------------------------------------------
 def test_budget_takes_the_first_option_that_fits():
     assert photo_index.choose_for_budget(10**9, 100_000).pattern == "Flat"  # 205 MB
-    assert photo_index.choose_for_budget(10**8, 100_000).factory(100_000) == "IVF256_HNSW32,PQ32"
+    assert photo_index.choose_for_budget(10**8, 100_000).factory(100_000) == "PCAR384,IVF256,PQ96x4fs"  # 8.3 MB
     n = 10_000_000
-    assert photo_index.choose_for_budget(10**9, n).factory(n) == "IVF4096_HNSW32,PQ32"  # the default rule's
-    assert photo_index.choose_factory(n)[0] == "IVF4096_HNSW32,PQ32"
+    assert photo_index.choose_for_budget(10**9, n).factory(n) == "PCAR384,IVF4096,PQ96x4fs"  # the default rule's
+    assert photo_index.choose_for_budget(10**9, n).search(n) == "nprobe=224,rerank=2000"
+    assert photo_index.choose_for_budget(500 * 10**6, n).factory(n) == "IVF4096_HNSW32,PQ32"  # 574 MB > 500 MB
+    assert photo_index.choose_for_budget(10**9, n, lists_on_disk=True).cost == "PQ32"  # fast-scan lists: no map
     assert photo_index.choose_for_budget(300 * 10**6, n).cost == "PQ16"
     assert photo_index.choose_for_budget(200 * 10**6, n).cost == "PQ8"
     need = photo_index.predict_resident("PQ8", n)
@@ -205,6 +209,51 @@ def test_budget_takes_the_first_option_that_fits():
     assert photo_index.choose_for_budget(need, n).cost == "PQ8"
     with pytest.raises(InvalidArgumentError, match="fits no photo index for 100 photos"):  # too few to train PQ
         photo_index.choose_for_budget(10**5, 100)
+    assert photo_index.choose_for_budget(10**8, 1000).pattern == "Flat"
+    assert photo_index.choose_for_budget(10**6, 1000).cost == "PQ32"  # fewer than 1,024: PCA 384 cannot train
+
+
+def test_default_rule_is_the_measured_one():
+    """Flat up to 200,000 photos; above, bench_photos' fast-scan choice (10M: 57.1 B a photo measured,
+    which the cost table must not under-predict, and at most the 64 B goal); the mappable PQ32 when
+    the lists go to disk."""
+    assert photo_index.choose_factory(200_000) == ("Flat", "")
+    assert photo_index.choose_factory(200_000, lists_on_disk=True) == ("Flat", "")  # refused afterwards
+    assert photo_index.choose_factory(1_000_000) == ("PCAR384,IVF1024,PQ96x4fs", "nprobe=128,rerank=2000")
+    assert photo_index.choose_factory(10_000_000) == ("PCAR384,IVF4096,PQ96x4fs", "nprobe=224,rerank=2000")
+    assert photo_index.choose_factory(10_000_000, lists_on_disk=True) == ("IVF4096_HNSW32,PQ32",
+                                                                          "nprobe=32,rerank=400")
+    per_vector = photo_index.predict_resident("PQ96x4fs", 10_000_000) / 10_000_000
+    assert 57.1 <= per_vector <= 64
+    from geoindex.photos.stream import train_size
+    assert train_size(300) == 300 and train_size(1_000_000) == 65_536 and train_size(10_000_000) == 64 * 4096
+
+
+@pytest.mark.slow
+def test_the_default_compressed_kind_builds_and_finds_exact_copies(gallery, tmp_path, monkeypatch):
+    """The default rule above FLAT_MAX, scaled to 300 photos (PCA to 64 dimensions: PCA 384 needs
+    more photos than these): a PCA + fast-scan index, re-ranked from the fp16 store; each reference
+    photo's own embedding finds it first at similarity >= 0.999, region filters hold, and with
+    --lists-on-disk the rule takes the mappable PQ32 instead."""
+    from geoindex.cells.region import BBox, RegionFilter
+    from geoindex.photos.gallery import PhotoGallery
+
+    monkeypatch.setattr(photo_index, "FLAT_MAX", 100)
+    monkeypatch.setattr(photo_index, "COMPRESSED_FACTORY", "PCAR64,IVF{nlist},PQ16x4fs")
+    m = _build(gallery, tmp_path / "ref")
+    assert m["index"]["factory"] == "PCAR64,IVF16,PQ16x4fs" and m["index"]["search"] == "nprobe=128,rerank=2000"
+    assert m["index"]["lists"] == "memory" and m["store"]["kind"] == "fp16"
+    ref = PhotoGallery(tmp_path / "ref", verify="full")
+    xq = np.load(tmp_path / "ref" / "exact.npy").astype(np.float32)
+    xq /= np.linalg.norm(xq, axis=1, keepdims=True)
+    D, I = ref.search(xq, 5)
+    assert (I[:, 0] == np.arange(N_PHOTOS)).all() and (D[:, 0] >= 0.999).all()
+    north = RegionFilter(bboxes=(BBox(-180.0, 0.0, 180.0, 90.0),))
+    D, I = ref.search(xq[:50], 5, region=north)
+    inside = set(ref.region_ids(north).tolist())
+    assert inside and all(i in inside for i in I[I >= 0].tolist())
+    m = _build(gallery, tmp_path / "disk", lists_on_disk=True)
+    assert m["index"]["factory"] == "IVF16_HNSW32,PQ32" and m["index"]["lists"] == "disk"
 
 
 @pytest.mark.slow

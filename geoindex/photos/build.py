@@ -148,7 +148,7 @@ def _check_rows(config: PhotoBuildConfig, max_memory: int | None, n_rows: int) -
     photo_index.check_for_rows(config.factory, config.search, config.lists_on_disk, n_rows)
     if max_memory is None:
         return None
-    budget = photo_index.choose_for_budget(max_memory, n_rows)
+    budget = photo_index.choose_for_budget(max_memory, n_rows, config.lists_on_disk)
     if config.lists_on_disk and budget.cost == "Flat":
         raise photo_index.unmappable_error(f"Flat (what --max-memory {max_memory:,} picks for {n_rows:,} photos)")
     return budget
@@ -185,13 +185,16 @@ def _index(emb, config: PhotoBuildConfig, budget: photo_index.BudgetChoice | Non
 
     n = len(emb)
     if budget is not None:
-        factory, search = budget.factory(n), budget.search
+        factory, search = budget.factory(n), budget.search(n)
     else:
-        factory, search = choose_factory(n) if config.factory == "auto" else (config.factory, "")
+        factory, search = choose_factory(n, config.lists_on_disk) if config.factory == "auto" else (config.factory, "")
     if config.search is not None:
         search = str(config.search)
     index = stream.new_index(factory)
-    on_disk = photo_index.lists_on_disk(config.lists_on_disk, index, n)
+    asked = config.lists_on_disk
+    if asked is None and budget is None and config.factory == "auto" and n > photo_index.FLAT_MAX:
+        asked = photo_index.lists_too_big(n)  # the rule took the mappable factory for lists on disk
+    on_disk = photo_index.lists_on_disk(asked, index, n)
     train_size = stream.train(index, emb, factory, config.seed)
     index = stream.fill(index, emb, folder, bool(SearchSettings.parse(search).rerank_depth),
                         folder / LISTS if on_disk else None)

@@ -1,13 +1,20 @@
 """The reference gallery's index: which FAISS factory, what it costs resident, and every refusal
 that needs only the arguments (and the CSV's row count), made before any photo is read.
 
-The default rule (:func:`choose_factory`): ``Flat`` up to :data:`FLAT_MAX` photos (exact, 2 KB a
-photo), above it IVF with an HNSW coarse quantizer, ~sqrt(n) lists and PQ32 codes, re-ranked from the
-fp16 exact store on disk (``benchmarks/bench_photos.py`` measured it). ``--max-memory`` takes the
-first of :data:`OPTIONS` allowed for the gallery whose predicted resident bytes fit (:func:`predict_resident`,
-from the per-vector figures of :data:`COSTS`); the first option is always the default rule's.
-Resident means the serialised index a reader holds in RAM (codes, ids, coarse quantizer, codec
-tables): the exact store (1,024 B a photo) is memory-mapped from disk and not counted.
+The default rule (:func:`choose_factory`), measured by ``benchmarks/bench_photos.py``: ``Flat`` up
+to :data:`FLAT_MAX` photos (exact, 2 KB a photo); above it :data:`COMPRESSED_FACTORY`: a PCA to 384
+dimensions with a random rotation, IVF with ~sqrt(n) lists and 48-byte 4-bit fast-scan PQ codes (57 B a
+photo resident), the best :data:`RERANK` candidates re-scored from the fp16 exact store on disk
+(recall@10 0.95 at 5 ms a query on one thread at 10M photos; 0.97 at 1.8 ms at 1M). Fast-scan lists
+are packed for SIMD and cannot be mapped from disk, so a gallery whose lists go to disk
+(``--lists-on-disk``, or the lists would take over half this machine's memory) gets
+:data:`MAPPABLE_FACTORY` instead (PQ32 codes, lower recall: 0.73 at 1M as measured).
+
+``--max-memory`` takes the first of :data:`OPTIONS` allowed for the gallery whose predicted resident
+bytes fit (:func:`predict_resident`, from the per-vector figures of :data:`COSTS`); the first option
+allowed is always the default rule's. Resident means the serialised index a reader holds in RAM (codes,
+ids, coarse quantizer, codec tables): the exact store (1,024 B a photo) is memory-mapped from disk and
+not counted.
 """
 
 from __future__ import annotations
@@ -22,39 +29,69 @@ from geoindex.errors import InvalidArgumentError
 from geoindex.index.search import SearchSettings, apply_search_settings
 
 DIM = 512
-FLAT_MAX = 200_000  # Flat: 2 KB a photo resident, exact; above, IVF + PQ32 + exact store (bench_photos)
-COMPRESSED_SEARCH = "nprobe=32,rerank=400"  # bench_photos, 1M: the best recall within 5 ms (0.73)
-PQ_MIN_PHOTOS = 256  # 8-bit PQ trains 256 centroids per sub-vector: fewer photos cannot train it
+FLAT_MAX = 200_000  # Flat: 2 KB a photo resident, exact; above, compressed + re-ranked from the exact store
+COMPRESSED_FACTORY = "PCAR384,IVF{nlist},PQ96x4fs"  # bench_photos round 2: recall@10 0.952 at 10M, 0.966 at 1M
+RERANK = 2000  # candidates re-scored exactly (fp16 store, ~1.7 ms for 2,000 on one thread)
+MAPPABLE_FACTORY = "IVF{nlist}_HNSW32,PQ32"  # lists that FAISS can map from disk (fast-scan's cannot)
+MAPPABLE_SEARCH = "nprobe=32,rerank=400"  # bench_photos (earlier harness), 1M: the best recall within 5 ms (0.73)
+MIN_PHOTOS = {"PQ96x4fs": 1024, "PQ32": 256, "PQ16": 256, "PQ8": 256}  # fewer cannot train the codes (PCA: 384-d)
 LISTS_IN_MEMORY_SHARE = 0.5  # auto: lists go to disk when they would take over half of this machine's memory
+
+
+def compressed_search(n: int) -> str:
+    """The search settings measured for :data:`COMPRESSED_FACTORY` at ``n`` photos: 128 lists probed
+    where there are up to 1,024 (1M photos), 224 above (10M: 4,096 lists)."""
+    return f"nprobe={128 if nlist_for(n) <= 1024 else 224},rerank={RERANK}"
 
 
 @dataclass(frozen=True)
 class Cost:
     """Resident bytes of a factory: ``per_vector`` (codes + 8-byte ids; Flat's ids are implicit),
-    ``per_list`` (a coarse centroid, 2,048 B, its HNSW32 graph node, ~270 B, and the list's header),
-    ``fixed`` (codec tables and headers)."""
+    ``per_list`` (a coarse centroid, its HNSW32 graph node or fast-scan block padding, and the
+    list's header), ``fixed`` (codec tables, the PCA matrix and headers)."""
 
     per_vector: int
     per_list: int
     fixed: int
 
 
-# Serialised sizes measured with FAISS 1.x on 512-d vectors (IVF64/IVF128_HNSW32 at 20K vectors:
-# 40.03, 24.03, 16.03 B a vector for PQ32/16/8; 2,318 B a list; 524,649 B fixed), rounded up.
+# Serialised sizes measured with FAISS 1.15 on 512-d vectors, rounded up. IVF64/IVF128_HNSW32 at 20K
+# vectors: 40.03, 24.03, 16.03 B a vector for PQ32/16/8; 2,318 B a list; 524,649 B fixed.
+# PCAR384,IVF64/128,PQ96x4fs at 20K-40K: 56.2 B a vector, 2,176 B a list (a 1,536 B centroid and, on
+# average, half a 32-vector block of padding; 3,072 bounds the worst), 1.86 MB fixed (the PCA matrix);
+# at 10M with 4,096 lists this predicts 57.4 B a vector, bench_photos measured 57.1.
 COSTS: dict[str, Cost] = {
     "Flat": Cost(per_vector=2048, per_list=0, fixed=1024),
+    "PQ96x4fs": Cost(per_vector=56, per_list=3072, fixed=1_900_000),
     "PQ32": Cost(per_vector=32 + 8, per_list=2400, fixed=256 * DIM * 4 + 4096),
     "PQ16": Cost(per_vector=16 + 8, per_list=2400, fixed=256 * DIM * 4 + 4096),
     "PQ8": Cost(per_vector=8 + 8, per_list=2400, fixed=256 * DIM * 4 + 4096),
 }
 
-# --max-memory's candidates, preferred first ({nlist}: :func:`nlist_for`); the first one allowed for
-# the gallery is the default rule's choice. PQ16 and PQ8 are smaller, unmeasured fallbacks.
-OPTIONS: tuple[tuple[str, str, str], ...] = (
-    ("Flat", "Flat", ""),
-    ("PQ32", "IVF{nlist}_HNSW32,PQ32", COMPRESSED_SEARCH),
-    ("PQ16", "IVF{nlist}_HNSW32,PQ16", COMPRESSED_SEARCH),
-    ("PQ8", "IVF{nlist}_HNSW32,PQ8", COMPRESSED_SEARCH),
+
+@dataclass(frozen=True)
+class Option:
+    """A ``--max-memory`` candidate: its :data:`COSTS` entry, factory pattern ({nlist}: :func:`nlist_for`),
+    whether its lists can be mapped from disk, and a note for the docs."""
+
+    cost: str
+    pattern: str
+    mappable: bool
+
+    def search(self, n: int) -> str:
+        if self.cost == "Flat":
+            return ""
+        return compressed_search(n) if self.pattern == COMPRESSED_FACTORY else MAPPABLE_SEARCH
+
+
+# --max-memory's candidates, preferred first; the first one allowed for the gallery is the default
+# rule's choice. PQ16 and PQ8 are smaller, unmeasured fallbacks.
+OPTIONS: tuple[Option, ...] = (
+    Option("Flat", "Flat", False),
+    Option("PQ96x4fs", COMPRESSED_FACTORY, False),
+    Option("PQ32", MAPPABLE_FACTORY, True),
+    Option("PQ16", "IVF{nlist}_HNSW32,PQ16", True),
+    Option("PQ8", "IVF{nlist}_HNSW32,PQ8", True),
 )
 
 
@@ -63,15 +100,29 @@ def nlist_for(n: int) -> int:
     return int(2 ** round(np.log2(max(np.sqrt(n), 1))))
 
 
-def _allowed(cost: str, n: int) -> bool:
-    return n <= FLAT_MAX if cost == "Flat" else n >= PQ_MIN_PHOTOS
+def _allowed(option: Option, n: int, on_disk: bool | None) -> bool:
+    if on_disk and not option.mappable and option.cost != "Flat":  # Flat with --lists-on-disk: refused after
+        return False
+    return n <= FLAT_MAX if option.cost == "Flat" else n >= MIN_PHOTOS[option.cost]
 
 
-def choose_factory(n: int) -> tuple[str, str]:
-    """(factory, search) the measured rule picks for ``n`` photos."""
+def _memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def lists_too_big(n: int, cost: str = "PQ96x4fs") -> bool:
+    """Whether ``n`` photos' codes and ids would take over half this machine's memory."""
+    return n * COSTS[cost].per_vector > LISTS_IN_MEMORY_SHARE * _memory_bytes()
+
+
+def choose_factory(n: int, lists_on_disk: bool | None = None) -> tuple[str, str]:
+    """(factory, search) the measured rule picks for ``n`` photos; above :data:`FLAT_MAX`,
+    ``lists_on_disk`` True (or None and the fast-scan lists too big for memory) takes the mappable factory."""
     if n <= FLAT_MAX:
         return "Flat", ""
-    return f"IVF{nlist_for(n)}_HNSW32,PQ32", COMPRESSED_SEARCH
+    if lists_on_disk or (lists_on_disk is None and lists_too_big(n)):
+        return MAPPABLE_FACTORY.format(nlist=nlist_for(n)), MAPPABLE_SEARCH
+    return COMPRESSED_FACTORY.format(nlist=nlist_for(n)), compressed_search(n)
 
 
 def predict_resident(cost: str, n: int) -> int:
@@ -85,26 +136,36 @@ class BudgetChoice:
     """What ``--max-memory`` picked: the :data:`COSTS` entry, its factory pattern and search."""
 
     max_memory: int
-    cost: str
-    pattern: str
-    search: str
+    option: Option
+
+    @property
+    def cost(self) -> str:
+        return self.option.cost
+
+    @property
+    def pattern(self) -> str:
+        return self.option.pattern
 
     def factory(self, n: int) -> str:
         return self.pattern.format(nlist=nlist_for(n))
 
+    def search(self, n: int) -> str:
+        return self.option.search(n)
+
     def to_dict(self, n: int) -> dict:
-        return {"max_memory": self.max_memory, "factory": self.factory(n), "search": self.search,
+        return {"max_memory": self.max_memory, "factory": self.factory(n), "search": self.search(n),
                 "predicted_resident_bytes": predict_resident(self.cost, n), "costs": vars(COSTS[self.cost])}
 
 
-def choose_for_budget(max_memory: int, n: int) -> BudgetChoice:
-    """The first option allowed for ``n`` photos whose predicted resident bytes fit ``max_memory``;
-    InvalidArgumentError naming the smallest budget that fits when none does."""
-    allowed = [(cost, pattern, search) for cost, pattern, search in OPTIONS if _allowed(cost, n)]
-    for cost, pattern, search in allowed:
-        if predict_resident(cost, n) <= max_memory:
-            return BudgetChoice(max_memory, cost, pattern, search)
-    need, cost, pattern = min((predict_resident(c, n), c, p) for c, p, _ in allowed)
+def choose_for_budget(max_memory: int, n: int, lists_on_disk: bool | None = None) -> BudgetChoice:
+    """The first option allowed for ``n`` photos (only mappable ones with ``lists_on_disk``) whose
+    predicted resident bytes fit ``max_memory``; InvalidArgumentError naming the smallest budget that
+    fits when none does."""
+    allowed = [o for o in OPTIONS if _allowed(o, n, lists_on_disk)]
+    for option in allowed:
+        if predict_resident(option.cost, n) <= max_memory:
+            return BudgetChoice(max_memory, option)
+    need, cost, pattern = min((predict_resident(o.cost, n), o.cost, o.pattern) for o in allowed)
     raise InvalidArgumentError(
         f"--max-memory {max_memory:,} B ({max_memory / 1e6:.2f} MB) fits no photo index for {n:,} photos: the "
         f"smallest, {pattern.format(nlist=nlist_for(n))}, needs {need:,} B resident; give --max-memory "
@@ -161,7 +222,7 @@ def check_for_rows(factory: str, search: SearchSettings | None, lists_on_disk: b
     """The refusals of ``--factory auto`` once the CSV's row count (an upper bound of the photos) is known."""
     if factory != "auto":
         return
-    chosen = choose_factory(n_rows)[0]
+    chosen = choose_factory(n_rows, lists_on_disk)[0]
     index, shown = probe(chosen), f"{chosen} (auto for {n_rows:,} photos)"
     check_search(shown, index, search)
     if lists_on_disk and not lists_mappable(index):
@@ -174,5 +235,4 @@ def lists_on_disk(asked: bool | None, index: faiss.Index, n: int) -> bool:
         raise unmappable_error(type(index).__name__)
     if asked is not None or not lists_mappable(index):
         return bool(asked)
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return n * (index.code_size + 8) > LISTS_IN_MEMORY_SHARE * memory
+    return n * (index.code_size + 8) > LISTS_IN_MEMORY_SHARE * _memory_bytes()

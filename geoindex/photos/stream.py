@@ -2,15 +2,16 @@
 feature cache (memory-mapped shards) and sent through GeoCLIP's image head a batch at a time.
 
 Two passes over the cache: the first keeps only the seeded training sample's embeddings (the rows
-``rng(seed).choice(n, min(n, TRAIN_PER_LIST * nlist), replace=False)``, sorted); the second adds
-every embedding to the index in chunks of :data:`ADD_CHUNK` and writes the same chunk into the fp16 exact store on
-disk. Batches and chunks start at the same rows as the in-memory build's did (multiples of
-:data:`EMBED_BATCH` and :data:`ADD_CHUNK`), so the head and FAISS see the same inputs and the
-index and store come out byte for byte the same. Peak memory, whatever the gallery's size: the
-training sample (up to 256 vectors a list) or one chunk (128 MB) plus FAISS's work space to add it
-(for PQ32, distance tables of 65,536 x 32 x 256 floats: ~1.7 GB measured at 300K photos, the same
-as the in-memory build's add). A smaller chunk would lower that, but FAISS's assignment then runs on
-other batch shapes: kept equal to the in-memory build's so the bytes are guaranteed the same.
+``rng(seed).choice(n, train_size(n), replace=False)``, sorted: :data:`TRAIN_PER_LIST` a list,
+at least :data:`TRAIN_MIN`, as bench_photos measured); the second adds every embedding to the index in
+chunks of :data:`ADD_CHUNK` and writes the same chunk into the fp16 exact store on disk. Batches and
+chunks start at the same rows as the in-memory build's did (multiples of :data:`EMBED_BATCH` and
+:data:`ADD_CHUNK`), so the head and FAISS see the same inputs and the index and store come out byte for
+byte the same. FAISS gets each chunk :data:`~geoindex.index.builder.ADD_BATCH` vectors at a time (the
+same bytes, tested): PQ encodes a call's vectors through (n, M, 256) float distance tables, 2.1 GB for
+65,536 vectors with PQ32, 134 MB for 4,096. Peak memory, whatever the gallery's size: the training
+sample (262,144 embeddings, 0.5 GB, at 10M photos) or one chunk (128 MB) plus FAISS's work space
+for one batch.
 
 With the lists on disk each chunk is added to its own copy of the trained empty index and kept as a
 part file of inverted lists; the parts are merged in order into ``lists.ivfdata``
@@ -32,7 +33,8 @@ from geoindex.photos.photo_index import DIM, nlist_for
 
 EMBED_BATCH = 8192  # rows through the head at a time
 ADD_CHUNK = 65536  # vectors added to FAISS and written to the store at a time
-TRAIN_PER_LIST = 256  # training sample: this many photos a list (every photo below 65,536 of them)
+TRAIN_PER_LIST = 64  # training sample: this many photos a list ...
+TRAIN_MIN = 65_536  # ... and at least this many (every photo below it): bench_photos trained so
 PARTS = ".parts"
 
 
@@ -101,12 +103,17 @@ def new_index(factory: str) -> faiss.Index:
     return index
 
 
+def train_size(n: int) -> int:
+    """Photos the index trains on: :data:`TRAIN_PER_LIST` a list, at least :data:`TRAIN_MIN`, at most ``n``."""
+    return min(n, max(TRAIN_PER_LIST * nlist_for(n), TRAIN_MIN))
+
+
 def train(index: faiss.Index, emb: Embeddings, factory: str, seed: int) -> int:
     """Train ``index`` on the seeded sample of embeddings; returns its size (0: nothing to train)."""
     if index.is_trained:
         return 0
     n = len(emb)
-    sample = np.sort(np.random.default_rng(seed).choice(n, min(n, TRAIN_PER_LIST * nlist_for(n)), replace=False))
+    sample = np.sort(np.random.default_rng(seed).choice(n, train_size(n), replace=False))
     xt = emb.take_sorted(sample)
     try:
         index.train(xt)
@@ -137,7 +144,13 @@ def fill(index: faiss.Index, emb: Embeddings, folder: Path, store: bool, lists_f
 
 
 def _in_memory(index: faiss.Index) -> tuple[Callable, Callable]:
-    return (lambda ids, xb: index.add(xb)), (lambda: index)
+    from geoindex.index.builder import ADD_BATCH
+
+    def add(ids: np.ndarray, xb: np.ndarray) -> None:
+        for s in range(0, len(xb), ADD_BATCH):  # the same lists as one call, a fraction of its work space
+            index.add(xb[s : s + ADD_BATCH])
+
+    return add, (lambda: index)
 
 
 def _in_parts(trained: faiss.Index, parts: Path, lists_file: Path) -> tuple[Callable, Callable]:
