@@ -416,3 +416,26 @@ def test_a_cache_interrupted_on_ray_resumes_in_one_process(gallery, cluster, tmp
         for name in ("feats.npy", "rows.npy", "latlng.npy"):
             assert _sha(features.shard_dir(tmp_path / "feats", s) / name) == \
                 _sha(features.shard_dir(gallery["feats"], s) / name)
+
+
+@pytest.mark.slow
+def test_the_metadata_table_written_in_parts_equals_one_part(gallery, tmp_path, monkeypatch):
+    """photos.duckdb written 64 photos at a time (5 parts, the last partial) holds the same rows,
+    ids and types as written in one part."""
+    import duckdb
+
+    from geoindex.photos import build as photo_build
+
+    _build(gallery, tmp_path / "one")
+    monkeypatch.setattr(photo_build, "METADATA_ROWS", 64)
+    _build(gallery, tmp_path / "parts")
+
+    def table(ref):
+        con = duckdb.connect(str(ref / "photos.duckdb"), read_only=True)
+        try:
+            return con.execute("DESCRIBE photos").fetchall(), con.execute("SELECT * FROM photos ORDER BY id").fetchall()
+        finally:
+            con.close()
+
+    (types, rows), (types2, rows2) = table(tmp_path / "one"), table(tmp_path / "parts")
+    assert types == types2 and rows == rows2 and [r[0] for r in rows] == list(range(N_PHOTOS))

@@ -218,31 +218,40 @@ def _index(emb, config: PhotoBuildConfig, budget: photo_index.BudgetChoice | Non
             "memory": memory}
 
 
+METADATA_ROWS = 262_144  # photos geocoded and inserted into DuckDB at a time
+
+
 def _metadata(path: Path, rows, kept: np.ndarray) -> None:
     """``photos`` table: id (the FAISS id), image (as written), path (resolved), lat, lng, line,
     place, admin1, country (the nearest GeoNames place's, as cells get theirs, without the open-ocean rule),
-    cell (H3 res 15, for cell filters), metadata (JSON)."""
+    cell (H3 res 15, for cell filters), metadata (JSON). Written :data:`METADATA_ROWS` photos at a
+    time, in id order: the build never holds a frame of every photo's strings."""
     import duckdb
     import h3
     import pandas as pd
 
     from geoindex.cells.geocode import reverse_geocode
 
-    lat, lng = rows.photos.latlng[kept, 0], rows.photos.latlng[kept, 1]
-    geo = reverse_geocode(lat, lng)
-    frame = pd.DataFrame({
-        "id": np.arange(len(kept), dtype=np.int64),
-        "image": [rows.written[i] for i in kept],
-        "path": [str(rows.photos.images[i]) for i in kept],
-        "lat": lat, "lng": lng, "line": rows.photos.lines[kept],
-        "place": geo.place, "admin1": geo.admin1, "country": geo.country,
-        "cell": np.array([h3.str_to_int(h3.latlng_to_cell(a, b, 15)) for a, b in zip(lat, lng)], dtype=np.int64),
-        "metadata": [json.dumps(rows.metadata[i]) for i in kept],
-    })
     con = duckdb.connect(str(path))
     try:
-        con.register("frame", frame)
-        con.execute("CREATE TABLE photos AS SELECT * FROM frame ORDER BY id")
+        con.execute("CREATE TABLE photos (id BIGINT, image VARCHAR, path VARCHAR, lat DOUBLE, lng DOUBLE, line BIGINT, "
+                    "place VARCHAR, admin1 VARCHAR, country VARCHAR, cell BIGINT, metadata VARCHAR)")
+        for start in range(0, len(kept), METADATA_ROWS):
+            part = kept[start : start + METADATA_ROWS]
+            lat, lng = rows.photos.latlng[part, 0], rows.photos.latlng[part, 1]
+            geo = reverse_geocode(lat, lng)
+            frame = pd.DataFrame({
+                "id": np.arange(start, start + len(part), dtype=np.int64),
+                "image": pd.Series([rows.written[i] for i in part], dtype=object),
+                "path": pd.Series([str(rows.photos.images[i]) for i in part], dtype=object),
+                "lat": lat, "lng": lng, "line": rows.photos.lines[part],
+                "place": geo.place, "admin1": geo.admin1, "country": geo.country,
+                "cell": np.array([h3.str_to_int(h3.latlng_to_cell(a, b, 15)) for a, b in zip(lat, lng)], dtype=np.int64),
+                "metadata": pd.Series([json.dumps(rows.metadata[i]) for i in part], dtype=object),
+            })
+            con.register("frame", frame)
+            con.execute("INSERT INTO photos SELECT * FROM frame")
+            con.unregister("frame")
     finally:
         con.close()
 
