@@ -139,3 +139,30 @@ def test_vectors_added_in_batches_give_the_same_index_bytes(monkeypatch, lists):
         builder.add_vectors(index, xb, ids, assign)
         out.append(faiss.serialize_index(index).tobytes())
     assert out[0] == out[1] and faiss.deserialize_index(np.frombuffer(out[1], np.uint8)).ntotal == 1000
+
+
+def test_the_self_check_reads_a_mapped_index_that_answers_as_the_built_one(tmp_path):
+    """After writing vectors.faiss the build re-opens it with its lists mapped (file-backed pages,
+    not the driver's anonymous memory) and its search settings applied: the same answers."""
+    import faiss
+
+    from geoindex.build.write import reopen_mapped
+    from geoindex.index.search import SearchSettings, apply_search_settings
+
+    rng = np.random.default_rng(5)
+    xb = rng.standard_normal((3000, 512)).astype(np.float32)
+    xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+    built = faiss.index_factory(512, "IVF32_HNSW32,PQ16", faiss.METRIC_INNER_PRODUCT)
+    faiss.downcast_index(faiss.extract_index_ivf(built)).do_polysemous_training = False
+    built.train(xb)
+    built.add(xb)
+    search = SearchSettings.parse("nprobe=6,quantizer_efSearch=24,rerank=40")
+    apply_search_settings(built, search)
+    faiss.write_index(built, str(tmp_path / "vectors.faiss"))
+    mapped = reopen_mapped(tmp_path, search)
+    ivf = faiss.extract_index_ivf(mapped)
+    assert type(ivf.invlists) is not faiss.ArrayInvertedLists and ivf.nprobe == 6
+    assert faiss.downcast_index(ivf.quantizer).hnsw.efSearch == 24  # not serialised: applied again
+    D0, I0 = built.search(xb[:100], 10)
+    D1, I1 = mapped.search(xb[:100], 10)
+    assert (I0 == I1).all() and (D0 == D1).all()

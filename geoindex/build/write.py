@@ -43,6 +43,18 @@ def write_vectors(index: faiss.Index, staging: Path, timer) -> dict:
     return {"ntotal": int(index.ntotal), "nlist": int(ivf.nlist) if ivf is not None else 0}
 
 
+def reopen_mapped(staging: Path, search) -> faiss.Index:
+    """The index just written into ``staging``, its inverted lists memory-mapped from the file
+    (``IO_FLAG_MMAP``) and ``search`` (SearchSettings) applied as a reader applies them: the same
+    answers, from file-backed pages instead of anonymous memory."""
+    from geoindex.index.io import read_index
+    from geoindex.index.search import apply_search_settings
+
+    index = read_index(staging / manifest.VECTORS, faiss.IO_FLAG_MMAP)
+    apply_search_settings(index, search)
+    return index
+
+
 def write_hot(shards: list[ShardFile], cells: ShardCells, staging: Path, timer) -> tuple[str, ...]:
     """Write the hot columns into ``staging/hot`` from the shards (:mod:`geoindex.store.hot_writer`);
     return their names. Written before the self-check, which finds candidates' centres in them."""
