@@ -8,12 +8,17 @@ Subcommands (each prints a table and merges its section into ``benchmarks/result
   process tree (driver, raylet, Ray workers) and of the driver, and whether the two indexes are
   the same bytes. On 2 cores expect ~1x: Ray adds processes, not cores.
 - ``build ARGS...``: one ``build_index ARGS`` (e.g. the res-7 land build) under the same process-tree
-  sampler; records its manifest's timings, sizes and self-check.
+  sampler; records its manifest's timings, sizes and self-check, and the driver's peak memory split
+  into anonymous (``peak_rss.driver_anon_mib``: what runs a machine out of memory) and file-backed
+  pages (mapped shards and stores, which the kernel can drop), overall and per build stage.
+  ``--label res6-land`` keeps the row under ``builds`` (the driver-memory rows).
 - ``serve DIR``: query latency on the index through ``Geolocator.locate`` (p50/p99 cold: its files
   evicted from the page cache with ``posix_fadvise(DONTNEED)`` and a fresh process; warm: the same
   queries again), then ``geoindex-serve --embeddings-only`` on it: RSS idle and after requests.
 - ``plan``: the scale table (cells, bytes, hours on 1/8/64 CPU workers and on GPUs) computed from
-  the measured per-worker encode rate and bytes per vector in scale.json, and the encoder's FLOPs.
+  the measured per-worker encode rate and bytes per vector in scale.json, and the encoder's FLOPs;
+  with the res-5 and res-6 ``builds`` rows, the driver's peak anonymous memory at res 7-9 on the
+  line through those two measurements.
 """
 
 from __future__ import annotations
@@ -52,22 +57,28 @@ def _children() -> dict[int, list[int]]:
     return kids
 
 
-def _rss_mib(pid: int) -> float:
+def _rss_mib(pid: int) -> dict[str, float]:
+    """``{"rss", "anon", "file"}`` MiB of ``pid`` now (VmRSS, RssAnon, RssFile); zeros when it is gone."""
+    out = {"rss": 0.0, "anon": 0.0, "file": 0.0}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+            key = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file"}.get(line.split(":", 1)[0])
+            if key:
+                out[key] = int(line.split()[1]) / 1024
     except OSError:
         pass
-    return 0.0
+    return out
 
 
 class TreeSampler:
     """Peak RSS of a process and all its descendants (sampled every 0.5 s): the tree's total, the
-    root's own, and the largest other process (a Ray worker)."""
+    root's own (all of it, and apart: anonymous memory, which is what runs a machine out of memory,
+    and file-backed pages of mapped shards and stores, which the kernel can drop), and the largest
+    other process (a Ray worker)."""
 
     def __init__(self, pid: int):
-        self.pid, self.peak = pid, {"tree_mib": 0.0, "driver_mib": 0.0, "largest_worker_mib": 0.0, "processes": 0}
+        self.pid, self.peak = pid, {"tree_mib": 0.0, "driver_mib": 0.0, "driver_anon_mib": 0.0,
+                                    "driver_file_mib": 0.0, "largest_worker_mib": 0.0, "processes": 0}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -79,9 +90,11 @@ class TreeSampler:
                 p = stack.pop()
                 tree.append(p)
                 stack.extend(kids.get(p, []))
-            rss = {p: _rss_mib(p) for p in tree}
+            mem = {p: _rss_mib(p) for p in tree}
+            rss = {p: m["rss"] for p, m in mem.items()}
             others = [v for p, v in rss.items() if p != self.pid]
             for key, value in (("tree_mib", sum(rss.values())), ("driver_mib", rss[self.pid]),
+                               ("driver_anon_mib", mem[self.pid]["anon"]), ("driver_file_mib", mem[self.pid]["file"]),
                                ("largest_worker_mib", max(others, default=0.0)), ("processes", len(tree))):
                 self.peak[key] = max(self.peak[key], round(value, 1))
 
@@ -112,6 +125,7 @@ def run_build(args: list[str], log: Path | None = None) -> dict:
                 "resumed_with_finished_shards": int(resumed.group(1)), "built_with": m["index"]["built_with"],
                 "factory": m["index"]["factory"], "search": m["index"]["search"], "lists": m["index"]["lists"],
                 "timings_s_this_run": timings, "peak_rss": peak, "driver_peak_rss_mib_manifest": m["peak_rss_mib"],
+                "driver_memory_by_stage_mib": m.get("peak_memory", {}).get("stages"),
                 "files_bytes": {k: v["bytes"] for k, v in m["files"].items() if "/" not in k},
                 "hot_columns_bytes": sum(v["bytes"] for k, v in m["files"].items() if k.startswith("hot/")),
                 "memory": m["memory"], "self_check": m["self_check"]}
@@ -122,6 +136,7 @@ def run_build(args: list[str], log: Path | None = None) -> dict:
             "encode_points_per_s_per_worker": round(m["gallery"]["count"] / max(timings.get("encode", 0), 1e-9)),
             "points_per_s_wall": round(m["gallery"]["count"] / wall),
             "peak_rss": peak, "driver_peak_rss_mib_manifest": m["peak_rss_mib"],
+            "driver_memory_by_stage_mib": m.get("peak_memory", {}).get("stages"),
             "files_bytes": {k: v["bytes"] for k, v in m["files"].items() if "/" not in k},
             "hot_columns_bytes": sum(v["bytes"] for k, v in m["files"].items() if k.startswith("hot/")),
             "memory": m["memory"], "self_check": m["self_check"]}
@@ -234,6 +249,18 @@ def encoder_flops_per_point() -> int:
     return 2 * macs
 
 
+def driver_anon_line(builds: dict) -> tuple[float, float] | None:
+    """(MiB, MiB a cell): the line through the driver's peak anonymous memory of the one-process
+    res-5 and res-6 land builds (``build --label res5-land`` / ``res6-land``), for the computed
+    res 7-9 rows; None until both are measured."""
+    a, b = builds.get("res5-land"), builds.get("res6-land")
+    if not a or not b or "driver_anon_mib" not in a["peak_rss"] or "driver_anon_mib" not in b["peak_rss"]:
+        return None
+    slope = (b["peak_rss"]["driver_anon_mib"] - a["peak_rss"]["driver_anon_mib"]) / (b["cells"] - a["cells"])
+    slope = max(slope, 0.0)
+    return a["peak_rss"]["driver_anon_mib"] - slope * a["cells"], slope
+
+
 def plan(results: dict) -> dict:
     """The scale table, computed. Per CPU worker: the rate one Ray actor (1 thread, one CPU)
     reached in ``compare``'s Ray build for its whole shard job (enumerate, encode, geocode). The
@@ -261,6 +288,7 @@ def plan(results: dict) -> dict:
     if results.get("build", {}).get("cells") and "--resolution 7" in results["build"]["args"]:
         cells[7] = results["build"]["cells"]
     cells[8], cells[9] = cells[7] * 7, cells[7] * 49
+    anon = driver_anon_line(results.get("builds", {}))
     rows = []
     for res in (7, 8, 9):
         n = cells[res]
@@ -275,12 +303,16 @@ def plan(results: dict) -> dict:
         for g in (1, 8):
             row[f"h_{g}gpu"] = round(n * gpu_s / g / 3600, 2)
         row["h_driver"] = round(n * driver_s / 3600, 2)
+        if anon is not None:
+            row["driver_anon_gib"] = round((anon[0] + anon[1] * n) / 1024, 2)
         rows.append(row)
     print(table(rows, list(rows[0])))
     return {"per_worker_points_per_s": round(1 / job_s, 1), "cpu_side_s_per_point": cpu_side_s,
             "driver_s_per_point": driver_s, "measured_from": measured.get("args"),
             "bytes_per_vector": {k: round(v, 1) for k, v in per_vec.items()},
             "encoder_flops_per_point": flops, "gpu_tflops_assumed": GPU_TFLOPS,
+            "driver_anon_mib_line": None if anon is None else {"base_mib": round(anon[0], 1),
+                                                                "mib_per_million_cells": round(anon[1] * 1e6, 2)},
             "gpu_points_per_s_computed": round(1 / gpu_s), "cells": cells, "rows": rows}
 
 
@@ -292,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / ".cache" / "scale")
     c.add_argument("extra", nargs="*", default=["--lists-on-disk"], help="more build_index options")
     b = sub.add_parser("build", help="one build_index under the process-tree sampler: build -- BUILD_INDEX_ARGS")
+    b.add_argument("--label", default=None, help="keep the row under builds[LABEL] (e.g. res5-land, res6-land: the "
+                   "driver-memory rows) instead of the single `build` row the plan reads")
     b.add_argument("args", nargs=argparse.REMAINDER)
     s = sub.add_parser("serve", help="latency cold/warm and server RSS on an index")
     s.add_argument("index", type=Path)
@@ -301,21 +335,36 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     results = json.loads(SCALE_JSON.read_text()) if SCALE_JSON.exists() else {}
+    start = json.loads(json.dumps(results))  # what this run read: only its changes are written back
     if args.command == "compare":
         args.workdir.mkdir(parents=True, exist_ok=True)
         results["compare"] = compare(args)
     elif args.command == "build":
-        log = RESULTS / "scale" / "build.log"
+        log = RESULTS / "scale" / f"build{'-' + args.label if args.label else ''}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        results["build"] = run_build([a for a in args.args if a != "--"], log)
-        print(json.dumps(results["build"], indent=2))
+        row = run_build([a for a in args.args if a != "--"], log)
+        if args.label:
+            results.setdefault("builds", {})[args.label] = row
+        else:
+            results["build"] = row
+        print(json.dumps(row, indent=2))
+        print(table([{"build": args.label or "build", "cells": row["cells"], "driver_anon_mib": row["peak_rss"]["driver_anon_mib"],
+                      "driver_file_mib": row["peak_rss"]["driver_file_mib"], "driver_rss_mib": row["peak_rss"]["driver_mib"]}],
+                    ["build", "cells", "driver_anon_mib", "driver_file_mib", "driver_rss_mib"]))
     elif args.command == "serve":
         results.setdefault("serve", {})[args.index.name] = serve(args)
     else:
         results["plan"] = plan(results)
-    results["machine"] = machine()
+    # merged into the file as it is now: another run (a res-5 build beside a res-6 one) may have written since
+    latest = json.loads(SCALE_JSON.read_text()) if SCALE_JSON.exists() else {}
+    for key, value in results.items():
+        if key == "builds":
+            latest.setdefault("builds", {}).update(value)
+        elif value != start.get(key):
+            latest[key] = value
+    latest["machine"] = machine()
     SCALE_JSON.parent.mkdir(parents=True, exist_ok=True)
-    SCALE_JSON.write_text(json.dumps(results, indent=2) + "\n")
+    SCALE_JSON.write_text(json.dumps(latest, indent=2) + "\n")
     return 0
 
 

@@ -245,15 +245,31 @@ def scale_serve() -> str:
                      "files", "server RSS after 1,000 requests", "of which anonymous", "HTTP p50"], rows, "-rrrrrrr")
 
 
+DRIVER_STAGES = ("encode", "train", "add", "hot_columns", "self_check", "metadata_db", "exact_store")
+
+
+def scale_driver() -> str:
+    rows = []
+    for label, b in load("scale").get("builds", {}).items():
+        stages = b.get("driver_memory_by_stage_mib") or {}
+        rows.append([f"{label}: {num(b['cells'])} cells, `{b['factory']}`", f"{num(b['peak_rss']['driver_anon_mib'])} MiB",
+                     f"{num(b['peak_rss']['driver_file_mib'])} MiB", f"{num(b['peak_rss']['driver_mib'])} MiB",
+                     *(num(stages[st]["anon_mib"]) if st in stages else "-" for st in DRIVER_STAGES)])
+    return md_table(["one-process build", "driver peak anonymous", "file-backed", "RSS", *DRIVER_STAGES],
+                    rows, "-" + "r" * (3 + len(DRIVER_STAGES)))
+
+
 def scale_plan() -> str:
     def h(v):
         return "<0.01" if v < 0.01 else f"{v:.2f}"
 
     rows = [[r["res"], f"{r['cells_M']:,.1f}M", f"{r['lists_GB']} GB", f"{r['hot_GB']} GB", f"{r['store_GB']:,} GB",
              f"{r['duckdb_GB']} GB", f"{r['spill_GB']:,} GB", h(r["h_1cpu"]), h(r["h_8cpu"]), h(r["h_64cpu"]),
-             h(r["h_1gpu"]), h(r["h_8gpu"]), h(r["h_driver"])] for r in load("scale")["plan"]["rows"]]
+             h(r["h_1gpu"]), h(r["h_8gpu"]), h(r["h_driver"]),
+             f"{r['driver_anon_gib']} GiB" if "driver_anon_gib" in r else "-"] for r in load("scale")["plan"]["rows"]]
     return md_table(["res", "cells", "lists (RAM or disk)", "hot columns", "fp16 store", "DuckDB", "spill while building",
-                     "hours, 1 CPU", "8 CPUs", "64 CPUs", "1 GPU", "8 GPUs", "driver stages"], rows, "r" * 13)
+                     "hours, 1 CPU", "8 CPUs", "64 CPUs", "1 GPU", "8 GPUs", "driver stages",
+                     "driver anonymous peak"], rows, "r" * 14)
 
 
 TABLES: dict[str, Callable[[], str]] = {
@@ -262,7 +278,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "encoder": encoder, "query": query, "api": api, "store": store, "store.concurrent": store_concurrent,
     "serve_memory": serve_memory, "fidelity": fidelity, "refine": refine, "vs_reference": vs_reference,
     "train.features": train_features, "train.steps": train_steps, "train.queue": train_queue,
-    "scale.compare": scale_compare, "scale.serve": scale_serve, "scale.plan": scale_plan,
+    "scale.compare": scale_compare, "scale.serve": scale_serve, "scale.plan": scale_plan, "scale.driver": scale_driver,
 }
 SOURCES = {"recall": "recall", "encoder": "build", "query": "query_res5-land", "store": "store",
            "train": "train", "scale": "scale"}  # table-name prefix -> results file, for the provenance line
