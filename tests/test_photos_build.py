@@ -326,12 +326,13 @@ def test_locate_and_serve_open_an_on_disk_gallery_with_clean_stdout(gallery, tmp
                  "--out", str(ref), "--no-progress", "-q"]) == 0
     assert (ref / "lists.ivfdata").is_file()
     image = gallery["csv"].parent / "000003.png"
-    run = subprocess.run([sys.executable, "-m", "geoindex", "locate", str(image), "--index", str(tmp_path / "cells"),
-                          "--photos", str(ref), "--clip-model", "tiny-test", "--format", "json", "--neighbours", "3"],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    answer = json.loads(run.stdout)[0]
+    from tests.cli_output import assert_clean_stdout
+
+    argv = ["geoindex", "locate", str(image), "--index", str(tmp_path / "cells"), "--photos", str(ref),
+            "--clip-model", "tiny-test", "--neighbours", "3", "--format"]
+    answer = assert_clean_stdout([*argv, "json"], "json")[0]  # the installed command, stdout parsed whole
     assert answer["neighbours"][0]["image"] == "000003.png" and answer["neighbours"][0]["similarity"] >= 0.99
+    assert assert_clean_stdout([*argv, "geojson"], "geojson")["features"]
     from fastapi.testclient import TestClient
 
     from geoindex.serve.app import create_app
