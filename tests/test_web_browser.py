@@ -417,10 +417,11 @@ def test_exif_position_is_the_true_location_and_refine_toggle(page, server):
     assert [p["cell"] for p in refined["predictions"]] == [p["cell"] for p in direct["predictions"]]
     assert [x for p in refined["predictions"] for x in (p["lat"], p["lng"])] == pytest.approx(
         [x for p in direct["predictions"] for x in (p["lat"], p["lng"])], abs=0.01)
-    assert page.evaluate("() => window.geoindex.state.filters.refine") == 4  # what the request was built from
+    # what the request was built from: the page stores it once it has read the response, after Playwright has it
+    page.wait_for_function("() => window.geoindex.state.filters.refine === 4")
     page.wait_for_function("(lat) => Number(document.querySelector('#results-table tbody tr[data-cell]')"
                            ".dataset.lat) === lat", arg=refined["predictions"][0]["lat"])
     assert_table_matches(page, refined)
     with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate") and r.request.method == "POST"):
         page.uncheck("#refine")
-    assert page.evaluate("() => window.geoindex.state.filters.refine") is None
+    page.wait_for_function("() => window.geoindex.state.filters.refine === null")  # stored once the answer is read
