@@ -107,3 +107,20 @@ def brute_force_topk(xq: np.ndarray, xb: np.ndarray, ids: np.ndarray, k: int) ->
 def recall_at(I: np.ndarray, gt: np.ndarray) -> float:
     k = gt.shape[1]
     return float(np.mean([len(set(a[:k]) & set(b)) / k for a, b in zip(I, gt)]))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A local 2-CPU Ray cluster for one test module (skipped without Ray); its workers inherit
+    the kill-switch folder it yields (distributed.KILL_ENV) from this process."""
+    import os
+
+    from geoindex.build import distributed
+
+    ray = pytest.importorskip("ray")
+    kill_dir = tmp_path_factory.mktemp("kill")
+    os.environ[distributed.KILL_ENV] = str(kill_dir)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield kill_dir
+    ray.shutdown()
+    os.environ.pop(distributed.KILL_ENV, None)

@@ -346,22 +346,6 @@ def test_locate_and_serve_open_an_on_disk_gallery_with_clean_stdout(gallery, tmp
 
 
 # -- --ray: CLIP features encoded on Ray actors ---------------------------------------------------------
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A local 2-CPU Ray cluster; its workers inherit the kill-switch folder (distributed.KILL_ENV)."""
-    import os
-
-    from geoindex.build import distributed
-
-    ray = pytest.importorskip("ray")
-    kill_dir = tmp_path_factory.mktemp("kill")
-    os.environ[distributed.KILL_ENV] = str(kill_dir)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield kill_dir
-    ray.shutdown()
-    os.environ.pop(distributed.KILL_ENV, None)
-
-
 def _sha(path):
     import hashlib
 

@@ -2,7 +2,6 @@
 retried, a killed driver resumed; lists on disk answering like lists in memory."""
 
 import hashlib
-import os
 import shutil
 
 import duckdb
@@ -28,17 +27,6 @@ def rows(out):
         return con.execute("SELECT * FROM cells ORDER BY cell").fetchall()
     finally:
         con.close()
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A local 2-CPU Ray cluster; its workers inherit the kill-switch folder from this process."""
-    kill_dir = tmp_path_factory.mktemp("kill")
-    os.environ[distributed.KILL_ENV] = str(kill_dir)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield kill_dir
-    ray.shutdown()
-    os.environ.pop(distributed.KILL_ENV, None)
 
 
 R2 = ["--resolution", "2", "--index", "IVFH3,SQ8", "--no-progress", "-q"]
