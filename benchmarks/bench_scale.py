@@ -59,15 +59,10 @@ def _children() -> dict[int, list[int]]:
 
 def _rss_mib(pid: int) -> dict[str, float]:
     """``{"rss", "anon", "file"}`` MiB of ``pid`` now (VmRSS, RssAnon, RssFile); zeros when it is gone."""
-    out = {"rss": 0.0, "anon": 0.0, "file": 0.0}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file"}.get(line.split(":", 1)[0])
-            if key:
-                out[key] = int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return out
+    from geoindex.build.memory import status_mib
+
+    status = status_mib(pid)
+    return {name: status.get(field, 0.0) for name, field in (("rss", "VmRSS"), ("anon", "RssAnon"), ("file", "RssFile"))}
 
 
 class TreeSampler:

@@ -16,22 +16,28 @@ from pathlib import Path
 
 from geoindex.libc import pin_mmap_threshold, trim
 
-STATUS = Path("/proc/self/status")
-FIELDS = {"RssAnon:": "anon_mib", "RssFile:": "file_mib"}
+FIELDS = {"RssAnon": "anon_mib", "RssFile": "file_mib"}
 
 
-def read_rss() -> dict[str, float]:
-    """This process's resident memory now: ``{"anon_mib", "file_mib"}``; ``{}`` without ``/proc``."""
+def status_mib(pid: int | str = "self") -> dict[str, float]:
+    """The memory lines of ``/proc/PID/status`` in MiB by field name (``VmRSS``, ``RssAnon``,
+    ``RssFile``, ...); ``{}`` when the process is gone or there is no ``/proc``."""
     try:
-        text = STATUS.read_text()
+        text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return {}
     out = {}
     for line in text.splitlines():
-        key = FIELDS.get(line.split(":", 1)[0] + ":")
-        if key:
-            out[key] = int(line.split()[1]) / 1024
+        key, _, value = line.partition(":")
+        if value.endswith("kB"):
+            out[key] = int(value.split()[0]) / 1024
     return out
+
+
+def read_rss() -> dict[str, float]:
+    """This process's resident memory now: ``{"anon_mib", "file_mib"}``; ``{}`` without ``/proc``."""
+    status = status_mib()
+    return {name: status[field] for field, name in FIELDS.items() if field in status}
 
 
 class StageMemory:
