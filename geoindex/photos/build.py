@@ -184,16 +184,18 @@ def _index(emb, config: PhotoBuildConfig, budget: photo_index.BudgetChoice | Non
     from geoindex.photos import stream
 
     n = len(emb)
+    asked = config.lists_on_disk
     if budget is not None:
         factory, search = budget.factory(n), budget.search(n)
+    elif config.factory == "auto":
+        if asked is None and n > photo_index.FLAT_MAX:
+            asked = photo_index.lists_too_big(n)  # decided once: too big takes the mappable factory, on disk
+        factory, search = choose_factory(n, asked)
     else:
-        factory, search = choose_factory(n, config.lists_on_disk) if config.factory == "auto" else (config.factory, "")
+        factory, search = config.factory, ""
     if config.search is not None:
         search = str(config.search)
     index = stream.new_index(factory)
-    asked = config.lists_on_disk
-    if asked is None and budget is None and config.factory == "auto" and n > photo_index.FLAT_MAX:
-        asked = photo_index.lists_too_big(n)  # the rule took the mappable factory for lists on disk
     on_disk = photo_index.lists_on_disk(asked, index, n)
     train_size = stream.train(index, emb, factory, config.seed)
     index = stream.fill(index, emb, folder, bool(SearchSettings.parse(search).rerank_depth),

@@ -81,7 +81,7 @@ class Option:
     def search(self, n: int) -> str:
         if self.cost == "Flat":
             return ""
-        return compressed_search(n) if self.pattern == COMPRESSED_FACTORY else MAPPABLE_SEARCH
+        return compressed_search(n) if self.cost == "PQ96x4fs" else MAPPABLE_SEARCH
 
 
 # --max-memory's candidates, preferred first; the first one allowed for the gallery is the default
