@@ -59,7 +59,7 @@ def _children() -> dict[int, list[int]]:
 
 def _rss_mib(pid: int) -> dict[str, float]:
     """``{"rss", "anon", "file"}`` MiB of ``pid`` now (VmRSS, RssAnon, RssFile); zeros when it is gone."""
-    from geoindex.build.memory import status_mib
+    from geoindex.pipeline.memory import status_mib
 
     status = status_mib(pid)
     return {name: status.get(field, 0.0) for name, field in (("rss", "VmRSS"), ("anon", "RssAnon"), ("file", "RssFile"))}

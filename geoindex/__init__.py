@@ -6,7 +6,7 @@ The library follows the data flow, one subpackage a stage:
 - :mod:`geoindex.encoders`: the GeoCLIP location encoder, CLIP + GeoCLIP head, image reading;
 - :mod:`geoindex.index`: FAISS factory strings, search settings, IVFH3 lists, train/add;
 - :mod:`geoindex.store`: the index directory (manifest, DuckDB cells, hot columns, shards);
-- :mod:`geoindex.build`: the streaming, resumable builder;
+- :mod:`geoindex.pipeline`: the streaming, resumable builder;
 - :mod:`geoindex.locate`: the Geolocator (search, probabilities, regions, re-ranking, GeoJSON).
 
 The entry points are importable from here (``from geoindex import Geolocator, QueryOptions``);
@@ -36,8 +36,8 @@ _EXPORTS = {
     "results_to_geojson": ("geoindex.locate.geojson", "results_to_geojson"),
     "make_filter": ("geoindex.locate.regions", "make_filter"),
     "SearchSettings": ("geoindex.index.search", "SearchSettings"),
-    "BuildConfig": ("geoindex.build.config", "BuildConfig"),
-    "build_index": ("geoindex.build.pipeline", "build"),
+    "BuildConfig": ("geoindex.pipeline.config", "BuildConfig"),
+    "build_index": ("geoindex.pipeline.pipeline", "build"),
     "load_image_encoder": ("geoindex.encoders.clip", "load_image_encoder"),
     "load_image": ("geoindex.encoders.images", "load_image"),
     "load_location_encoder": ("geoindex.encoders.location", "load_location_encoder"),

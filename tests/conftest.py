@@ -115,7 +115,7 @@ def cluster(tmp_path_factory):
     the kill-switch folder it yields (distributed.KILL_ENV) from this process."""
     import os
 
-    from geoindex.build import distributed
+    from geoindex.pipeline import distributed
 
     ray = pytest.importorskip("ray")
     kill_dir = tmp_path_factory.mktemp("kill")

@@ -18,7 +18,7 @@ import pytest
 from geoindex.cli.build import main
 from geoindex.store.cell_table import hot_files
 from tests.conftest import stop_at_shard_write
-from geoindex.build.pipeline import work_dir_for
+from geoindex.pipeline.pipeline import work_dir_for
 from geoindex.errors import IndexDirError
 from geoindex.encoders.location import encode_latlng, location_weights_sha256
 from geoindex.store.manifest import open_index_dir

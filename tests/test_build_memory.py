@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geoindex.build.memory import StageMemory, read_rss
-from geoindex.build.shard_cells import ShardCells
+from geoindex.pipeline.memory import StageMemory, read_rss
+from geoindex.pipeline.shard_cells import ShardCells
 from geoindex.cells.h3ids import cell_to_parent
 from geoindex.errors import IndexDirError
 from geoindex.store.cell_table import HOT, STRING_COLUMNS, _read_duckdb, load_cell_table
@@ -146,7 +146,7 @@ def test_the_self_check_reads_a_mapped_index_that_answers_as_the_built_one(tmp_p
     not the driver's anonymous memory) and its search settings applied: the same answers."""
     import faiss
 
-    from geoindex.build.write import reopen_mapped
+    from geoindex.pipeline.write import reopen_mapped
     from geoindex.index.search import SearchSettings, apply_search_settings
 
     rng = np.random.default_rng(5)

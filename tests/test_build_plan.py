@@ -15,7 +15,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from geoindex.build import BuildConfig, build, make_plan, work_dir_for
+from geoindex.pipeline import BuildConfig, build, make_plan, work_dir_for
 from geoindex.cli.build import main
 from tests.conftest import stop_at_shard_write
 
@@ -35,7 +35,7 @@ def rows(index_dir: Path) -> list:
 @pytest.fixture
 def no_encoding(monkeypatch):
     """Fail the test if anything is enumerated or encoded."""
-    import geoindex.build.pipeline as pipeline
+    import geoindex.pipeline.pipeline as pipeline
 
     def refuse(*args, **kwargs):
         raise AssertionError("the gallery was encoded before the refusal")
@@ -152,7 +152,7 @@ def test_library_and_cli_resume_each_other(tmp_path, monkeypatch, caplog):
     stop_at_shard_write(monkeypatch, 30)
     assert main(["--resolution", "2", *args, "--out", str(out)]) == 130
     monkeypatch.undo()
-    with caplog.at_level("INFO", logger="geoindex.build.workdir"):
+    with caplog.at_level("INFO", logger="geoindex.pipeline.workdir"):
         build(BuildConfig(out=out, resolution="02", factory="IVFH3,SQ8", batch_size=512, progress=False))
     assert "resuming: 29 finished shards" in caplog.text
     caplog.clear()
@@ -162,7 +162,7 @@ def test_library_and_cli_resume_each_other(tmp_path, monkeypatch, caplog):
     with pytest.raises(KeyboardInterrupt):
         build(BuildConfig(out=back, resolution=2, factory="IVFH3,SQ8", progress=False))
     monkeypatch.undo()
-    with caplog.at_level("INFO", logger="geoindex.build.workdir"):
+    with caplog.at_level("INFO", logger="geoindex.pipeline.workdir"):
         assert main(["--resolution", "2", *args, "--batch-size", "100", "--out", str(back)]) == 0
     assert "resuming: 19 finished shards" in caplog.text
     for built in (out, back):
@@ -180,7 +180,7 @@ def test_killed_res3_build_resumes_as_03_to_the_same_bytes(tmp_path, monkeypatch
     stop_at_shard_write(monkeypatch, 60)
     assert main(["--resolution", "3", "--out", str(out), "--no-progress", "-q"]) == 130
     monkeypatch.undo()
-    with caplog.at_level("INFO", logger="geoindex.build.workdir"):
+    with caplog.at_level("INFO", logger="geoindex.pipeline.workdir"):
         assert main(["--resolution", "03", "--out", str(out), "--no-progress", "-q"]) == 0
     assert "resuming: 59 finished shards" in caplog.text
     assert sha(out / "vectors.faiss") == sha(clean.path / "vectors.faiss")
@@ -231,7 +231,7 @@ def test_disk_full_while_spilling_shards_is_one_line_and_leaves_no_half_file(tmp
 
 
 def test_disk_full_while_writing_the_index_leaves_no_half_file(tmp_path, capsys, monkeypatch):
-    import geoindex.build.write as write
+    import geoindex.pipeline.write as write
 
     def half_written(index, path):
         Path(path).write_bytes(b"IxF2 half an index")
@@ -248,8 +248,8 @@ def test_disk_full_while_writing_the_index_leaves_no_half_file(tmp_path, capsys,
 
 @pytest.mark.slow  # over ~4 s: the full suite (make test-all) runs it
 def test_killed_while_publishing_leaves_nothing_behind(tmp_path, monkeypatch):
-    import geoindex.build.pipeline as pipeline
-    import geoindex.build.workdir as workdir
+    import geoindex.pipeline.pipeline as pipeline
+    import geoindex.pipeline.workdir as workdir
 
     out = tmp_path / "o"
 

@@ -12,7 +12,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from geoindex.cli.build import main  # noqa: E402
-from geoindex.build import distributed, work_dir_for  # noqa: E402
+from geoindex.pipeline import distributed, work_dir_for  # noqa: E402
 from geoindex.store.manifest import open_index_dir  # noqa: E402
 from tests.conftest import stop_at_shard_write  # noqa: E402
 
@@ -107,7 +107,7 @@ def test_ray_on_disk_lists_resume_from_filled_parts(cluster, one_process_r3disk,
         yield from real_fill(trained, loaders, workers)
 
     monkeypatch.setattr(distributed, "fill_parts", counting_fill)
-    with caplog.at_level("INFO", logger="geoindex.build.pipeline"):
+    with caplog.at_level("INFO", logger="geoindex.pipeline.pipeline"):
         assert main([*R3, "--lists-on-disk", "--ray", "--out", str(out)]) == 0
     assert f"the trained index and {len(parts)} filled parts" in caplog.text
     assert refilled == [0]  # every part came from the killed run

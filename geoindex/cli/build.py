@@ -1,6 +1,6 @@
 """``build_index --resolution R --out DIR``: build a geoindex index directory.
 
-Loose input (argv) becomes a typed :class:`geoindex.build.BuildConfig` here (the search string a
+Loose input (argv) becomes a typed :class:`geoindex.pipeline.BuildConfig` here (the search string a
 :class:`geoindex.index.search.SearchSettings`); errors become one line on stderr and exit status
 2, never a traceback.
 """
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     if args.photos is not None or args.photos_features is not None:
         return build_photos_main(args, prog)
     # Heavy imports after argument parsing: --help stays instant.
-    from geoindex.build import BuildConfig, build, summary_line, work_dir_for
+    from geoindex.pipeline import BuildConfig, build, summary_line, work_dir_for
     from geoindex.cells.region import make_filter
     from geoindex.index.search import SearchSettings
 

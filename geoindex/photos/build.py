@@ -77,7 +77,7 @@ def build_photos(config: PhotoBuildConfig) -> dict:
 
     out, max_memory = _check_args(config)
     if config.ray is not None:  # join the cluster (and size its pool) before any photo is read
-        from geoindex.build.distributed import actor_plan, connect
+        from geoindex.pipeline.distributed import actor_plan, connect
 
         actor_plan(connect(config.ray), config.device)
     files = geoclip_files(config.weights)

@@ -15,7 +15,7 @@ for one batch.
 
 With the lists on disk each chunk is added to its own copy of the trained empty index and kept as a
 part file of inverted lists; the parts are merged in order into ``lists.ivfdata``
-(:func:`geoindex.build.distributed.merge_parts`, as the cell build does): the same ids and codes in
+(:func:`geoindex.pipeline.distributed.merge_parts`, as the cell build does): the same ids and codes in
 the same lists as an in-memory add.
 """
 
@@ -156,7 +156,7 @@ def _in_memory(index: faiss.Index) -> tuple[Callable, Callable]:
 def _in_parts(trained: faiss.Index, parts: Path, lists_file: Path) -> tuple[Callable, Callable]:
     """Each chunk added to a copy of the trained empty index, its lists kept in ``parts``; merged
     in order into ``lists_file`` at the end (the parts folder is removed)."""
-    from geoindex.build.distributed import fill_part, merge_parts
+    from geoindex.pipeline.distributed import fill_part, merge_parts
 
     shutil.rmtree(parts, ignore_errors=True)
     parts.mkdir(parents=True)

@@ -2,7 +2,7 @@
 actors, one per GPU when the cluster has GPUs, else one single-threaded actor per CPU, each holding
 the CLIP image tower and encoding whole shards of the feature cache.
 
-The patterns are the cell build's (:mod:`geoindex.build.distributed`): :func:`connect` joins or starts
+The patterns are the cell build's (:mod:`geoindex.pipeline.distributed`): :func:`connect` joins or starts
 the cluster, :func:`actor_plan` sizes the pool, Ray restarts a dead actor and retries its shard, and
 the driver writes every shard it gets back, whole, into the cache folder. So a cache made on Ray is
 the cache one process makes (same layout, fingerprint and shards), and a killed build resumes from
@@ -51,7 +51,7 @@ def _actor_class():
             """Shard ``number`` (rows ``start``...): (number, feats, CSV rows kept, skipped)."""
             import torch
 
-            from geoindex.build.distributed import _maybe_die
+            from geoindex.pipeline.distributed import _maybe_die
 
             _maybe_die(f"photos{number:05d}")
             photos = Photos([Path(p) for p in images], np.zeros((len(images), 2)), np.asarray(lines, np.int64), "")
@@ -71,7 +71,7 @@ def encode_on_ray(address: str, photos: Photos, out: Path, todo: list[int], shar
     from ray.util import ActorPool
     from tqdm import tqdm
 
-    from geoindex.build.distributed import ACTOR_RESTARTS, actor_plan, connect
+    from geoindex.pipeline.distributed import ACTOR_RESTARTS, actor_plan, connect
     from geoindex.train.features import _write_shard, shard_dir
 
     actors, kind = actor_plan(connect(address), device)

@@ -1,6 +1,6 @@
 """The build plan: every decision that depends only on the arguments, made once, before any work.
 
-:func:`make_plan` turns a :class:`~geoindex.build.config.BuildConfig` (loose input: ``"03"``, a
+:func:`make_plan` turns a :class:`~geoindex.pipeline.config.BuildConfig` (loose input: ``"03"``, a
 factory string with spaces, a weights folder) into a frozen :class:`BuildPlan` (an int resolution,
 the canonical factory and search strings, the weights resolved once with their SHA-256, the store,
 spill dtype, device and precision, the Ray actors) and makes every refusal that needs no gallery:
@@ -22,9 +22,9 @@ import faiss
 import numpy as np
 import torch
 
-from geoindex.build import distributed
-from geoindex.build.config import BuildConfig
-from geoindex.build.workdir import check_output, work_dir_for
+from geoindex.pipeline import distributed
+from geoindex.pipeline.config import BuildConfig
+from geoindex.pipeline.workdir import check_output, work_dir_for
 from geoindex.cells import csv_gallery, gallery
 from geoindex.cells.region import RegionFilter, check_build_region, region_to_dict
 from geoindex.encoders.location import pick_device

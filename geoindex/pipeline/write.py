@@ -1,7 +1,7 @@
 """Stage 4 of the build: the index directory's files (FAISS index, DuckDB cells, hot columns,
 exact store) written into the work dir's ``staging/``, then its manifest.
 
-Staging is published whole (:func:`geoindex.build.workdir.publish`), so its files need no
+Staging is published whole (:func:`geoindex.pipeline.workdir.publish`), so its files need no
 rename each; a full disk while writing one becomes one line naming that file
 (:func:`geoindex.atomic.writing`) and the caller removes staging.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 import faiss
 
 from geoindex.atomic import writing
-from geoindex.build.index_stage import IndexChoice
-from geoindex.build.plan import BuildPlan
-from geoindex.build.shard_cells import ShardCells
+from geoindex.pipeline.index_stage import IndexChoice
+from geoindex.pipeline.plan import BuildPlan
+from geoindex.pipeline.shard_cells import ShardCells
 from geoindex.cells.region import region_to_dict
 from geoindex.encoders.location import EMBED_DIM
 from geoindex.errors import IndexDirError
@@ -94,7 +94,7 @@ def write_metadata(choice: IndexChoice, shards: list[ShardFile], cells: ShardCel
 def make_manifest(plan: BuildPlan, choice: IndexChoice, facts: dict, staging: Path, check: dict,
                   timings: dict, built_on_gpu: bool, memory: dict) -> dict:
     """The manifest of the index in ``staging`` (files hashed as they are there). ``memory``: the
-    driver's peak anonymous and file-backed memory, per stage (:mod:`geoindex.build.memory`)."""
+    driver's peak anonymous and file-backed memory, per stage (:mod:`geoindex.pipeline.memory`)."""
     ntotal, store_kind = facts["ntotal"], choice.store_kind
     files = (manifest.REQUIRED_FILES + exact_store.store_files(store_kind)
              + ((manifest.LISTS,) if choice.on_disk else ()) + facts["hot"])

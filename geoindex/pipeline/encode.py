@@ -14,9 +14,9 @@ import h3
 import numpy as np
 from tqdm.auto import tqdm
 
-from geoindex.build import distributed
-from geoindex.build.memory import StageMemory
-from geoindex.build.plan import BuildPlan
+from geoindex.pipeline import distributed
+from geoindex.pipeline.memory import StageMemory
+from geoindex.pipeline.plan import BuildPlan
 from geoindex.cells import csv_gallery, gallery
 from geoindex.cells.geocode import reverse_geocode
 from geoindex.cells.region import RegionFilter, cells_inside, shard_roots_in
@@ -25,7 +25,7 @@ from geoindex.store.shards import ShardFile, shard_files
 
 class Timer:
     """Seconds per build step, summed over calls (the manifest's ``timings_s``), and, given a
-    :class:`~geoindex.build.memory.StageMemory`, the driver's peak memory per stage."""
+    :class:`~geoindex.pipeline.memory.StageMemory`, the driver's peak memory per stage."""
 
     def __init__(self, memory: StageMemory | None = None) -> None:
         self.seconds: dict[str, float] = {}

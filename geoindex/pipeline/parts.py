@@ -14,8 +14,8 @@ import faiss
 import numpy as np
 
 from geoindex.atomic import atomic_path, write_json
-from geoindex.build import distributed
-from geoindex.build.encode import progress_bar
+from geoindex.pipeline import distributed
+from geoindex.pipeline.encode import progress_bar
 from geoindex.index.h3lists import list_numbers
 from geoindex.store.shards import ShardFile, iter_vectors
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from geoindex.build import distributed, parts
-from geoindex.build.encode import progress_bar
-from geoindex.build.plan import BuildPlan, lists_mappable, unmappable_error
-from geoindex.build.shard_cells import ShardCells
+from geoindex.pipeline import distributed, parts
+from geoindex.pipeline.encode import progress_bar
+from geoindex.pipeline.plan import BuildPlan, lists_mappable, unmappable_error
+from geoindex.pipeline.shard_cells import ShardCells
 from geoindex.index import budget
 from geoindex.index import factory as index_factory
 from geoindex.index.builder import IndexBuilder

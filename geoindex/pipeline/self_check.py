@@ -10,7 +10,7 @@ import faiss
 import numpy as np
 
 from geoindex.locate.rerank import ExactReranker
-from geoindex.build.shard_cells import ShardCells
+from geoindex.pipeline.shard_cells import ShardCells
 from geoindex.store.cell_table import CellTable
 from geoindex.store.shards import ShardFile, iter_vectors, sample_vectors
 

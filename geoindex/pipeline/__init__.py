@@ -6,9 +6,9 @@ cells -> encoders -> index -> store; its work directory (lock, resume, atomic pu
 :mod:`.workdir` and the finished index's self-check :mod:`.self_check`.
 """
 
-from geoindex.build.config import BuildConfig, BuildResult
-from geoindex.build.pipeline import build, summary_line
-from geoindex.build.plan import BuildPlan, make_plan
-from geoindex.build.workdir import work_dir_for
+from geoindex.pipeline.config import BuildConfig, BuildResult
+from geoindex.pipeline.pipeline import build, summary_line
+from geoindex.pipeline.plan import BuildPlan, make_plan
+from geoindex.pipeline.workdir import work_dir_for
 
 __all__ = ["BuildConfig", "BuildPlan", "BuildResult", "build", "make_plan", "summary_line", "work_dir_for"]

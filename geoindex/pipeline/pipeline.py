@@ -20,14 +20,14 @@ import time
 import torch
 
 from geoindex.atomic import write_error
-from geoindex.build import index_stage, parts, write
-from geoindex.build.config import BuildConfig, BuildResult
-from geoindex.build.encode import Timer, encode_shards
-from geoindex.build.memory import StageMemory
-from geoindex.build.plan import BuildPlan, make_plan
-from geoindex.build.self_check import self_check
-from geoindex.build.shard_cells import ShardCells
-from geoindex.build.workdir import WorkLock, fresh_staging, prepare_work_dir, publish, work_dir_for
+from geoindex.pipeline import index_stage, parts, write
+from geoindex.pipeline.config import BuildConfig, BuildResult
+from geoindex.pipeline.encode import Timer, encode_shards
+from geoindex.pipeline.memory import StageMemory
+from geoindex.pipeline.plan import BuildPlan, make_plan
+from geoindex.pipeline.self_check import self_check
+from geoindex.pipeline.shard_cells import ShardCells
+from geoindex.pipeline.workdir import WorkLock, fresh_staging, prepare_work_dir, publish, work_dir_for
 from geoindex.cells.region import describe_region, region_from_dict
 from geoindex.encoders.location import load_location_encoder
 from geoindex.errors import InvalidArgumentError
@@ -42,7 +42,7 @@ __all__ = ["BuildConfig", "BuildResult", "build", "summary_line", "work_dir_for"
 def build(config: BuildConfig) -> BuildResult:
     """Build (or resume) the index that ``config`` describes, and publish it at ``config.out``.
 
-    Every argument is checked first (:func:`geoindex.build.plan.make_plan`): a refusal comes before
+    Every argument is checked first (:func:`geoindex.pipeline.plan.make_plan`): a refusal comes before
     any enumeration or encoding and leaves nothing on disk. A build that stops (Ctrl-C, a kill, a
     full disk) keeps its finished shards in the hidden work dir ``.<out>.partial/``; the same build
     (by its normalised plan: ``resolution=3`` and the CLI's ``"03"`` are the same) resumes from them

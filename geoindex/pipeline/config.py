@@ -1,7 +1,7 @@
 """What a caller asks of a build (:class:`BuildConfig`) and what it gets back (:class:`BuildResult`).
 
 The config is loose input, as a user gives it (``resolution`` may be ``"03"``); the build turns it
-into a frozen :class:`~geoindex.build.plan.BuildPlan` before any work, and reads only the plan.
+into a frozen :class:`~geoindex.pipeline.plan.BuildPlan` before any work, and reads only the plan.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class BuildConfig:
 
     Raises:
         InvalidArgumentError: ``search`` or ``max_memory`` is a malformed string (every other
-            check is made by :func:`~geoindex.build.build` before any work).
+            check is made by :func:`~geoindex.pipeline.build` before any work).
     """
 
     out: Path
