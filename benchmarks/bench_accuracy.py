@@ -106,15 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     encode_s = time.perf_counter() - t
 
     rows, per_image = [], {}
-    from geoindex.photos import FusionSettings
+    from geoindex.photos import FusionSettings, open_photos
 
     weights = [None] if args.photos is None else [0.0, *(args.photo_weight or [FusionSettings().weight])]
     for index_dir in args.index:
-        geo = Geolocator(index_dir, weights=args.weights, photos=args.photos)
+        geo = Geolocator(index_dir, weights=args.weights,
+                         evidence=None if args.photos is None else open_photos(args.photos, args.weights))
         for w in weights:  # None: no photos; 0: photos open but weightless (= the cells alone)
             label = "" if w is None else f" + photos w={w:g}"
             if w is not None:
-                geo.fusion = FusionSettings(weight=w)
+                geo.evidence.fusion = FusionSettings(weight=w)
             results = geo.locate(xq, QueryOptions(k=1, aggregate_res=args.aggregate_res))
             pred = np.array([[r.predictions[0].lat, r.predictions[0].lng] for r in results])
             err = haversine_km(truth[:, 0], truth[:, 1], pred[:, 0], pred[:, 1])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import os
 
-__version__ = "0.1.0"
+from geoindex.constants import __version__
 
 # MKL's strict reproducible mode: each vector the location encoder gives is then the same bits
 # whatever the batch around it and the thread count (by default MKL's small-batch GEMM kernels

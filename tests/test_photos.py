@@ -21,6 +21,7 @@ from geoindex.cells.geocode import haversine_km
 from geoindex.errors import IndexDirError, InvalidArgumentError, TrainingDataError
 from geoindex.locate.options import LocateResult, Prediction, QueryOptions
 from geoindex.locate.regions import make_filter
+from geoindex.photos.evidence import open_photos
 from geoindex.photos.fusion import FusionSettings, Neighbour, fuse
 from geoindex.train.synthetic import write_grid, write_photos
 
@@ -129,7 +130,7 @@ def test_exact_copies_are_neighbour_1_with_the_top1_at_their_place(synth):
     from geoindex.locate.geolocator import Geolocator
 
     rows = _rows(synth["csv"])[:12]
-    geo = Geolocator(synth["cells"], photos=synth["ref"])
+    geo = Geolocator(synth["cells"], evidence=open_photos(synth["ref"]))
     results = geo.locate(_encode([r[0] for r in rows]), QueryOptions(k=3))
     for i, ((path, lat, lng), res) in enumerate(zip(rows, results)):
         first = res.neighbours[0]
@@ -148,7 +149,7 @@ def test_fusion_beats_the_cells_alone_on_held_out_photos(synth):
     truth = np.array([(r[1], r[2]) for r in rows])
 
     def errors(weight):
-        geo = Geolocator(synth["cells"], photos=synth["ref"], fusion=FusionSettings(weight=weight))
+        geo = Geolocator(synth["cells"], evidence=open_photos(synth["ref"], fusion=FusionSettings(weight=weight)))
         top = np.array([(r.predictions[0].lat, r.predictions[0].lng) for r in geo.locate(xq, QueryOptions(k=1))])
         return haversine_km(truth[:, 0], truth[:, 1], top[:, 0], top[:, 1])
 
@@ -162,7 +163,7 @@ def test_fusion_beats_the_cells_alone_on_held_out_photos(synth):
 def test_region_filters_apply_to_neighbours(synth):
     from geoindex.locate.geolocator import Geolocator
 
-    geo = Geolocator(synth["cells"], photos=synth["ref"])
+    geo = Geolocator(synth["cells"], evidence=open_photos(synth["ref"]))
     region = make_filter([], ["-180,0,180,90"], [])  # the northern hemisphere
     res = geo.locate(_encode([_rows(synth["csv"])[0][0]]), QueryOptions(k=3, region=region))[0]
     inside = [n for n in res.neighbours]
@@ -172,7 +173,6 @@ def test_region_filters_apply_to_neighbours(synth):
 
 @pytest.mark.slow
 def test_another_clip_model_or_weights_is_refused(synth, tmp_path):
-    from geoindex.locate.geolocator import Geolocator
     from geoindex.photos.gallery import PhotoGallery
 
     with pytest.raises(IndexDirError, match="encoded with CLIP tiny-test.*--clip-model tiny-test"):
@@ -183,9 +183,9 @@ def test_another_clip_model_or_weights_is_refused(synth, tmp_path):
     m["encoder"]["image_head_sha256"] = "0" * 64
     (other / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(IndexDirError, match="other GeoCLIP weights"):
-        Geolocator(synth["cells"], photos=other)
+        open_photos(other)
     with pytest.raises(IndexDirError, match="not 'geoindex-photos/1'.*cell index"):
-        Geolocator(synth["cells"], photos=synth["cells"])
+        open_photos(synth["cells"])
 
 
 @pytest.mark.slow

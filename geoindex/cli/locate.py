@@ -135,12 +135,13 @@ def _queries(args):
     return labels, np.concatenate(parts)
 
 
-def _fusion(args):
+def _photos(args):
     if args.photos is None:
         return None
-    from geoindex.photos.fusion import FusionSettings
+    from geoindex.photos import FusionSettings, open_photos
 
-    return FusionSettings(k=args.neighbours, **({} if args.photo_weight is None else {"weight": args.photo_weight}))
+    fusion = FusionSettings(k=args.neighbours, **({} if args.photo_weight is None else {"weight": args.photo_weight}))
+    return open_photos(args.photos, args.weights, fusion)
 
 
 def _table(labels, results) -> str:
@@ -200,11 +201,11 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
                                aggregate_res=args.aggregate_res, confidence=args.confidence, region=region)
         if archive.wanted(args):  # folders in, a results file out
             return archive.run(args, options, prog)
-        geolocator = Geolocator(args.index, weights=args.weights, photos=args.photos, fusion=_fusion(args))
-        if geolocator.photos is not None and (args.images or args.text):
+        geolocator = Geolocator(args.index, weights=args.weights, evidence=_photos(args))
+        if geolocator.evidence is not None and (args.images or args.text):
             from geoindex.encoders.weights import clip_model_for, geoclip_files
 
-            geolocator.photos.check_encoder(clip_model_for(args.clip_model, geoclip_files(args.weights)), None, None)
+            geolocator.evidence.gallery.check_encoder(clip_model_for(args.clip_model, geoclip_files(args.weights)), None, None)
         geolocator.check_options(options)  # before loading any model
         if args.map is not None and (args.map.suffix.lower() != ".png" or not args.map.parent.is_dir()):
             raise InvalidArgumentError(f"--map {str(args.map)!r}: give a .png path in an existing folder")

@@ -23,13 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from geoindex.encoders.weights import geoclip_files, sha256_file
+from geoindex.constants import EMBED_DIM
+from geoindex.encoders.weights import geoclip_files
 from geoindex.errors import InvalidArgumentError, InvalidCoordinateError
+from geoindex.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
 SIGMAS = (2.0**0, 2.0**4, 2.0**8)
-EMBED_DIM = 512
 
 # Equal Earth projection constants (Savric, Patterson & Jenny 2018), as GeoCLIP uses them.
 _A1, _A2, _A3, _A4 = 1.340264, -0.081106, 0.000893, 0.003796

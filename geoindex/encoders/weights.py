@@ -10,7 +10,6 @@ which CLIP backbone its head was trained on, and how.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geoindex.errors import WeightsNotFoundError
+from geoindex.hashing import sha256_file  # noqa: F401  (re-exported: it lived here)
 
 WEIGHTS_ENV = "GEOINDEX_GEOCLIP_WEIGHTS"
 
@@ -122,15 +122,6 @@ def gallery_100k_path() -> Path:
             "GeoCLIP's 100K gallery CSV not found: run `pip install geoclip`."
         )
     return path
-
-
-def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # -- downloads that cannot happen ----------------------------------------------------------------

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import faiss
 import numpy as np
 
-from geoindex.encoders.location import EMBED_DIM
+from geoindex.constants import EMBED_DIM
 from geoindex.errors import InvalidArgumentError
 from geoindex.index.factory import DEFAULT_SEARCH, list_resolution_of, new_index, resolve, with_list_depth
 from geoindex.index.search import SearchSettings

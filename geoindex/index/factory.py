@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import faiss
 
-from geoindex.encoders.location import EMBED_DIM
+from geoindex.constants import EMBED_DIM
 from geoindex.errors import InvalidArgumentError
 from geoindex.index.defaults import FLAT_MAX, MEASURED
 from geoindex.index.search import SearchSettings, apply_search_settings, faiss_reason

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from geoindex.cells.h3ids import cell_to_parent
-from geoindex.encoders.location import EMBED_DIM
+from geoindex.constants import EMBED_DIM
 
 
 def list_parents(cells: np.ndarray, list_res: int) -> np.ndarray:

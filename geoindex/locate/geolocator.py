@@ -18,9 +18,10 @@ import numpy as np
 
 from geoindex.cells.region import describe_region, points_inside, region_from_dict
 from geoindex.encoders.location import location_weights_sha256
-from geoindex.errors import IndexDirError, InvalidQueryError
+from geoindex.errors import IndexDirError, InvalidArgumentError, InvalidQueryError
 from geoindex.index.io import read_index
 from geoindex.index.search import SearchSettings, apply_search_settings, per_call_params
+from geoindex.locate.evidence import EvidenceSource
 from geoindex.locate.options import DEFAULT_CANDIDATES, LocateResult, QueryOptions, validate_embeddings
 from geoindex.locate.plan import QueryPlan, make_plan
 from geoindex.locate.ranking import rank
@@ -70,7 +71,7 @@ class Geolocator:
 
     def __init__(self, index_dir: str | Path, verify: str = "small", use_store: bool = True,
                  weights: str | Path | None = None, small_file_bytes: int = SMALL_FILE_BYTES,
-                 photos: str | Path | None = None, fusion=None):
+                 evidence: EvidenceSource | None = None):
         """Open and verify ``index_dir``.
 
         Args:
@@ -84,9 +85,8 @@ class Geolocator:
             weights: the GeoCLIP weights folder the index was built with (``--weights``; default
                 the released weights): an index built with others is refused.
             small_file_bytes: the size up to which ``"small"`` checksums a file at open.
-            photos: a reference photo gallery (``geoindex build --photos``) whose nearest photos
-                each answer gains, fused into its ranking (docs/photos.md).
-            fusion: a :class:`geoindex.photos.FusionSettings` (default: the conservative one).
+            evidence: a second gallery fused into each answer (:mod:`geoindex.locate.evidence`),
+                e.g. reference photos: ``evidence=geoindex.photos.open_photos(REF)`` (docs/photos.md).
 
         Raises:
             IndexDirError: the directory is missing, incomplete, altered, or holds another
@@ -114,11 +114,10 @@ class Geolocator:
         self.reranker = self.encoder_reranker if self.store is None else StoreReranker(self.store, self.table.rows)
         self.refiner = Refiner(lambda: self.encoder_reranker.model)  # one encoder for both
         self.region = region_from_dict(self.dir.manifest["gallery"].get("region"))  # None: the whole globe
-        self.photos = self.fusion = None
-        if photos is not None:
-            from geoindex.photos.evidence import open_photos
-
-            self.photos, self.fusion = open_photos(photos, weights, fusion, verify)
+        if evidence is not None and not isinstance(evidence, EvidenceSource):
+            raise InvalidArgumentError(f"evidence={evidence!r} is not an evidence source (pool, neighbours, fuse): "
+                                       "pass e.g. geoindex.photos.open_photos(REF)")
+        self.evidence = evidence
 
     def covers(self, lat, lng) -> np.ndarray:
         """Which points lie in the region this index was built for.
@@ -339,13 +338,14 @@ class Geolocator:
         if plan.refine:
             D, I, points = self.refine(xq, D, I, plan.refine)
         options = plan.options
-        pool = options if self.photos is None else replace(options, k=max(options.k, self.fusion.pool))
+        evidence = self.evidence
+        pool = options if evidence is None else replace(options, k=max(options.k, evidence.pool))
         results = [rank(D[i], I[i], pool, self.table, self.logit_scale, self.resolution,
                         None if points is None else points[i]) for i in range(len(xq))]
-        if self.photos is not None:
-            from geoindex.photos.evidence import with_photos
-
-            results = with_photos(self, xq, results, options)
+        if evidence is not None:
+            resolution = self.resolution if options.aggregate_res is None else options.aggregate_res
+            found = evidence.neighbours(xq, options.region or None)
+            results = [evidence.fuse(r, n, options.k, resolution) for r, n in zip(results, found)]
         return results
 
     def refine(self, xq: np.ndarray, D: np.ndarray, I: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

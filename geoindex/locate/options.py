@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from geoindex.encoders.location import EMBED_DIM
+from geoindex.constants import EMBED_DIM
 from geoindex.errors import InvalidQueryError
 from geoindex.index.search import SearchSettings
 from geoindex.locate.regions import RegionFilter

@@ -259,7 +259,7 @@ def _metadata(path: Path, rows, kept: np.ndarray) -> None:
 
 
 def _encoder_entry(clip_model: str, cache, files, config: PhotoBuildConfig) -> dict:
-    from geoindex.encoders.weights import sha256_file
+    from geoindex.hashing import sha256_file
 
     return {"clip_model": clip_model, "clip_checkpoint": cache.info.get("clip_checkpoint"),
             "weights_source": files.source, "image_head_sha256": sha256_file(files.image_head),

@@ -1,9 +1,10 @@
-"""Reference photos in a query: open a gallery for a :class:`~geoindex.locate.geolocator.Geolocator`
-and attach each query's neighbours, fused with its cell result (:mod:`geoindex.photos.fusion`).
+"""Reference photos in a query: the photo gallery as an evidence source
+(:class:`~geoindex.locate.evidence.EvidenceSource`) that a
+:class:`~geoindex.locate.geolocator.Geolocator` takes as ``evidence=``.
 
-The Geolocator calls two functions and knows nothing else of photos: :func:`open_photos` when it
-opens (the gallery must have been encoded with the same GeoCLIP weights as the queries) and
-:func:`with_photos` after ranking its cells.
+:func:`open_photos` opens a gallery (it must have been encoded with the same GeoCLIP weights as the
+queries); the Geolocator then asks :meth:`PhotoEvidence.neighbours` for each query's nearest
+reference photos and :meth:`PhotoEvidence.fuse` for the fused answer (:mod:`geoindex.photos.fusion`).
 """
 
 from __future__ import annotations
@@ -12,19 +13,44 @@ from pathlib import Path
 
 import numpy as np
 
+from geoindex.hashing import sha256_file
 from geoindex.photos.fusion import FusionSettings, Neighbour, fuse
 from geoindex.photos.gallery import PhotoGallery
 
 
-def open_photos(path: str | Path, weights: str | Path | None, fusion: FusionSettings | None,
-                verify: str = "size") -> tuple[PhotoGallery, FusionSettings]:
-    """The gallery at ``path``, refused when built with other GeoCLIP weights than ``weights``."""
-    from geoindex.encoders.weights import geoclip_files, sha256_file
+class PhotoEvidence:
+    """A reference photo gallery and the fusion rule that combines its neighbours with the cells.
+
+    Attributes:
+        gallery: the opened :class:`~geoindex.photos.gallery.PhotoGallery`.
+        fusion: the :class:`~geoindex.photos.fusion.FusionSettings` (may be replaced between calls).
+    """
+
+    def __init__(self, gallery: PhotoGallery, fusion: FusionSettings | None = None):
+        self.gallery = gallery
+        self.fusion = fusion or FusionSettings()
+
+    @property
+    def pool(self) -> int:
+        return self.fusion.pool
+
+    def neighbours(self, xq: np.ndarray, region=None) -> list[list[Neighbour]]:
+        return neighbours_of(self.gallery, xq, self.fusion.k, region)
+
+    def fuse(self, result, neighbours: list[Neighbour], k: int, resolution: int | None):
+        return fuse(result, neighbours, self.fusion, k, _cell_of(resolution))
+
+
+def open_photos(path: str | Path, weights: str | Path | None = None, fusion: FusionSettings | None = None,
+                verify: str = "small") -> PhotoEvidence:
+    """The gallery at ``path`` as evidence, refused when built with other GeoCLIP weights than
+    ``weights`` (the ``--weights`` folder the queries use; default the released weights)."""
+    from geoindex.encoders.weights import geoclip_files
 
     gallery = PhotoGallery(path, verify)
     files = geoclip_files(weights)
     gallery.check_encoder(None, sha256_file(files.image_head), sha256_file(files.location_encoder))
-    return gallery, fusion or FusionSettings()
+    return PhotoEvidence(gallery, fusion)
 
 
 def _cell_of(resolution: int | None):
@@ -49,11 +75,3 @@ def neighbours_of(gallery: PhotoGallery, xq: np.ndarray, k: int, region=None) ->
         out.append([Neighbour(r.id, r.image, float(r.lat), float(r.lng), float(s), 0.0, r.metadata,
                               r.place, r.admin1, r.country) for r, s in zip(records, D[q][ok])])
     return out
-
-
-def with_photos(geolocator, xq: np.ndarray, results: list, options) -> list:
-    """The Geolocator's ranked results (each its fusion pool of predictions) -> fused results with
-    ``options.k`` predictions and their neighbours."""
-    found = neighbours_of(geolocator.photos, xq, geolocator.fusion.k, options.region)
-    cell_of = _cell_of(geolocator.resolution if options.aggregate_res is None else options.aggregate_res)
-    return [fuse(r, n, geolocator.fusion, options.k, cell_of) for r, n in zip(results, found)]

@@ -114,7 +114,8 @@ def encode_shard(model, make_batch: Callable, batch_size: int, resolution: int |
                  dtype: np.dtype) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, float]]:
     """One shard: its gallery cells (``make_batch()``), their vectors in ``dtype`` and metadata, and
     the seconds each step took. The one-process build and the Ray actors both run this."""
-    from geoindex.encoders.location import EMBED_DIM, encode_latlng
+    from geoindex.constants import EMBED_DIM
+    from geoindex.encoders.location import encode_latlng
     from geoindex.store.cells_db import shard_metadata
 
     seconds = {}

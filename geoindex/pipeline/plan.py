@@ -28,8 +28,9 @@ from geoindex.pipeline.workdir import check_output, work_dir_for
 from geoindex.cells import csv_gallery, gallery
 from geoindex.cells.region import RegionFilter, check_build_region, region_to_dict
 from geoindex.encoders.location import pick_device
-from geoindex.encoders.weights import GeoclipFiles, geoclip_files, sha256_file
+from geoindex.encoders.weights import GeoclipFiles, geoclip_files
 from geoindex.errors import InvalidArgumentError
+from geoindex.hashing import sha256_file
 from geoindex.index import budget
 from geoindex.index import factory as index_factory
 from geoindex.index.search import SearchSettings

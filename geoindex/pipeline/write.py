@@ -19,7 +19,7 @@ from geoindex.pipeline.index_stage import IndexChoice
 from geoindex.pipeline.plan import BuildPlan
 from geoindex.pipeline.shard_cells import ShardCells
 from geoindex.cells.region import region_to_dict
-from geoindex.encoders.location import EMBED_DIM
+from geoindex.constants import EMBED_DIM
 from geoindex.errors import IndexDirError
 from geoindex.store import exact_store, manifest
 from geoindex.store.cells_db import write_cells_table

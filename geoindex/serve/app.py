@@ -302,7 +302,7 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
 
 
 def _version() -> str:
-    from geoindex import __version__
+    from geoindex.constants import __version__
 
     return __version__
 

@@ -36,14 +36,19 @@ class Engine:
         from geoindex.serve.photos import photos_root_of
 
         photos_root_of(settings)  # a bad --photos-root stops the start before anything loads
+        self.photos = None  # the reference photo gallery as evidence (geoindex.photos.PhotoEvidence)
+        if settings.photos is not None:
+            from geoindex.photos.evidence import open_photos
+
+            self.photos = open_photos(settings.photos, settings.weights)
         self.geolocator = Geolocator(settings.index, weights=settings.weights, small_file_bytes=small,
-                                     photos=settings.photos)
+                                     evidence=self.photos)
         self.db = _connect(self.geolocator.dir.cells_path)
         self.encoder = None
-        if self.geolocator.photos is not None and not settings.embeddings_only:  # before loading CLIP
+        if self.photos is not None and not settings.embeddings_only:  # before loading CLIP
             from geoindex.encoders.weights import clip_model_for, geoclip_files
 
-            self.geolocator.photos.check_encoder(
+            self.photos.gallery.check_encoder(
                 clip_model_for(settings.clip_model, geoclip_files(settings.weights)), None, None)
         if not settings.embeddings_only:
             from geoindex.encoders.clip import load_image_encoder

@@ -51,7 +51,7 @@ def photos_root_of(settings) -> FilePath | None:
 
 def mount_photos(app: FastAPI, engine, settings) -> None:
     """The image route (when the server has --photos) and a summary of the reference gallery."""
-    gallery, root = engine.geolocator.photos, photos_root_of(settings)
+    gallery, root = engine.photos and engine.photos.gallery, photos_root_of(settings)
     if gallery is None:
         return
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from geoindex.encoders.location import EMBED_DIM
+from geoindex.constants import EMBED_DIM
 from geoindex.errors import IndexDirError, InvalidArgumentError
 
 STORE = "exact.npy"

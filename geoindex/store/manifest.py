@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from geoindex.atomic import write_json
-from geoindex.encoders.weights import sha256_file
+from geoindex.hashing import sha256_file
 from geoindex.errors import IndexDirError, InvalidArgumentError
 from geoindex.index.search import SearchSettings
 
@@ -81,7 +81,7 @@ def versions() -> dict[str, str]:
     import numpy
     import torch
 
-    from geoindex import __version__
+    from geoindex.constants import __version__
 
     return {
         "geoindex": __version__,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from geoindex.atomic import atomic_path
-from geoindex.encoders.location import EMBED_DIM
+from geoindex.constants import EMBED_DIM
 
 SHARD_DISK_FULL_FIX = ("free space on that disk and run the same command again: the finished shards are kept "
                        "and resumed from")

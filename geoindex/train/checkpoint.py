@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from geoindex.atomic import atomic_path, write_json
-from geoindex.encoders.weights import IMAGE_HEAD_FILE, LOCATION_ENCODER_FILE, LOGIT_SCALE_FILE, WEIGHTS_INFO_FILE, sha256_file
+from geoindex.encoders.weights import IMAGE_HEAD_FILE, LOCATION_ENCODER_FILE, LOGIT_SCALE_FILE, WEIGHTS_INFO_FILE
+from geoindex.hashing import sha256_file
 from geoindex.errors import TrainingDataError
 from geoindex.train.config import FORMAT, FitConfig
 from geoindex.train.features import FeatureCache

@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-from geoindex.encoders.weights import geoclip_files, sha256_file
+from geoindex.encoders.weights import geoclip_files
+from geoindex.hashing import sha256_file
 from geoindex.errors import TrainingDataError
 from geoindex.train.config import FitConfig
 
