@@ -24,7 +24,7 @@ from pathlib import Path
 
 from common import RESULTS, machine, save, table
 
-from geoindex.train.features import cache_features
+from geoindex.pipeline.image_features import cache_features
 from geoindex.train.fit import FitConfig, fit
 from geoindex.train.synthetic import write_grid, write_photos
 

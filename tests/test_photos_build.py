@@ -379,10 +379,11 @@ def test_a_ray_encoded_gallery_is_the_one_process_gallery(gallery, cluster, tmp_
 def test_a_cache_interrupted_on_ray_resumes_in_one_process(gallery, cluster, tmp_path, monkeypatch):
     """The driver writes each shard the actors hand back, whole: a run stopped after two shards
     leaves two, and a run without Ray encodes only the rest into the same cache."""
-    from geoindex.train import features
+    from geoindex.pipeline import image_features as features
+    from geoindex.pipeline import image_shards
 
     kw = {"clip_model": "tiny-test", "device": "cpu", "shard_rows": 64, "dtype": "float32", "progress": False}
-    real_write, written = features._write_shard, []
+    real_write, written = image_shards.write_shard, []
 
     def stop_after_two(*a):
         if len(written) == 2:
@@ -390,10 +391,10 @@ def test_a_cache_interrupted_on_ray_resumes_in_one_process(gallery, cluster, tmp
         written.append(a[0].name)
         real_write(*a)
 
-    monkeypatch.setattr(features, "_write_shard", stop_after_two)
+    monkeypatch.setattr(image_shards, "write_shard", stop_after_two)
     with pytest.raises(KeyboardInterrupt):
         features.cache_features(gallery["csv"], tmp_path / "feats", ray="auto", **kw)
-    monkeypatch.setattr(features, "_write_shard", real_write)
+    monkeypatch.setattr(image_shards, "write_shard", real_write)
     assert sorted(p.name for p in (tmp_path / "feats" / "shards").iterdir()) == sorted(written)
     report = features.cache_features(gallery["csv"], tmp_path / "feats", **kw)
     assert report.encoded_now == N_PHOTOS - 128 and report.images == N_PHOTOS

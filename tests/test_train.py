@@ -99,7 +99,7 @@ def test_unreadable_images_are_skipped_and_listed(tmp_path, monkeypatch):
     assert "does not exist" in listed[1] and "not an image" in listed[2]
     cache = FeatureCache(out)
     assert len(cache) == 4 and np.allclose(cache.latlng, read_photos(csv).latlng[[0, 1, 3, 5]])
-    import geoindex.train.features as features
+    import geoindex.pipeline.image_shards as features  # where the shard encoder reads images
 
     real = features.load_image
 
@@ -273,7 +273,8 @@ def test_fit_refuses_what_cannot_work(feats, tmp_path, trained):
 
 def test_a_head_for_another_width(tmp_path, grid_csv):
     """Features of a backbone whose width is not the released head's 768 need --new-head."""
-    from geoindex.train.features import FEATURES_FILE, _write_shard
+    from geoindex.pipeline.image_features import FEATURES_FILE
+    from geoindex.pipeline.image_shards import write_shard as _write_shard
 
     cache = tmp_path / "w512"
     (cache / "shards").mkdir(parents=True)

@@ -116,7 +116,7 @@ def _os_error(e: OSError, out: Path) -> str:
 
 
 def _features(args, prog: str) -> int:
-    from geoindex.train.features import cache_features
+    from geoindex.pipeline.image_features import cache_features
 
     r = cache_features(args.csv, args.out, clip_model=args.clip_model, clip_checkpoint=args.clip_checkpoint,
                        image_root=args.image_root, device=args.device, batch_size=args.batch_size, views=args.views,

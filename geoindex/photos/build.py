@@ -9,7 +9,7 @@ Steps, each reusing the training pipeline's guarantees:
    (:mod:`geoindex.photos.photo_index`): all before any photo is opened;
 1. CLIP image features: a ``geoindex train features`` cache given with ``--photos-features`` (its CSV
    checksum and backbone must match; nothing is re-encoded), or one made now in ``REF.partial/``
-   (:func:`geoindex.train.features.cache_features`: shards written whole, so a killed build resumes
+   (:func:`geoindex.pipeline.image_features.cache_features`: shards written whole, so a killed build resumes
    where it stopped; unreadable photos are skipped and listed in ``REF/skipped.csv``);
 2. the index, streamed (:mod:`geoindex.photos.stream`): GeoCLIP's image head turns the cached
    features into (n, 512) float32 L2-normalised embeddings a batch at a time; the index is trained on
@@ -156,7 +156,7 @@ def _check_rows(config: PhotoBuildConfig, max_memory: int | None, n_rows: int) -
 
 def _features(config: PhotoBuildConfig, rows, clip_model: str, work: Path):
     """(FeatureCache, its folder): the given cache, checked, or one made (or resumed) in ``work``."""
-    from geoindex.train.features import FEATURES_FILE, FeatureCache, cache_features
+    from geoindex.pipeline.image_features import FEATURES_FILE, FeatureCache, cache_features
 
     if config.features is not None:
         cache = FeatureCache(config.features)

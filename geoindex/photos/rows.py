@@ -1,5 +1,5 @@
 """A reference photos CSV: ``image,lat,lng`` rows (checked by the shared reader,
-:func:`geoindex.train.photos.read_photos`) plus every other column kept as metadata.
+:func:`geoindex.pipeline.photo_csv.read_photos`) plus every other column kept as metadata.
 
 Metadata values stay strings (``taken_at``, ``source``, ``url``, ...): the gallery returns them as
 they were written, it never interprets them.
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geoindex.cells.coordinates import LAT_NAMES, LNG_NAMES
-from geoindex.train.photos import IMAGE_NAMES, Photos, read_photos
+from geoindex.pipeline.photo_csv import IMAGE_NAMES, Photos, read_photos
 
 
 @dataclass(frozen=True)

@@ -92,13 +92,14 @@ def _encoder_actor_class():
             self.model = load_location_encoder(pick_device(device), precision, state=state)
 
         def encode(self, key: str, job: Callable, batch_size: int, resolution: int | None, dtype: str):
-            _maybe_die(key)
+            maybe_die(key)
             return (key, *encode_shard(self.model, job, batch_size, resolution, np.dtype(dtype)))
 
     return ShardEncoder
 
 
-def _maybe_die(key: str) -> None:
+def maybe_die(key: str) -> None:
+    """Tests: exit this worker process when the folder in $GEOINDEX_RAY_KILL_DIR holds ``key``.kill (once)."""
     folder = os.environ.get(KILL_ENV)
     if not folder:
         return
@@ -218,7 +219,7 @@ def fill_parts(trained: faiss.Index, loaders: list[tuple[int, Callable]], ray_wo
 
 
 def _fill_part_task(trained, ids, xb, lists, key: str):
-    _maybe_die(key)
+    maybe_die(key)
     faiss.omp_set_num_threads(1)  # one Ray CPU, one thread
     return fill_part(trained, ids, xb, lists)
 

@@ -19,7 +19,7 @@ from geoindex.encoders.weights import IMAGE_HEAD_FILE, LOCATION_ENCODER_FILE, LO
 from geoindex.hashing import sha256_file
 from geoindex.errors import TrainingDataError
 from geoindex.train.config import FORMAT, FitConfig
-from geoindex.train.features import FeatureCache
+from geoindex.pipeline.image_features import FeatureCache
 from geoindex.train.model import GeoCLIPModel
 from geoindex.train.queue import GPSQueue
 from geoindex.workstate import check_same

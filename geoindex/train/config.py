@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from geoindex.errors import InvalidArgumentError
-from geoindex.train.features import FeatureCache
+from geoindex.pipeline.image_features import FeatureCache
 
 FORMAT = 1
 SCHEDULES = ("cosine", "step", "constant")

@@ -12,7 +12,7 @@ import torch
 from geoindex.cells.geocode import haversine_km
 from geoindex.train.config import FitConfig
 from geoindex.train.evaluate import accuracy_table
-from geoindex.train.features import FeatureCache
+from geoindex.pipeline.image_features import FeatureCache
 from geoindex.train.model import GeoCLIPModel
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from geoindex.errors import InvalidArgumentError, TrainingDataError
 from geoindex.train.checkpoint import CHECKPOINTS, TrainState, resume, save_checkpoint, write_weights
 from geoindex.train.config import FitConfig, FitReport, lr_lambda
 from geoindex.train.evaluation import eval_galleries, evaluate, log_eval
-from geoindex.train.features import FeatureCache
+from geoindex.pipeline.image_features import FeatureCache
 from geoindex.train.model import initial_model
 from geoindex.train.queue import GPSQueue
 
