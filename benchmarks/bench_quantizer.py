@@ -2,7 +2,7 @@
 
 Opens a built IVF index (default: the res-6 default index, ``IVFH3r3,SQ4``), and swaps its flat
 coarse quantizer for an HNSW graph over the same centroids (built here in memory: the lists and
-codes stay byte for byte what build_index wrote, which is what ``--index IVFH3_HNSW32,SQ4`` builds).
+codes stay byte for byte what build_index wrote, which is what ``--factory IVFH3_HNSW32,SQ4`` builds).
 For each quantizer: the share of the ``nprobe`` best lists the graph finds, the share of the
 flat quantizer's top-10 cells found, and one query at a time on one thread (p50, p99), plain and
 with ``refine=1`` (the refinement's encoder shares the cache with the centroid scan). Queries:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from geoindex.train.evaluate import THRESHOLDS_KM, accuracy_table  # noqa: F401 (the benchmarks' import)
+from geoindex.train.accuracy import THRESHOLDS_KM, accuracy_table  # noqa: F401 (the benchmarks' import)
 
 GEOCLIP_IM2GPS3K = {"1": 14.11, "25": 34.47, "200": 50.65, "750": 69.67, "2500": 83.82}  # % (paper, Table 1)
 

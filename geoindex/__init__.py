@@ -37,7 +37,7 @@ _EXPORTS = {
     "make_filter": ("geoindex.locate.regions", "make_filter"),
     "SearchSettings": ("geoindex.index.search", "SearchSettings"),
     "BuildConfig": ("geoindex.pipeline.config", "BuildConfig"),
-    "build_index": ("geoindex.pipeline.pipeline", "build"),
+    "build_gallery": ("geoindex.pipeline.pipeline", "build"),
     "load_image_encoder": ("geoindex.encoders.clip", "load_image_encoder"),
     "load_image": ("geoindex.encoders.images", "load_image"),
     "load_location_encoder": ("geoindex.encoders.location", "load_location_encoder"),
@@ -46,8 +46,20 @@ _EXPORTS = {
 }
 __all__ = ["__version__", *_EXPORTS]
 
+# older public names, kept one release with a DeprecationWarning: old name -> new name
+_RENAMED = {
+    "build_index": "build_gallery",  # build_index is also the front-door script and the CLI's old name
+}
+
 
 def __getattr__(name: str):
+    if name in _RENAMED:
+        import warnings
+
+        new = _RENAMED[name]
+        warnings.warn(f"geoindex.{name} is renamed geoindex.{new}; the old name goes in the next release",
+                      DeprecationWarning, stacklevel=2)
+        return __getattr__(new)
     if name not in _EXPORTS:
         raise AttributeError(f"module 'geoindex' has no attribute {name!r}")
     module, attribute = _EXPORTS[name]

@@ -39,10 +39,10 @@ def _fingerprint(root: Path) -> dict[str, str]:
 def _shared_index(tmp_path_factory, name: str, **config):
     """Build ``BuildConfig(out=..., **config)`` once; yield its directory; at the end of the session
     fail if any test added, removed or changed a file in it."""
-    from geoindex import BuildConfig, build_index
+    from geoindex import BuildConfig, build_gallery
 
     out = tmp_path_factory.mktemp("shared") / name
-    build_index(BuildConfig(out=out, progress=False, **config))
+    build_gallery(BuildConfig(out=out, progress=False, **config))
     before = _fingerprint(out)
     yield out
     after = _fingerprint(out)
@@ -54,7 +54,7 @@ def _shared_index(tmp_path_factory, name: str, **config):
 @pytest.fixture(scope="session")
 def built_r2(tmp_path_factory):
     """Res 2 land (2,203 cells), IVFH3 lists and SQ8 codes: what ``build_index --resolution 2
-    --index IVFH3,SQ8`` writes. Shared read-only."""
+    --factory IVFH3,SQ8`` writes. Shared read-only."""
     yield from _shared_index(tmp_path_factory, "r2", resolution=2, factory="IVFH3,SQ8")
 
 

@@ -76,7 +76,7 @@ def test_budget_refusals(fake_table, tmp_path, capsys):
     assert build_main(["--resolution", "2", "--cells", "all", "--max-memory", "50KB", "--out", str(tmp_path / "s"),
                        "--no-progress", "-q"]) == 2
     assert "fits no measured configuration" in capsys.readouterr().err and not (tmp_path / "s").exists()
-    assert build_main(["--resolution", "2", "--max-memory", "1GB", "--index", "IVFH3,SQ8", "--out",
+    assert build_main(["--resolution", "2", "--max-memory", "1GB", "--factory", "IVFH3,SQ8", "--out",
                        str(tmp_path / "f"), "-q"]) == 2
     assert "--max-memory picks the factory and search settings itself: drop --factory" in capsys.readouterr().err
     assert build_main(["--resolution", "2", "--max-memory", "lots", "--out", str(tmp_path / "g"), "-q"]) == 2

@@ -85,9 +85,9 @@ def test_resolution_10_needs_distributed_build(tmp_path, capsys):
 @pytest.mark.parametrize("args,match", [
     (["--resolution", "abc"], "not an integer"),
     (["--resolution", "-3"], "out of range"),
-    (["--resolution", "1", "--index", "IVF99,Nope"], "bad index factory string"),
+    (["--resolution", "1", "--factory", "IVF99,Nope"], "bad index factory string"),
     (["--resolution", "1", "--cells", "sea"], "is not land, all or an H3 cell id"),
-    (["--resolution", "1", "--search", "bogus=3", "--index", "IVF,SQ8"], "search parameters"),
+    (["--resolution", "1", "--search", "bogus=3", "--factory", "IVF,SQ8"], "search parameters"),
     (["--resolution", "1", "--batch-size", "0"], "positive"),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, capsys, args, match):
@@ -163,7 +163,7 @@ def test_csv_gallery_ids_are_row_numbers(tmp_path):
 
 @pytest.mark.slow
 def test_killed_build_resumes_to_the_same_index(tmp_path, monkeypatch, capsys, built_r2):
-    args = ["--resolution", "2", "--index", "IVFH3,SQ8", "--no-progress", "-q"]
+    args = ["--resolution", "2", "--factory", "IVFH3,SQ8", "--no-progress", "-q"]
     clean = built_r2  # the same build, never stopped
 
     out = tmp_path / "resumed"
@@ -252,7 +252,7 @@ def test_hnsw_quantizer_build_answers_like_the_flat_one(built_r2, tmp_path, enco
     from common import photo_locations
 
     out = tmp_path / "r2-hnsw"
-    assert main(["--resolution", "2", "--out", str(out), "--index", "IVFH3_HNSW32,SQ8", "--no-progress", "-q"]) == 0
+    assert main(["--resolution", "2", "--out", str(out), "--factory", "IVFH3_HNSW32,SQ8", "--no-progress", "-q"]) == 0
     hnsw, flat = Geolocator(out), Geolocator(built_r2)
     assert hnsw.dir.factory == "IVFH3r0_HNSW32,SQ8" and "quantizer_efSearch=256" in str(hnsw.dir.search)
     xq = encode_latlng(encoder, photo_locations(200, seed=2))

@@ -56,13 +56,24 @@ def test_aliases_run_the_same_command_under_their_own_name(script):
     assert (f"geoindex {command}" in proc.stderr) == notice  # the notice goes to stderr, never stdout
 
 
-def test_factory_flag_and_its_hidden_older_name(capsys):
-    from geoindex.cli.build import parser
+def test_build_index_is_renamed_build_gallery():
+    import geoindex
+
+    with pytest.warns(DeprecationWarning, match="renamed geoindex.build_gallery"):
+        old = geoindex.build_index
+    assert old is geoindex.build_gallery and "build_index" not in geoindex.__all__
+
+
+def test_factory_flag_and_its_older_name_refused(capsys, tmp_path):
+    from geoindex.cli.build import main, parser
     from geoindex.index.defaults import MEASURED
 
     p = parser()
     assert p.parse_args(["-r", "2", "-o", "x", "--factory", "Flat"]).factory == "Flat"
-    assert p.parse_args(["-r", "2", "-o", "x", "--index", "Flat"]).factory == "Flat"
+    for flags in (["-r", "2"], ["--photos", str(tmp_path / "p.csv")]):
+        assert main([*flags, "-o", str(tmp_path / "x"), "--index", "Flat"]) == 2
+        assert "--index is not a build flag: give the FAISS factory string as --factory Flat" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
     text = p.format_help()
     assert "--index" not in text
     flat = " ".join(text.split())

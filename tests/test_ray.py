@@ -29,7 +29,7 @@ def rows(out):
         con.close()
 
 
-R2 = ["--resolution", "2", "--index", "IVFH3,SQ8", "--no-progress", "-q"]
+R2 = ["--resolution", "2", "--factory", "IVFH3,SQ8", "--no-progress", "-q"]
 R3 = ["--resolution", "3", "--no-progress", "-q"]  # the default: IVF,SQ8 on k-means lists
 
 
@@ -173,7 +173,7 @@ def test_ray_build_encodes_with_the_drivers_weights(cluster, tmp_path):
     state = torch.load(released.location_encoder, weights_only=True)
     state["LocEnc2.head.0.bias"] = state["LocEnc2.head.0.bias"] + 0.05  # another model
     torch.save(state, weights / released.location_encoder.name)
-    r1 = ["--resolution", "1", "--index", "Flat", "--no-progress", "-q", "--weights", str(weights)]
+    r1 = ["--resolution", "1", "--factory", "Flat", "--no-progress", "-q", "--weights", str(weights)]
     assert main([*r1, "--out", str(tmp_path / "one")]) == 0
     assert main([*r1, "--ray", "--out", str(tmp_path / "ray")]) == 0
     assert main([*r1[:-2], "--out", str(tmp_path / "released")]) == 0

@@ -10,10 +10,16 @@ import pytest
 from geoindex import Geolocator, QueryOptions
 from geoindex.encoders.location import encode_latlng, load_location_encoder
 from geoindex.errors import GeoindexError, InvalidArgumentError
-from geoindex.locate.refine import Refiner, RefineSettings, haversine_km, move, to_latlng, to_xyz
+from geoindex.cells.geocode import haversine_km
+from geoindex.locate.refine import Refiner, RefineSettings, move, to_latlng, to_xyz
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from common import noisy, photo_locations  # noqa: E402
+
+
+def pair_km(a, b):
+    """Great-circle km between (..., 2) lat, lng arrays (the one haversine_km, on pairs)."""
+    return haversine_km(a[..., 0], a[..., 1], b[..., 0], b[..., 1])
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +41,13 @@ def test_moves_cross_the_antimeridian_and_stop_at_the_poles():
     start = np.array([[-16.8, 179.9], [66.0, -179.5], [89.99, 0.0], [90.0, 45.0], [-90.0, 0.0]])
     east = move(start[:2], np.array([[30.0, 0.0], [-40.0, 0.0]]))
     assert east[0, 1] < -179 and east[1, 1] > 179  # wrapped, not 360 degrees away
-    assert np.allclose(haversine_km(start[:2], east), [30.0, 40.0], rtol=1e-6)
+    assert np.allclose(pair_km(start[:2], east), [30.0, 40.0], rtol=1e-6)
     over = move(start[2:], np.array([[0.0, 50.0], [0.0, 10.0], [0.0, -20.0]]))
     assert (np.abs(over[:, 0]) <= 90).all()
-    assert np.allclose(haversine_km(start[2:], over), [50.0, 10.0, 20.0], rtol=1e-6)
+    assert np.allclose(pair_km(start[2:], over), [50.0, 10.0, 20.0], rtol=1e-6)
     pts = np.array([[12.5, -179.999], [-45.0, 180.0], [0.0, 0.0]])
     back = to_latlng(to_xyz(pts))
-    assert np.allclose(haversine_km(back, pts), 0, atol=1e-6)
+    assert np.allclose(pair_km(back, pts), 0, atol=1e-6)
 
 
 @pytest.mark.parametrize("settings", [RefineSettings("descent", levels=2), RefineSettings("newton", iterations=2),
@@ -66,7 +72,7 @@ def test_refined_points_are_closer_to_the_truth_than_cell_centres(geo, model, ph
     grid = geo.locate(xq, QueryOptions(k=1))
     refined = geo.locate(xq, QueryOptions(k=1, search="refine=2"))
     top = lambda rs: np.array([[r.predictions[0].lat, r.predictions[0].lng] for r in rs])  # noqa: E731
-    d_grid, d_ref = haversine_km(top(grid), photos), haversine_km(top(refined), photos)
+    d_grid, d_ref = pair_km(top(grid), photos), pair_km(top(refined), photos)
     assert np.median(d_ref) < 0.5 * np.median(d_grid), (np.median(d_ref), np.median(d_grid))
     assert (d_ref <= 25).mean() > (d_grid <= 25).mean() + 0.15
     # a refined prediction keeps the cell it started from, with its metadata, and its exact score
@@ -87,7 +93,7 @@ def test_refine_across_the_antimeridian(model):
     cells = np.array([[h3.str_to_int(h3.latlng_to_cell(a, b, 4))] for a, b in off])
     starts = np.array([[h3.cell_to_latlng(h3.int_to_str(int(c)))] for c in cells[:, 0]])
     pts, _ = Refiner(lambda: model).refine(xq, starts, cells, 4)
-    assert (haversine_km(pts[:, 0], truth) < 5).all(), pts  # res 4 -> 7: cells ~2.4 km apart
+    assert (pair_km(pts[:, 0], truth) < 5).all(), pts  # res 4 -> 7: cells ~2.4 km apart
     assert pts[0, 0, 1] > 179 and pts[1, 0, 1] < -179
 
 
@@ -120,7 +126,7 @@ def test_refine_at_the_poles(model):
     pts, scores = refiner.refine(xq, starts, cells, 4)
     assert (np.abs(pts[..., 0]) <= 90).all() and (np.abs(pts[..., 1]) <= 180).all()
     assert (scores >= refiner.scores(xq, starts) - 1e-6).all()
-    assert haversine_km(pts[0, 0], truth[0]) < 10 < haversine_km(starts[0, 0], truth[0])
+    assert pair_km(pts[0, 0], truth[0]) < 10 < pair_km(starts[0, 0], truth[0])
 
 
 def _near_a_cell(geo, km=(20.0, -15.0)) -> np.ndarray:
@@ -142,7 +148,7 @@ def test_cli_refine(built_r2, geo, model, tmp_path, capsys):
     refined = json.loads(capsys.readouterr().out)[0]["predictions"][0]
     assert main(["--index", str(built_r2), "--embedding", str(emb), "--format", "json", "-k", "1"]) == 0
     grid = json.loads(capsys.readouterr().out)[0]["predictions"][0]
-    d = lambda p: float(haversine_km(np.array([p["lat"], p["lng"]]), truth[0]))  # noqa: E731
+    d = lambda p: float(pair_km(np.array([p["lat"], p["lng"]]), truth[0]))  # noqa: E731
     assert refined["score"] > grid["score"] and d(refined) < d(grid) / 2, (d(refined), d(grid))
     assert main(["--index", str(built_r2), "--embedding", str(emb), "--refine", "99"]) == 2
     assert "refine takes an integer 0..64" in capsys.readouterr().err

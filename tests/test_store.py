@@ -17,7 +17,7 @@ NLIST_R0 = 122
 
 
 def build(out, *extra, index="IVFH3,PQ16x4", search=f"nprobe={NLIST_R0},rerank=100"):
-    assert build_main(["--resolution", "2", "--cells", "all", "--out", str(out), "--index", index,
+    assert build_main(["--resolution", "2", "--cells", "all", "--out", str(out), "--factory", index,
                        "--search", search, *extra, "--no-progress", "-q"]) == 0
     return out
 

@@ -59,7 +59,8 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--factory", default="auto", dest="factory", metavar="FACTORY",
                    help="FAISS factory string, or auto (default): the measured default per resolution, "
                         f"{describe_defaults()} (docs: why)")
-    p.add_argument("--index", dest="factory", help=argparse.SUPPRESS)  # the flag's older name
+    # the flag's older name, refused for one release: everywhere else --index is the index folder
+    p.add_argument("--index", dest="old_index_flag", default=None, help=argparse.SUPPRESS)
     p.add_argument("--search", default=None,
                    help='search parameters stored as default, e.g. "nprobe=16"; add rerank=R to re-score '
                         'the R best candidates exactly at query time, e.g. "nprobe=16,rerank=32"')
@@ -93,6 +94,10 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    if args.old_index_flag is not None:
+        print(f"{prog}: error: --index is not a build flag: give the FAISS factory string as --factory "
+              f"{args.old_index_flag} (--index names the index folder in locate, serve and inspect)", file=sys.stderr)
+        return 2
     if args.photos is not None or args.photos_features is not None:
         return build_photos_main(args, prog)
     # Heavy imports after argument parsing: --help stays instant.

@@ -99,11 +99,6 @@ def move(latlng: np.ndarray, offset_km: np.ndarray) -> np.ndarray:
     return to_latlng(c * np.cos(angle) + direction / safe * np.sin(angle))
 
 
-def haversine_km(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Great-circle km between (..., 2) lat, lng arrays."""
-    return geocode.haversine_km(a[..., 0], a[..., 1], b[..., 0], b[..., 1])
-
-
 # -- the climb -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RefineSettings:
@@ -272,7 +267,8 @@ class Refiner:
                 # the slow branches anew where the climb has gone more than REANCHOR_KM from where
                 # they were evaluated (a res-4 or -5 start's first levels); a res-6 start keeps its own
                 stale = (np.ones((n, m), bool) if anchor is None
-                         else haversine_km(anchor, best_pt) > REANCHOR_KM)
+                         else geocode.haversine_km(anchor[..., 0], anchor[..., 1], best_pt[..., 0],
+                                                    best_pt[..., 1]) > REANCHOR_KM)
                 if stale.all():
                     coarse, anchor = self._coarse(best_pt), best_pt.copy()
                 elif stale.any():

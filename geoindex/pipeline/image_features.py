@@ -132,9 +132,9 @@ def cache_features(csv: str | Path, out: str | Path, *, clip_model: str = "ViT-L
     if len(todo) < n_shards:
         log.info("resuming: %d of %d shards already in %s", n_shards - len(todo), n_shards, out)
     if ray is not None:
-        from geoindex.pipeline.image_features_ray import encode_on_ray
+        from geoindex.pipeline.image_features_ray import encode_features_on_ray
 
-        encoded, seconds, label = encode_on_ray(
+        encoded, seconds, label = encode_features_on_ray(
             ray, photos, out, todo, shard_rows, progress, clip_model=clip_model, clip_checkpoint=clip_checkpoint,
             device=device, batch_size=batch_size, views=views, seed=seed, max_pixels=max_pixels, strict=strict,
             dtype=dtype)

@@ -62,7 +62,7 @@ def _actor_class():
     return PhotoShardEncoder
 
 
-def encode_on_ray(address: str, photos: Photos, out: Path, todo: list[int], shard_rows: int, progress: bool,
+def encode_features_on_ray(address: str, photos: Photos, out: Path, todo: list[int], shard_rows: int, progress: bool,
                   *, clip_model: str, clip_checkpoint: str | None, device: str, **options) -> tuple[int, float, str]:
     """Encode the shards ``todo`` of ``photos`` on Ray actors and write each into the cache ``out``
     as it comes back; returns (photos encoded, seconds, the encoders as the cache records them).

@@ -11,7 +11,7 @@ import torch
 
 from geoindex.cells.geocode import haversine_km
 from geoindex.train.config import FitConfig
-from geoindex.train.evaluate import accuracy_table
+from geoindex.train.accuracy import accuracy_table
 from geoindex.pipeline.image_features import FeatureCache
 from geoindex.train.model import GeoCLIPModel
 
