@@ -92,8 +92,8 @@ def test_streamed_build_is_byte_identical_to_the_in_memory_build(gallery, tmp_pa
 
     monkeypatch.setattr(stream, "EMBED_BATCH", 40)
     monkeypatch.setattr(stream, "ADD_CHUNK", 96)
-    monkeypatch.setattr(stream, "TRAIN_PER_LIST", 8)
-    monkeypatch.setattr(stream, "TRAIN_MIN", 0)
+    monkeypatch.setattr("geoindex.index.training.TRAIN_PER_LIST", 8)
+    monkeypatch.setattr("geoindex.index.training.TRAIN_MIN", 0)
     monkeypatch.setattr("geoindex.index.builder.ADD_BATCH", 32)  # each chunk reaches FAISS in 3 calls
     seen = []
     real = stream._in_memory

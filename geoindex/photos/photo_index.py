@@ -19,13 +19,14 @@ not counted.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
 from geoindex.errors import InvalidArgumentError
+from geoindex.index import disk
+from geoindex.index.disk import lists_mappable, unmappable_error
 from geoindex.index.search import SearchSettings, apply_search_settings
 
 DIM = 512
@@ -35,7 +36,6 @@ RERANK = 2000  # candidates re-scored exactly (fp16 store, ~1.7 ms for 2,000 on 
 MAPPABLE_FACTORY = "IVF{nlist}_HNSW32,PQ32"  # lists that FAISS can map from disk (fast-scan's cannot)
 MAPPABLE_SEARCH = "nprobe=32,rerank=400"  # bench_photos (earlier harness), 1M: the best recall within 5 ms (0.73)
 MIN_PHOTOS = {"PQ96x4fs": 1024, "PQ32": 256, "PQ16": 256, "PQ8": 256}  # fewer cannot train the codes (PCA: 384-d)
-LISTS_IN_MEMORY_SHARE = 0.5  # auto: lists go to disk when they would take over half of this machine's memory
 
 
 def compressed_search(n: int) -> str:
@@ -106,13 +106,9 @@ def _allowed(option: Option, n: int, on_disk: bool | None) -> bool:
     return n <= FLAT_MAX if option.cost == "Flat" else n >= MIN_PHOTOS[option.cost]
 
 
-def _memory_bytes() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def lists_too_big(n: int, cost: str = "PQ96x4fs") -> bool:
     """Whether ``n`` photos' codes and ids would take over half this machine's memory."""
-    return n * COSTS[cost].per_vector > LISTS_IN_MEMORY_SHARE * _memory_bytes()
+    return disk.too_big_for_memory(n * COSTS[cost].per_vector)
 
 
 def choose_factory(n: int, lists_on_disk: bool | None = None) -> tuple[str, str]:
@@ -181,17 +177,6 @@ def probe(factory: str) -> faiss.Index:
                                    "e.g. IVF1024,PQ32") from e
 
 
-def lists_mappable(index: faiss.Index) -> bool:
-    """Whether ``index`` is an IVF index whose inverted lists can live in ``lists.ivfdata``."""
-    return isinstance(index, faiss.IndexIVF) and "FastScan" not in type(index).__name__
-
-
-def unmappable_error(factory: str) -> InvalidArgumentError:
-    return InvalidArgumentError(
-        f"--lists-on-disk needs an IVF index whose lists FAISS can map from disk, and {factory} has none (Flat, "
-        "HNSW) or packs them for SIMD (PQ..x4fs): drop --lists-on-disk, or give e.g. --factory IVF1024,PQ32")
-
-
 def check_index_args(factory: str, search: SearchSettings | None, lists_on_disk: bool | None,
                      max_memory: int | None) -> None:
     """The refusals that need only the arguments (before the CSV is read)."""
@@ -231,8 +216,5 @@ def check_for_rows(factory: str, search: SearchSettings | None, lists_on_disk: b
 
 def lists_on_disk(asked: bool | None, index: faiss.Index, n: int) -> bool:
     """As asked, else (None) when an IVF index's codes and ids would take over half this machine's memory."""
-    if asked and not lists_mappable(index):
-        raise unmappable_error(type(index).__name__)
-    if asked is not None or not lists_mappable(index):
-        return bool(asked)
-    return n * (index.code_size + 8) > LISTS_IN_MEMORY_SHARE * _memory_bytes()
+    mappable = lists_mappable(index)
+    return disk.lists_on_disk(asked, mappable, n * (index.code_size + 8) if mappable else 0, type(index).__name__)

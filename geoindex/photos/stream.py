@@ -2,8 +2,8 @@
 feature cache (memory-mapped shards) and sent through GeoCLIP's image head a batch at a time.
 
 Two passes over the cache: the first keeps only the seeded training sample's embeddings (the rows
-``rng(seed).choice(n, train_size(n), replace=False)``, sorted: :data:`TRAIN_PER_LIST` a list,
-at least :data:`TRAIN_MIN`, as bench_photos measured); the second adds every embedding to the index in
+``rng(seed).choice(n, train_size(n), replace=False)``, sorted: 64 a list (:mod:`geoindex.index.training`),
+at least 65,536, as bench_photos measured); the second adds every embedding to the index in
 chunks of :data:`ADD_CHUNK` and writes the same chunk into the fp16 exact store on disk. Batches and
 chunks start at the same rows as the in-memory build's did (multiples of :data:`EMBED_BATCH` and
 :data:`ADD_CHUNK`), so the head and FAISS see the same inputs and the index and store come out byte for
@@ -29,12 +29,11 @@ import faiss
 import numpy as np
 
 from geoindex.errors import InvalidArgumentError
+from geoindex.index import training
 from geoindex.photos.photo_index import DIM, nlist_for
 
 EMBED_BATCH = 8192  # rows through the head at a time
 ADD_CHUNK = 65536  # vectors added to FAISS and written to the store at a time
-TRAIN_PER_LIST = 64  # training sample: this many photos a list ...
-TRAIN_MIN = 65_536  # ... and at least this many (every photo below it): bench_photos trained so
 PARTS = ".parts"
 
 
@@ -104,8 +103,9 @@ def new_index(factory: str) -> faiss.Index:
 
 
 def train_size(n: int) -> int:
-    """Photos the index trains on: :data:`TRAIN_PER_LIST` a list, at least :data:`TRAIN_MIN`, at most ``n``."""
-    return min(n, max(TRAIN_PER_LIST * nlist_for(n), TRAIN_MIN))
+    """Photos the index trains on (:func:`geoindex.index.training.train_size`: 64 a list, at least
+    65,536, not capped for photos)."""
+    return training.train_size(n, nlist_for(n), cap=None)
 
 
 def train(index: faiss.Index, emb: Embeddings, factory: str, seed: int) -> int:

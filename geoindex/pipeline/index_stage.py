@@ -9,7 +9,6 @@ training sample's size. Everything else came from the plan.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,23 +18,21 @@ import numpy as np
 
 from geoindex.pipeline import distributed, parts
 from geoindex.pipeline.encode import progress_bar
-from geoindex.pipeline.plan import BuildPlan, lists_mappable, unmappable_error
+from geoindex.pipeline.plan import MAPPABLE_EXAMPLE, BuildPlan
 from geoindex.pipeline.shard_cells import ShardCells
 from geoindex.index import budget
 from geoindex.index import factory as index_factory
+from geoindex.index import disk
 from geoindex.index.builder import IndexBuilder
 from geoindex.index.factory import IndexPlan
 from geoindex.index.h3lists import h3_centroids, list_numbers
 from geoindex.index.search import SearchSettings, apply_search_settings
+from geoindex.index.training import train_size
 from geoindex.store import exact_store, manifest
 from geoindex.store.shards import ShardFile, iter_vectors, sample_vectors
 
 log = logging.getLogger(__name__)
 
-TRAIN_MIN = 65_536
-TRAIN_PER_LIST = 64
-TRAIN_MAX = 300_000
-LISTS_IN_MEMORY_SHARE = 0.5  # auto: lists go to disk when they would take over half of this machine's memory
 
 
 @dataclass(frozen=True)
@@ -91,24 +88,17 @@ def _lists_on_disk(asked: bool | None, index_plan: IndexPlan, builder: IndexBuil
     mappable lists; the plan refused it already when the factory was known), else (None) when the
     lists' codes and ids would take more than half of the machine's memory."""
     ivf = builder.cpu_index
-    mappable = lists_mappable(ivf) and not builder.fast_scan
-    if asked and not mappable:
-        raise unmappable_error(index_plan.factory)
-    if asked is not None or not mappable:
-        return bool(asked)
-    lists_bytes = n * (ivf.code_size + 8)
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return lists_bytes > LISTS_IN_MEMORY_SHARE * memory
+    mappable = disk.lists_mappable(ivf) and not builder.fast_scan
+    lists_bytes = n * (ivf.code_size + 8) if mappable else 0
+    return disk.lists_on_disk(asked, mappable, lists_bytes, index_plan.factory, MAPPABLE_EXAMPLE)
 
 
 def _train_size(index_plan: IndexPlan, index: faiss.Index, n: int) -> int:
     if index.is_trained:
         return 0
     ivf = faiss.try_extract_index_ivf(index)
-    wanted = TRAIN_MIN
-    if ivf is not None and index_plan.h3_list_res is None:
-        wanted = max(wanted, TRAIN_PER_LIST * ivf.nlist)
-    return int(min(n, wanted, TRAIN_MAX))
+    kmeans_lists = ivf.nlist if ivf is not None and index_plan.h3_list_res is None else None
+    return train_size(n, kmeans_lists)
 
 
 def train(plan: BuildPlan, choice: IndexChoice, builder: IndexBuilder, shards: list[ShardFile],

@@ -18,7 +18,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 
@@ -32,6 +31,7 @@ from geoindex.encoders.weights import GeoclipFiles, geoclip_files
 from geoindex.errors import InvalidArgumentError
 from geoindex.hashing import sha256_file
 from geoindex.index import budget
+from geoindex.index.disk import lists_mappable, unmappable_error
 from geoindex.index import factory as index_factory
 from geoindex.index.search import SearchSettings
 from geoindex.store import exact_store
@@ -118,7 +118,8 @@ def make_plan(config: BuildConfig) -> BuildPlan:
     if not (config.region and factory == "auto"):  # else known once the region's cells are
         probe = index_factory.check_factory(factory, resolution, search, n_rows)
         if index_known and config.lists_on_disk and not lists_mappable(probe):
-            raise unmappable_error(factory if factory != "auto" else index_factory.auto_factory(resolution, n_rows))
+            raise unmappable_error(factory if factory != "auto" else index_factory.auto_factory(resolution, n_rows),
+                                   MAPPABLE_EXAMPLE)
     out = Path(config.out).resolve()
     check_output(out, config.overwrite)
     files = geoclip_files(config.weights)
@@ -167,16 +168,7 @@ def _check_numbers(config: BuildConfig) -> None:
                                    "use fp32 (exact)")
 
 
-def unmappable_error(factory: str) -> InvalidArgumentError:
-    """The refusal of ``--lists-on-disk`` for an index whose lists FAISS cannot map from disk."""
-    return InvalidArgumentError(
-        f"--lists-on-disk needs an IVF index whose lists FAISS can map from disk; {factory} has "
-        "none (Flat, HNSW) or packs them for SIMD (fast-scan PQ..x4fs): use e.g. --factory IVFH3,PQ32")
-
-
-def lists_mappable(index: faiss.Index) -> bool:
-    """Whether ``index`` is an IVF index whose inverted lists can live in ``lists.ivfdata``."""
-    return isinstance(index, faiss.IndexIVF) and "FastScan" not in type(index).__name__
+MAPPABLE_EXAMPLE = "IVFH3,PQ32"  # a cell-gallery factory whose lists can go to disk, for the refusal
 
 
 def _devices(config: BuildConfig) -> tuple[torch.device, str, int | None, str]:
