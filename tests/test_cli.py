@@ -56,6 +56,18 @@ def test_aliases_run_the_same_command_under_their_own_name(script):
     assert (f"geoindex {command}" in proc.stderr) == notice  # the notice goes to stderr, never stdout
 
 
+def test_cell_flags_given_to_a_photo_build_are_refused_even_at_their_defaults(tmp_path, capsys):
+    from geoindex.cli.build import main, parser
+    from geoindex.cli.build_photos import given_dests
+
+    p = parser()
+    argv = ["--photos", str(tmp_path / "p.csv"), "-o", str(tmp_path / "x"), "--store", "auto", "--batch-size", "8192"]
+    assert given_dests(p, argv) == {"photos", "out", "store", "batch_size"}
+    assert p.parse_args(argv[:4]).store == "auto" and p.parse_args(argv[:4]).batch_size == 8192  # defaults restored
+    assert main(argv) == 2
+    assert "--store is a cell-index flag" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
 def test_build_index_is_renamed_build_gallery():
     import geoindex
 

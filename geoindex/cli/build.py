@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from geoindex.errors import GeoindexError, InvalidArgumentError
-from geoindex.cli.build_photos import add_photo_flags, build_photos_main
+from geoindex.cli.build_photos import add_photo_flags, build_photos_main, given_dests
 from geoindex.index.defaults import describe_defaults
 
 PROG = "geoindex build"
@@ -90,7 +90,8 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
-    args = parser(prog).parse_args(argv)
+    p = parser(prog)
+    args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
               f"{args.old_index_flag} (--index names the index folder in locate, serve and inspect)", file=sys.stderr)
         return 2
     if args.photos is not None or args.photos_features is not None:
-        return build_photos_main(args, prog)
+        return build_photos_main(args, prog, given_dests(p, argv))
     # Heavy imports after argument parsing: --help stays instant.
     from geoindex.pipeline import BuildConfig, build, summary_line, work_dir_for
     from geoindex.cells.region import make_filter

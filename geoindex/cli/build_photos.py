@@ -9,8 +9,21 @@ from pathlib import Path
 
 from geoindex.errors import GeoindexError, InvalidArgumentError
 
-# cell-build flags a photo build does not take (their defaults, to tell "given" from "left out")
-_CELL_ONLY = {"cells": [], "country": [], "bbox": [], "store": "auto", "precision": "fp32", "batch_size": 8192}
+# cell-build flags a photo build does not take (refused when given at all; see given_dests)
+CELL_ONLY = ("cells", "country", "bbox", "store", "precision", "batch_size")
+
+
+def given_dests(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The destinations the command line itself set: ``argv`` parsed again with every default
+    suppressed, so a flag left out is absent whatever its default is (no copy of the defaults)."""
+    saved = [(action, action.default) for action in parser._actions]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        return set(vars(parser.parse_args(argv)))
+    finally:
+        for action, default in saved:
+            action.default = default
 
 
 def add_photo_flags(p: argparse.ArgumentParser) -> None:
@@ -24,7 +37,8 @@ def add_photo_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clip-checkpoint", default=None, help="local checkpoint of the CLIP model (as in locate)")
 
 
-def build_photos_main(args, prog: str) -> int:
+def build_photos_main(args, prog: str, given: set[str] = frozenset()) -> int:
+    """``geoindex build --photos``; ``given``: the flags the command line set (:func:`given_dests`)."""
     from geoindex.index.search import SearchSettings
     from geoindex.photos.build import PhotoBuildConfig, build_photos
 
@@ -32,9 +46,9 @@ def build_photos_main(args, prog: str) -> int:
         if args.photos is None:
             raise InvalidArgumentError("--photos-features needs --photos CSV: the CSV the cache was made from "
                                        "(image paths and metadata come from it)")
-        given = [k for k, default in _CELL_ONLY.items() if getattr(args, k) != default]
-        if given:
-            raise InvalidArgumentError(f"--{given[0].replace('_', '-')} is a cell-index flag; a --photos build "
+        cell_flags = [k for k in CELL_ONLY if k in given]
+        if cell_flags:
+            raise InvalidArgumentError(f"--{cell_flags[0].replace('_', '-')} is a cell-index flag; a --photos build "
                                        "does not take it (docs/photos.md lists its flags)")
         manifest = build_photos(PhotoBuildConfig(
             csv=args.photos, out=args.out, features=args.photos_features, image_root=args.image_root,
