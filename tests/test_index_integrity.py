@@ -68,13 +68,13 @@ def test_zeroed_vectors_faiss_is_one_line_not_a_faiss_traceback(copy):
 
 def test_unreadable_files_say_permission_denied(copy, monkeypatch):
     """(Tests may run as root, where chmod 000 does not stop reading: the error is injected.)"""
-    import geoindex.locate.geolocator as geolocator_module
     import geoindex.store.manifest as manifest_module
+    import geoindex.store.vectors as vectors_module  # where an index directory's vectors.faiss is opened
 
     def denied(path, *a, **kw):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr(geolocator_module, "open", denied, raising=False)
+    monkeypatch.setattr(vectors_module, "open", denied, raising=False)
     with pytest.raises(IndexDirError, match=r"vectors\.faiss cannot be read \(permission denied\): .*chmod"):
         Geolocator(copy, verify="size")
     monkeypatch.undo()

@@ -18,8 +18,7 @@ import numpy as np
 
 from geoindex.cells.region import describe_region, points_inside, region_from_dict
 from geoindex.encoders.location import location_weights_sha256
-from geoindex.errors import IndexDirError, InvalidArgumentError, InvalidQueryError
-from geoindex.index.io import read_index
+from geoindex.errors import InvalidArgumentError, InvalidQueryError
 from geoindex.index.search import SearchSettings, apply_search_settings, per_call_params
 from geoindex.locate.evidence import EvidenceSource
 from geoindex.locate.options import DEFAULT_CANDIDATES, LocateResult, QueryOptions, validate_embeddings
@@ -31,28 +30,13 @@ from geoindex.locate.rerank import ExactReranker, StoreReranker, rescore_head
 from geoindex.store.cell_table import load_cell_table
 from geoindex.store.exact_store import open_store
 from geoindex.store.integrity import check_index, check_table
-from geoindex.store.manifest import SMALL_FILE_BYTES, IndexDir, open_index_dir, rebuild_hint, unreadable
+from geoindex.store.manifest import SMALL_FILE_BYTES, open_index_dir, rebuild_hint
+from geoindex.store.vectors import open_vectors
 
 log = logging.getLogger(__name__)
 
 REGION_CACHE = 64
 PLAN_CACHE = 64
-
-
-def _read_index(index_dir: IndexDir):
-    """The FAISS index of ``index_dir``; on-disk lists (DIR/lists.ivfdata) memory-mapped from beside
-    vectors.faiss, wherever the dir is now. An unreadable or damaged file is one IndexDirError."""
-    path = index_dir.vectors_path
-    try:
-        with open(path, "rb"):  # permissions and I/O errors, in words FAISS does not give
-            pass
-        return read_index(path, faiss.IO_FLAG_ONDISK_SAME_DIR)
-    except OSError as e:
-        raise IndexDirError(f"{path} {unreadable(e)}") from e
-    except RuntimeError as e:  # FAISS: a bad header, a truncated body, an unreadable lists file
-        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise IndexDirError(f"{path} is not a readable FAISS index (FAISS says: {first[:200]}): "
-                            f"{rebuild_hint(index_dir.path, index_dir.manifest)}") from e
 
 
 class Geolocator:
@@ -94,7 +78,7 @@ class Geolocator:
         """
         self.dir = open_index_dir(index_dir, verify=verify, weights_sha256=location_weights_sha256(weights),
                                   small_file_bytes=small_file_bytes)
-        self.index = _read_index(self.dir)
+        self.index = open_vectors(self.dir.vectors_path, rebuild_hint(self.dir.path, self.dir.manifest))
         apply_search_settings(self.index, self.dir.search)
         self.table = load_cell_table(self.dir.cells_path)
         if verify != "none":

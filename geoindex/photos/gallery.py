@@ -20,10 +20,10 @@ import numpy as np
 
 from geoindex.cells.region import RegionFilter, cells_inside
 from geoindex.errors import IndexDirError
-from geoindex.index.io import read_index
 from geoindex.index.search import SearchSettings, apply_search_settings
 from geoindex.photos.layout import PHOTOS_DB, VECTORS, make_hint, open_reference_dir
 from geoindex.store.exact_store import open_store
+from geoindex.store.vectors import open_vectors
 
 REGION_CACHE = 64
 
@@ -43,22 +43,11 @@ class PhotoRecord:
     country: str | None = None
 
 
-def _read_index(path: Path) -> faiss.Index:
-    """REF's FAISS index; lists on disk (REF/lists.ivfdata) memory-mapped from beside it, wherever REF
-    is now, with FAISS's notices on stderr (stdout is a command's answer)."""
-    try:
-        return read_index(path / VECTORS, faiss.IO_FLAG_ONDISK_SAME_DIR)
-    except RuntimeError as e:  # FAISS: a bad header, a truncated body, an unreadable lists file
-        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise IndexDirError(f"{path / VECTORS} is not a readable FAISS index (FAISS says: {first[:200]}): "
-                            f"{make_hint(path)} --overwrite") from e
-
-
 class PhotoGallery:
     def __init__(self, path: str | Path, verify: str = "size"):
         self.path = Path(path)
         self.manifest = open_reference_dir(self.path, verify)
-        self.index = _read_index(self.path)
+        self.index = open_vectors(self.path / VECTORS, f"{make_hint(self.path)} --overwrite")
         self.search_settings = SearchSettings.parse(self.manifest["index"].get("search"))
         apply_search_settings(self.index, self.search_settings)
         self.ivf = faiss.try_extract_index_ivf(self.index)
