@@ -118,7 +118,7 @@ class Geolocator:
         if photos is not None:
             from geoindex.photos.evidence import open_photos
 
-            self.photos, self.fusion = open_photos(photos, weights, fusion, verify)
+            self.photos, self.fusion = open_photos(photos, weights, fusion, verify, small_file_bytes)
 
     def covers(self, lat, lng) -> np.ndarray:
         """Which points lie in the region this index was built for.

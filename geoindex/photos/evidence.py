@@ -17,11 +17,12 @@ from geoindex.photos.gallery import PhotoGallery
 
 
 def open_photos(path: str | Path, weights: str | Path | None, fusion: FusionSettings | None,
-                verify: str = "size") -> tuple[PhotoGallery, FusionSettings]:
-    """The gallery at ``path``, refused when built with other GeoCLIP weights than ``weights``."""
+                verify: str = "small", small_file_bytes: int | None = None) -> tuple[PhotoGallery, FusionSettings]:
+    """The gallery at ``path``, verified as the cell index is (``verify``, ``small_file_bytes``: see
+    :class:`PhotoGallery`), refused when built with other GeoCLIP weights than ``weights``."""
     from geoindex.encoders.weights import geoclip_files, sha256_file
 
-    gallery = PhotoGallery(path, verify)
+    gallery = PhotoGallery(path, verify) if small_file_bytes is None else PhotoGallery(path, verify, small_file_bytes)
     files = geoclip_files(weights)
     gallery.check_encoder(None, sha256_file(files.image_head), sha256_file(files.location_encoder))
     return gallery, fusion or FusionSettings()

@@ -60,7 +60,7 @@ class Engine:
         self.text_batcher = MicroBatcher(self._encode_texts, settings.max_batch, window)
         self.decode_budget = DecodeBudget(settings.server_decoded_bytes)
         self.memory = MemoryReturn()
-        self.integrity = BackgroundVerifier(self.geolocator.dir, small).start()
+        self.integrity = BackgroundVerifier([self.geolocator.dir, self.geolocator.photos], small).start()
 
     def _encode_images(self, images):
         return self.encoder.encode_images(images)
@@ -71,7 +71,8 @@ class Engine:
     def require_intact(self) -> None:
         """Refuse queries (503) once the background check found a corrupt file."""
         if self.integrity.state == "corrupt":
-            raise IndexCorruptError(f"this server's index failed its integrity check and answers no queries: "
+            raise IndexCorruptError(f"this server's index or reference photos failed their integrity check and it "
+                                    f"answers no queries: "
                                     f"{self.integrity.error}; then restart the server")
 
     async def locate(self, xq: np.ndarray, options) -> list:
