@@ -24,6 +24,16 @@ def add_photo_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clip-checkpoint", default=None, help="local checkpoint of the CLIP model (as in locate)")
 
 
+def _write_error(out, e: Exception):
+    """The one line of a full disk (or a path not ours to write) met while building ``out``: the
+    build removed its temporary folder; the encoded features in ``OUT.partial`` are kept."""
+    from geoindex.atomic import write_error
+
+    where = getattr(e, "filename2", None) or getattr(e, "filename", None) or out
+    return write_error(where, e, f"free space on that disk and run the same command again: the photos encoded so "
+                                 f"far are kept in {Path(out).resolve()}.partial and resumed from")
+
+
 def build_photos_main(args, prog: str) -> int:
     from geoindex.index.search import SearchSettings
     from geoindex.photos.build import PhotoBuildConfig, build_photos
@@ -45,6 +55,12 @@ def build_photos_main(args, prog: str) -> int:
             overwrite=args.overwrite, seed=args.seed, progress=not args.no_progress))
     except GeoindexError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 -- a full disk or a forbidden path met mid-build: one line
+        error = _write_error(args.out, e)
+        if error is None:
+            raise
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; encoded shards are kept in {Path(args.out).resolve()}.partial: run the same "
