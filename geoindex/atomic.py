@@ -207,6 +207,26 @@ def write_json(path: str | Path, data: object, indent: int | None = 2, durable: 
     write_text(path, json.dumps(data, indent=indent) + "\n", durable=durable, fix=fix)
 
 
+def check_out_folder(out: str | Path, flag: str = "--out") -> None:
+    """Refuse, before any model loads, an output whose folder does not exist or cannot be written
+    (as ``geoindex embed`` and the archive do): no missing parents are created. A folder that is a
+    file is left to the caller's own check."""
+    out = Path(out)
+    parent = out.absolute().parent
+    if not parent.exists():
+        raise WriteError(f"{flag} {str(out)!r}: folder {str(parent)!r} does not exist: create it first, or give "
+                         "a path in an existing folder")
+    if not parent.is_dir():
+        return
+    probe = parent / f".{out.name}.probe-{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise WriteError(f"{flag} {str(out)!r} cannot be written ({e.strerror or e}): give a path in a folder this "
+                         "user can write") from None
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the process was so that ``finally`` blocks (temporaries) run."""
 

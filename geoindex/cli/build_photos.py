@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
-from geoindex.errors import GeoindexError, InvalidArgumentError
+from geoindex.errors import GeoindexError, InvalidArgumentError, TrainingDataError
 
 # cell-build flags a photo build does not take (their defaults, to tell "given" from "left out")
 _CELL_ONLY = {"cells": [], "country": [], "bbox": [], "store": "auto", "precision": "fp32", "batch_size": 8192}
@@ -38,10 +39,15 @@ def build_photos_main(args, prog: str) -> int:
     from geoindex.index.search import SearchSettings
     from geoindex.photos.build import PhotoBuildConfig, build_photos
 
+    partial = Path(args.out).resolve().with_name(Path(args.out).resolve().name + ".partial")  # the build's work dir
+    fresh = not partial.exists()
     try:
         if args.photos is None:
             raise InvalidArgumentError("--photos-features needs --photos CSV: the CSV the cache was made from "
                                        "(image paths and metadata come from it)")
+        from geoindex.atomic import check_out_folder
+
+        check_out_folder(args.out)  # before CLIP loads: /proc/x, a missing or read-only folder
         given = [k for k, default in _CELL_ONLY.items() if getattr(args, k) != default]
         if given:
             raise InvalidArgumentError(f"--{given[0].replace('_', '-')} is a cell-index flag; a --photos build "
@@ -54,6 +60,8 @@ def build_photos_main(args, prog: str) -> int:
             max_memory=args.max_memory, lists_on_disk=args.lists_on_disk, ray=args.ray,
             overwrite=args.overwrite, seed=args.seed, progress=not args.no_progress))
     except GeoindexError as e:
+        if isinstance(e, TrainingDataError) and fresh:  # no photo could be used: nothing to resume
+            shutil.rmtree(partial, ignore_errors=True)
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 -- a full disk or a forbidden path met mid-build: one line
