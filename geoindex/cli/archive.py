@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--strict", action="store_true", help="stop at the first photo that cannot be located")
     g.add_argument("--restart", action="store_true", help="discard the saved progress of --out and start over")
     g.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out that is not this command's results table (refused otherwise)")
+                   help="replace an existing --out (or --map) file that geoindex did not write (refused otherwise)")
     g.add_argument("--batch-size", type=int, default=32, help="photos per CLIP batch (default 32)")
     g.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding threads")
     g.add_argument("--commit-every", type=int, default=256, metavar="N",
