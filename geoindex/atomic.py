@@ -9,6 +9,13 @@ the file and the fix.
 The temporary of ``DIR/name`` is ``DIR/.name.tmp``: always the same name, so a run killed by SIGKILL
 (which no handler sees) leaves at most that one file, which the next run replaces or removes
 (:func:`remove_stale`).
+
+A file written through a memory map is allocated whole before the first write (:func:`reserve`,
+``posix_fallocate``; :func:`open_memmap` does both): a full disk is then an ``ENOSPC`` error naming
+the file, the bytes it needs and the bytes free, never a SIGBUS in the middle of a write. What a
+library maps itself (FAISS's on-disk lists) is preceded by :func:`check_free`. Tests set
+``GEOINDEX_TEST_DISK_FREE`` (bytes) to make both see a disk with that much room: the allocation
+then fails with the ``ENOSPC`` a real full disk gives, through the same code.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pathlib import Path
 from geoindex.errors import GeoindexError, WriteError
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+TEST_FREE_ENV = "GEOINDEX_TEST_DISK_FREE"  # tests: bytes free on every disk, as allocations see it
 NOT_ALLOWED = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
@@ -53,13 +61,95 @@ def write_error(path: str | Path, e: BaseException, fix: str | None = None) -> W
         return None
     code = getattr(e, "errno", None)
     text = str(e)
-    if code in DISK_FULL or "No space left on device" in text or "Disk quota exceeded" in text:
+    # numpy's tofile reports a short write as "N requested and M written", without an errno
+    short = isinstance(e, OSError) and code is None and " requested and " in text and " written" in text
+    if code in DISK_FULL or short or "No space left on device" in text or "Disk quota exceeded" in text:
         where = Path(path).parent
-        return WriteError(f"the disk is full writing {path} ({os.strerror(errno.ENOSPC)}): "
+        try:
+            free = f"{free_bytes(where):,} bytes free"
+        except OSError:
+            free = "free space unknown"
+        return WriteError(f"the disk is full writing {path} ({os.strerror(errno.ENOSPC)}; {free} on {where}): "
                           f"{fix or f'free space on the disk of {where} (df -h {where}), or write elsewhere'}")
     if code in NOT_ALLOWED:
         return WriteError(f"cannot write {path} ({e.strerror or e}): give a path in a folder you can write")
     return None
+
+
+class DiskFullError(WriteError):
+    """The disk has less room than a file needs (checked, or ``ENOSPC`` from its allocation)."""
+
+    def __init__(self, message: str, path: str | Path | None = None, needed: int | None = None):
+        super().__init__(message)
+        self.path, self.needed = path, needed
+
+
+def free_bytes(folder: str | Path) -> int:
+    """Bytes free to this user on the disk of ``folder`` (or of its nearest existing parent; or
+    ``$GEOINDEX_TEST_DISK_FREE``, if less)."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    st = os.statvfs(folder)
+    free = st.f_bavail * st.f_frsize
+    fake = os.environ.get(TEST_FREE_ENV)
+    return min(free, int(fake)) if fake else free
+
+
+def disk_full(path: str | Path, needed: int, fix: str | None = None) -> DiskFullError:
+    """The one line of a full disk: the file, the bytes it needs, the bytes free, the fix."""
+    where = Path(path).parent
+    try:
+        free = f"{free_bytes(where):,}"
+    except OSError:
+        free = "unknown"
+    return DiskFullError(f"the disk is full: {path} needs {needed:,} bytes and {free} are free on {where} "
+                         f"({os.strerror(errno.ENOSPC)}): "
+                         f"{fix or 'free space on that disk (df -h ' + str(where) + '), or write elsewhere'}",
+                         path, needed)
+
+
+def check_free(path: str | Path, needed: int, fix: str | None = None) -> None:
+    """Refuse now, before a library maps ``path`` and writes ``needed`` bytes through the map
+    (a full disk there is SIGBUS), when the disk has less room."""
+    if needed > free_bytes(Path(path).parent):
+        raise disk_full(path, needed, fix)
+
+
+def reserve(path: str | Path, nbytes: int, fix: str | None = None) -> None:
+    """Allocate the first ``nbytes`` of the existing file ``path`` on disk now (``posix_fallocate``),
+    so writes through a map of it cannot meet a full disk; :class:`DiskFullError` when they do not
+    fit. File systems without fallocate get the free-space check instead."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fake = os.environ.get(TEST_FREE_ENV)
+        if fake and nbytes - os.fstat(fd).st_blocks * 512 > int(fake):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))  # what the call gives on such a disk
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as e:
+        if e.errno in DISK_FULL:
+            raise disk_full(path, nbytes, fix) from e
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        check_free(path, nbytes - os.fstat(fd).st_blocks * 512, fix)
+    finally:
+        os.close(fd)
+
+
+def open_memmap(path: str | Path, dtype, shape: tuple[int, ...], fix: str | None = None):
+    """``numpy.lib.format.open_memmap(path, "w+", dtype, shape)`` with the file allocated whole
+    first (:func:`reserve`): a full disk is a :class:`DiskFullError` before any byte is written
+    through the map. The caller removes ``path`` on error (it writes into a temporary)."""
+    import numpy as np
+
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    try:
+        reserve(path, Path(path).stat().st_size, fix)
+    except BaseException:
+        del array
+        Path(path).unlink(missing_ok=True)  # nothing was written through it yet
+        raise
+    return array
 
 
 @contextmanager
@@ -68,7 +158,11 @@ def writing(path: str | Path, fix: str | None = None) -> Iterator[None]:
     naming ``path`` (for files inside a folder that is itself published whole)."""
     try:
         yield
-    except (OSError, RuntimeError) as e:
+    except DiskFullError as e:
+        if fix is None or e.path is None:
+            raise
+        raise disk_full(e.path, e.needed, fix) from e  # the block's advice (e.g. how to resume)
+    except Exception as e:  # noqa: BLE001 -- OSError, FAISS's RuntimeError, DuckDB's own errors: by errno or text
         error = write_error(path, e, fix)
         if error is None:
             raise
@@ -111,6 +205,26 @@ def write_json(path: str | Path, data: object, indent: int | None = 2, durable: 
                fix: str | None = None) -> None:
     """Write ``data`` as JSON (a trailing newline) to ``path`` whole."""
     write_text(path, json.dumps(data, indent=indent) + "\n", durable=durable, fix=fix)
+
+
+def check_out_folder(out: str | Path, flag: str = "--out") -> None:
+    """Refuse, before any model loads, an output whose folder does not exist or cannot be written
+    (as ``geoindex embed`` and the archive do): no missing parents are created. A folder that is a
+    file is left to the caller's own check."""
+    out = Path(out)
+    parent = out.absolute().parent
+    if not parent.exists():
+        raise WriteError(f"{flag} {str(out)!r}: folder {str(parent)!r} does not exist: create it first, or give "
+                         "a path in an existing folder")
+    if not parent.is_dir():
+        return
+    probe = parent / f".{out.name}.probe-{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise WriteError(f"{flag} {str(out)!r} cannot be written ({e.strerror or e}): give a path in a folder this "
+                         "user can write") from None
 
 
 class Terminated(KeyboardInterrupt):

@@ -72,6 +72,21 @@ def fr_r2(tmp_path_factory):
     yield from _shared_index(tmp_path_factory, "r2-fr", resolution=2, region=make_filter(countries=["FR"]))
 
 
+@pytest.fixture(scope="session")
+def photos_ref(tmp_path_factory):
+    """A reference photo gallery of 40 synthetic photos through the tiny random CLIP (Flat: ~6 s),
+    what ``geoindex build --photos photos.csv --clip-model tiny-test`` writes. Shared read-only."""
+    from geoindex.photos.build import PhotoBuildConfig, build_photos
+    from geoindex.train.synthetic import write_photos
+
+    root = tmp_path_factory.mktemp("shared-photos")
+    csv = write_photos(root / "photos", 40, seed=0, size=16)
+    build_photos(PhotoBuildConfig(csv=csv, out=root / "ref", clip_model="tiny-test", device="cpu", progress=False))
+    before = _fingerprint(root / "ref")
+    yield root / "ref"
+    assert _fingerprint(root / "ref") == before, "a test changed the shared photo gallery: copy it first (index_copy)"
+
+
 @pytest.fixture
 def index_copy(tmp_path):
     """``index_copy(src, name=None) -> Path``: a private copy of a shared index in this test's

@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -464,3 +465,34 @@ def test_resume_after_kill_9_loses_and_duplicates_nothing(index, tmp_path):
     paths = [r["path"] for r in rows_of(out)]
     assert len(paths) == len(set(paths)) == n
     assert sorted(Path(p).name for p in paths) == [f"p{i:02d}.jpg" for i in range(n)]
+
+
+@pytest.mark.parametrize("name", ["userdata.parquet", "userdata.csv"])
+def test_an_out_that_is_not_our_results_is_never_replaced(index, tmp_path, capsys, name):
+    """Issue 38 item 2: the user's own table at --out was replaced with exit 0."""
+    photos = tmp_path / "photos"
+    write(photos / "a.jpg", jpeg_bytes())
+    out = tmp_path / name
+    if name.endswith(".parquet"):
+        pq.write_table(pa.table({"customer": ["x", "y"]}), out)
+    else:
+        out.write_text("customer\nx\ny\n")
+    before = out.read_bytes()
+    assert locate(index, photos, "--out", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a results table geoindex wrote" in err and "--overwrite" in err
+    assert out.read_bytes() == before and not (tmp_path / f".{name}.parts").exists()
+    assert locate(index, photos, "--out", out, "--overwrite") == 0  # explicit: replaced
+    assert summary(capsys)["photos"] == 1 and out.read_bytes() != before
+    assert locate(index, photos, "--out", out) == 0  # now ours: resumed, nothing new
+    assert summary(capsys)["new"] == 0
+
+
+def test_our_parquet_is_recognised_without_its_parts_folder(index, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    write(photos / "a.jpg", jpeg_bytes())
+    out = tmp_path / "r.parquet"
+    assert locate(index, photos, "--out", out) == 0
+    shutil.rmtree(tmp_path / ".r.parquet.parts")
+    assert locate(index, photos, "--out", out) == 0  # its schema says it is ours: located again, replaced
+    assert summary(capsys)["photos"] == 1

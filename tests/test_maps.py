@@ -85,3 +85,17 @@ def test_geolocate_map_arguments(tmp_path, built_r2, capsys, monkeypatch, extra,
     np.save(tmp_path / "q.npy", np.eye(512, dtype=np.float32)[:1])
     assert geolocate(["--embedding", "q.npy", "--index", str(built_r2), *extra]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_a_map_never_replaces_a_file_geoindex_did_not_draw(tmp_path, built_r2, capsys):
+    """Issue 38 item 2, for --map: a user's PNG at the path was replaced silently."""
+    np.save(tmp_path / "q.npy", np.eye(512, dtype=np.float32)[:1])
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "mine.png")
+    before = (tmp_path / "mine.png").read_bytes()
+    argv = ["--embedding", str(tmp_path / "q.npy"), "--index", str(built_r2), "--map", str(tmp_path / "mine.png")]
+    assert geolocate(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a map geoindex drew" in err and "--overwrite" in err and len(err.splitlines()) == 1
+    assert (tmp_path / "mine.png").read_bytes() == before
+    assert geolocate([*argv, "--overwrite"]) == 0 and (tmp_path / "mine.png").read_bytes() != before
+    assert geolocate(argv) == 0  # its own map now: redrawn without --overwrite

@@ -1,6 +1,7 @@
 """The resumable run: photos found -> rows committed in parts -> the results file assembled.
 
-Checks come first and cost nothing (``--out`` writable, photos found, saved progress made with the
+Checks come first and cost nothing (``--out`` writable and not a file of the user's,
+photos found, saved progress made with the
 same settings); the index and the models load only when there is something new to locate. Rows
 are committed every ``commit_rows`` photos or ``commit_seconds``, whichever comes first, so a run
 killed with ``kill -9`` loses at most that much work; Ctrl-C commits what is done and assembles
@@ -20,7 +21,7 @@ from geoindex.archive.parts import PartStore
 from geoindex.archive.pipeline import Decoded, decode, decoded_batches, model_sized
 from geoindex.archive.rows import error_row, exif_row, located_row, schema
 from geoindex.archive.walk import find_photos
-from geoindex.archive.writers import assemble, check_writable
+from geoindex.archive.writers import assemble, check_ours, check_writable
 from geoindex.errors import GeoindexError
 
 
@@ -40,6 +41,7 @@ class ArchiveConfig:
     exif: str = "compare"
     strict: bool = False
     restart: bool = False
+    overwrite: bool = False  # replace an --out that is not this command's results table
     batch_size: int = 32
     workers: int = 4
     max_pixels: int = 64_000_000
@@ -137,6 +139,7 @@ def run_archive(config: ArchiveConfig, settings: dict, open_geolocator: Callable
     returns with ``interrupted`` set; ``--strict`` raises StrictStop; both after saving."""
     t0 = time.perf_counter()
     check_writable(config.out)
+    check_ours(config.out, config.overwrite)
     photos = [str(p) for p in find_photos(config.inputs, config.from_list)]
     table_schema = schema(options.confidence is not None)
     counts, interrupted, stop = _Counts(), False, None

@@ -3,6 +3,10 @@
 The format follows the suffix of ``--out``. Assembly streams one part at a time (memory stays flat
 however many photos there are), keeps the first row of any path seen twice, and writes under a
 temporary name renamed into place: the results file is always a whole table, old or new.
+
+An existing ``--out`` is replaced only when it is this command's own results (its parts folder
+beside it holds the run's settings, or a Parquet file carries :data:`PROVENANCE` in its schema
+metadata), or with ``--overwrite``: never the user's own table (:func:`check_ours`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from geoindex.archive.parts import write_atomically
+from geoindex.archive.parts import parts_dir_of, write_atomically
 from geoindex.errors import ResultsFileError
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
@@ -52,6 +56,30 @@ def check_writable(out: Path) -> None:
         raise ResultsFileError(f"--out {str(out)!r} is read-only: make it writable or choose another name")
 
 
+PROVENANCE = b"geoindex.archive"  # the Parquet schema metadata key of a results table this command wrote
+
+
+def is_ours(out: Path) -> bool:
+    """Whether the existing file ``out`` is a results table this command wrote: its parts folder
+    holds the run's settings, or (Parquet, the folder deleted) its schema carries PROVENANCE."""
+    if (parts_dir_of(out) / "settings.json").is_file():
+        return True
+    if FORMATS.get(out.suffix.lower()) == "parquet":
+        try:
+            return PROVENANCE in (pq.read_schema(out).metadata or {})
+        except (OSError, pa.ArrowException):
+            return False
+    return False
+
+
+def check_ours(out: Path, overwrite: bool) -> None:
+    """Refuse an existing ``out`` that is not this command's results table, unless ``overwrite``."""
+    if out.exists() and not overwrite and not is_ours(out):
+        raise ResultsFileError(f"--out {str(out)!r} exists and is not a results table geoindex wrote (no "
+                               f"{parts_dir_of(out).name}/ beside it): give another --out, or add --overwrite to "
+                               "replace it")
+
+
 def _unique_tables(parts: list[Path], schema: pa.Schema) -> Iterator[pa.Table]:
     """Each part's table without rows whose path came earlier, as ``schema``."""
     seen: set[str] = set()
@@ -76,6 +104,7 @@ def _json_row(row: dict) -> dict:
 
 def _write_parquet(tables, schema, tmp: Path) -> int:
     n = 0
+    schema = schema.with_metadata({**(schema.metadata or {}), PROVENANCE: b"1"})
     with pq.ParquetWriter(tmp, schema) as writer:
         for table in tables:
             writer.write_table(table)

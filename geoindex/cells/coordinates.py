@@ -45,8 +45,27 @@ def count_latlng(path: str | Path, what: str = "coordinates") -> int:
     return sum(len(chunk) for chunk in iter_latlng(path, what=what))
 
 
+def duplicate_column(names: list[str], *synonyms: tuple[str, ...]) -> str | None:
+    """Why a header is ambiguous, or None: a name given twice (any case), or two columns that are
+    both one of ``synonyms`` (e.g. ``lat`` and ``latitude``). Every reader of a user's CSV calls it:
+    taking the first of two lat columns silently is a guess."""
+    lowered = [str(n).strip().lower() for n in names]
+    for i, name in enumerate(lowered):
+        if name and name in lowered[:i]:
+            return (f"names column {names[i].strip()!r} twice (columns {lowered.index(name) + 1} and {i + 1}): "
+                    "keep one, rename or delete the other")
+    for group in synonyms:
+        found = [i for i, name in enumerate(lowered) if name in group]
+        if len(found) > 1:
+            a, b = (names[i].strip() for i in found[:2])
+            return f"has two columns for the same value, {a!r} and {b!r}: keep one, rename or delete the other"
+    return None
+
+
 def _columns(names: list[str], path: Path, what: str, shown: object) -> tuple[int, int]:
     lowered = [n.strip().lower() for n in names]
+    if why := duplicate_column(names, LAT_NAMES, LNG_NAMES):
+        raise GalleryFileError(f"{what} file {str(path)!r} header {shown} {why}")
     try:
         return (next(i for i, h in enumerate(lowered) if h in LAT_NAMES),
                 next(i for i, h in enumerate(lowered) if h in LNG_NAMES))

@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "position of photos that have one and skip the model for them")
     g.add_argument("--strict", action="store_true", help="stop at the first photo that cannot be located")
     g.add_argument("--restart", action="store_true", help="discard the saved progress of --out and start over")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (or --map) file that geoindex did not write (refused otherwise)")
     g.add_argument("--batch-size", type=int, default=32, help="photos per CLIP batch (default 32)")
     g.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding threads")
     g.add_argument("--commit-every", type=int, default=256, metavar="N",
@@ -79,7 +81,8 @@ def run(args, options, prog: str) -> int:
 
     _check(args)
     config = ArchiveConfig(out=args.out, inputs=[Path(p) for p in args.images], from_list=args.from_list,
-                           exif=args.exif, strict=args.strict, restart=args.restart, batch_size=args.batch_size,
+                           exif=args.exif, strict=args.strict, restart=args.restart, overwrite=args.overwrite,
+                           batch_size=args.batch_size,
                            workers=args.workers, max_pixels=args.max_pixels, commit_rows=args.commit_every,
                            progress=not args.no_progress and sys.stderr.isatty())
 

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
-from geoindex.errors import GeoindexError, InvalidArgumentError
+from geoindex.errors import GeoindexError, InvalidArgumentError, TrainingDataError
 
 # cell-build flags a photo build does not take (refused when given at all; see given_dests)
 CELL_ONLY = ("cells", "country", "bbox", "store", "precision", "batch_size")
@@ -37,15 +38,30 @@ def add_photo_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clip-checkpoint", default=None, help="local checkpoint of the CLIP model (as in locate)")
 
 
+def _write_error(out, e: Exception):
+    """The one line of a full disk (or a path not ours to write) met while building ``out``: the
+    build removed its temporary folder; the encoded features in ``OUT.partial`` are kept."""
+    from geoindex.atomic import write_error
+
+    where = getattr(e, "filename2", None) or getattr(e, "filename", None) or out
+    return write_error(where, e, f"free space on that disk and run the same command again: the photos encoded so "
+                                 f"far are kept in {Path(out).resolve()}.partial and resumed from")
+
+
 def build_photos_main(args, prog: str, given: set[str] = frozenset()) -> int:
     """``geoindex build --photos``; ``given``: the flags the command line set (:func:`given_dests`)."""
     from geoindex.index.search import SearchSettings
     from geoindex.photos.build import PhotoBuildConfig, build_photos
 
+    partial = Path(args.out).resolve().with_name(Path(args.out).resolve().name + ".partial")  # the build's work dir
+    fresh = not partial.exists()
     try:
         if args.photos is None:
             raise InvalidArgumentError("--photos-features needs --photos CSV: the CSV the cache was made from "
                                        "(image paths and metadata come from it)")
+        from geoindex.atomic import check_out_folder
+
+        check_out_folder(args.out)  # before CLIP loads: /proc/x, a missing or read-only folder
         cell_flags = [k for k in CELL_ONLY if k in given]
         if cell_flags:
             raise InvalidArgumentError(f"--{cell_flags[0].replace('_', '-')} is a cell-index flag; a --photos build "
@@ -58,7 +74,15 @@ def build_photos_main(args, prog: str, given: set[str] = frozenset()) -> int:
             max_memory=args.max_memory, lists_on_disk=args.lists_on_disk, ray=args.ray,
             overwrite=args.overwrite, seed=args.seed, progress=not args.no_progress))
     except GeoindexError as e:
+        if isinstance(e, TrainingDataError) and fresh:  # no photo could be used: nothing to resume
+            shutil.rmtree(partial, ignore_errors=True)
         print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 -- a full disk or a forbidden path met mid-build: one line
+        error = _write_error(args.out, e)
+        if error is None:
+            raise
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; encoded shards are kept in {Path(args.out).resolve()}.partial: run the same "

@@ -4,6 +4,11 @@ Prints the manifest summary, verifies every file's checksum, and for each ``--lo
 encodes the location and locates it as a query would (the index's search settings, re-ranking
 included), printing the top cells with their metadata and their distance from the point: a
 location-embedding query end to end (images and text come with the query layer).
+
+DIR may be a cell index or a reference photo gallery (``geoindex build --photos``): the manifest's
+format says which, the first line of the output names it, and a damaged gallery's fix is a photo
+build from its own manifest. A lookup in a gallery lists the photos nearest the point's location
+embedding.
 """
 
 from __future__ import annotations
@@ -44,10 +49,12 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     from geoindex.store.manifest import open_index_dir
 
     try:
+        if _kind(args.index_dir) == "photos":
+            return _inspect_photos(args)
         idx = open_index_dir(args.index_dir, verify="full", weights_sha256=location_weights_sha256(args.weights))
         m = idx.manifest
         g, ix = m["gallery"], m["index"]
-        print(f"{idx.path}: {g['count']:,} cells (res {g.get('resolution', 'csv')} {g.get('cells', '')}), "
+        print(f"{idx.path}: cell index, {g['count']:,} cells (res {g.get('resolution', 'csv')} {g.get('cells', '')}), "
               f"{ix['factory']} [{str(idx.search) or 'exact'}], checksums ok")
         print(f"self-check at build: recall@10 {m['self_check']['recall_at_10']:.3f}, "
               f"self-hit@1 {m['self_check']['self_hit_at_1']:.3f} over {m['self_check']['queries']} cells")
@@ -70,6 +77,48 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     except GeoindexError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _kind(path: str) -> str:
+    """"photos" when ``path``'s manifest is a reference gallery's, else "cells" (whose opening says
+    what is wrong with a missing or unreadable manifest)."""
+    import json
+    from pathlib import Path
+
+    from geoindex.photos.layout import FORMAT
+
+    try:
+        manifest = json.loads((Path(path) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return "cells"
+    return "photos" if isinstance(manifest, dict) and manifest.get("format") == FORMAT else "cells"
+
+
+def _inspect_photos(args) -> int:
+    """A reference photo gallery: every checksum, the structure, and lookups as nearest photos."""
+    import numpy as np
+
+    from geoindex.cells.geocode import haversine_km
+    from geoindex.encoders.location import encode_latlng, load_location_encoder
+    from geoindex.photos.gallery import PhotoGallery
+
+    gallery = PhotoGallery(args.index_dir, verify="full")
+    m = gallery.manifest
+    lists = ", lists on disk" if m["index"].get("lists") == "disk" else ""
+    print(f"{gallery.path}: reference photo gallery, {m['photos']:,} photos ({m['skipped']:,} skipped), "
+          f"{m['index']['factory']} [{m['index'].get('search') or 'exact'}]{lists}, CLIP {m['encoder']['clip_model']}, "
+          "checksums ok")
+    print(f"built from {m['csv']['path']}")
+    if args.lookup:
+        model = load_location_encoder(weights=args.weights)
+        xq = encode_latlng(model, np.array(args.lookup))
+        D, I = gallery.search(xq, min(args.k, len(gallery)))
+        for (lat, lng), d, ids in zip(args.lookup, D, I):
+            print(f"\nlookup {lat:.4f}, {lng:.4f}:")
+            for r, score in zip(gallery.records(ids), d):
+                km = haversine_km(lat, lng, r.lat, r.lng)
+                print(f"  photo {r.id}  {r.lat:8.3f} {r.lng:9.3f}  {km:8,.1f} km away  score {score:.4f}  {r.image}")
     return 0
 
 

@@ -209,7 +209,13 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         geolocator.check_options(options)  # before loading any model
         if args.map is not None and (args.map.suffix.lower() != ".png" or not args.map.parent.is_dir()):
             raise InvalidArgumentError(f"--map {str(args.map)!r}: give a .png path in an existing folder")
+        from geoindex.maps.draw import check_map_outs  # never over a file it did not draw (--overwrite: explicitly)
+
+        if args.map is not None and args.embedding is None:  # before any model loads
+            check_map_outs(map_paths(args.map, len(args.images) + len(args.text)), args.overwrite)
         labels, xq = _queries(args)
+        if args.map is not None:
+            check_map_outs(map_paths(args.map, len(labels)), args.overwrite)
         if args.true and len(args.true) not in (1, len(labels)):
             raise InvalidArgumentError(f"--true was given {len(args.true)} times for {len(labels)} queries: "
                                        "give it once (for all) or once per query")

@@ -116,12 +116,24 @@ def _os_error(e: OSError, out: Path) -> str:
 
 
 def _features(args, prog: str) -> int:
+    from geoindex.atomic import check_out_folder
+    from geoindex.errors import TrainingDataError
     from geoindex.pipeline.image_features import cache_features
 
-    r = cache_features(args.csv, args.out, clip_model=args.clip_model, clip_checkpoint=args.clip_checkpoint,
-                       image_root=args.image_root, device=args.device, batch_size=args.batch_size, views=args.views,
-                       seed=args.seed, shard_rows=args.shard_rows, dtype=args.dtype, overwrite=args.overwrite,
-                       strict=args.strict, workers=args.workers, progress=not args.no_progress)
+    check_out_folder(args.out)  # before CLIP loads; missing parents are not created
+    created = not Path(args.out).exists()
+    try:
+        r = cache_features(args.csv, args.out, clip_model=args.clip_model, clip_checkpoint=args.clip_checkpoint,
+                           image_root=args.image_root, device=args.device, batch_size=args.batch_size,
+                           views=args.views, seed=args.seed, shard_rows=args.shard_rows, dtype=args.dtype,
+                           overwrite=args.overwrite, strict=args.strict, workers=args.workers,
+                           progress=not args.no_progress)
+    except TrainingDataError:  # no photo could be used: nothing worth resuming, leave no folder we made
+        if created:
+            import shutil
+
+            shutil.rmtree(args.out, ignore_errors=True)
+        raise
     rate = f" ({r.images_per_s:,.1f} images/s on {r.device})" if r.encoded_now else " (all cached already)"
     print(f"{prog}: {r.images:,} photos x {r.views} view(s) -> {r.out} in {r.seconds:.1f} s{rate}; "
           f"{r.skipped} skipped" + (f" (listed in {r.out / 'skipped.csv'})" if r.skipped else ""))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geoindex.atomic import atomic_path, remove_stale, temp_path, write_error
+from geoindex.atomic import atomic_path, open_memmap, remove_stale, temp_path, write_error
 from geoindex.cells.coordinates import SUFFIXES, count_latlng, iter_latlng
 from geoindex.encoders.location import EMBED_DIM, encode_latlng, load_location_encoder, pick_device
 from geoindex.errors import InvalidArgumentError
@@ -93,7 +93,7 @@ def embed_file(src: str | Path, out: str | Path, *, device: str = "auto", batch_
 
 class _NpyWriter:
     def __init__(self, path: Path, n: int):
-        self.array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, EMBED_DIM))
+        self.array = open_memmap(path, np.float32, (n, EMBED_DIM))  # allocated whole: a full disk is no SIGBUS
         self.at = 0
 
     def write(self, latlng: np.ndarray, xb: np.ndarray) -> None:

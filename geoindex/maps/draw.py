@@ -189,8 +189,32 @@ def _basemap(ax, extent) -> None:
     ax.grid(color="white", lw=0.4, zorder=0)
 
 
+PROVENANCE = "geoindex-map"  # a PNG text chunk: this map was drawn by geoindex (replaceable without --overwrite)
+
+
+def is_our_map(path: str | Path) -> bool:
+    """Whether the existing file ``path`` is a PNG map geoindex drew (its PROVENANCE text chunk)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.format == "PNG" and PROVENANCE in im.info
+    except (OSError, ValueError):
+        return False
+
+
+def check_map_outs(paths: list[Path], overwrite: bool) -> None:
+    """Refuse a map path that holds a file geoindex did not draw, unless ``overwrite``."""
+    from geoindex.errors import InvalidArgumentError
+
+    for path in paths:
+        if Path(path).exists() and not overwrite and not is_our_map(path):
+            raise InvalidArgumentError(f"--map: {str(path)!r} exists and is not a map geoindex drew: give another "
+                                       "path, or add --overwrite to replace it")
+
+
 def _save(fig, out: str | Path) -> Path:
     out = Path(out)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
+        fig.savefig(tmp, format="png", bbox_inches="tight", metadata={PROVENANCE: "1"})
     return out

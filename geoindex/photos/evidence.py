@@ -42,12 +42,13 @@ class PhotoEvidence:
 
 
 def open_photos(path: str | Path, weights: str | Path | None = None, fusion: FusionSettings | None = None,
-                verify: str = "small") -> PhotoEvidence:
-    """The gallery at ``path`` as evidence, refused when built with other GeoCLIP weights than
-    ``weights`` (the ``--weights`` folder the queries use; default the released weights)."""
+                verify: str = "small", small_file_bytes: int | None = None) -> PhotoEvidence:
+    """The gallery at ``path`` as evidence, verified as the cell index is (``verify``,
+    ``small_file_bytes``: see :class:`PhotoGallery`), refused when built with other GeoCLIP weights
+    than ``weights`` (the ``--weights`` folder the queries use; default the released weights)."""
     from geoindex.encoders.weights import geoclip_files
 
-    gallery = PhotoGallery(path, verify)
+    gallery = PhotoGallery(path, verify) if small_file_bytes is None else PhotoGallery(path, verify, small_file_bytes)
     files = geoclip_files(weights)
     gallery.check_encoder(None, sha256_file(files.image_head), sha256_file(files.location_encoder))
     return PhotoEvidence(gallery, fusion)

@@ -21,8 +21,10 @@ import numpy as np
 from geoindex.cells.region import RegionFilter, cells_inside
 from geoindex.errors import IndexDirError
 from geoindex.index.search import SearchSettings, apply_search_settings
-from geoindex.photos.layout import PHOTOS_DB, VECTORS, make_hint, open_reference_dir
+from geoindex.photos.layout import PHOTOS_DB, VECTORS, open_reference_dir
 from geoindex.store.exact_store import open_store
+from geoindex.store.integrity import check_lists
+from geoindex.store.manifest import SMALL_FILE_BYTES
 from geoindex.store.vectors import open_vectors
 
 REGION_CACHE = 64
@@ -43,33 +45,76 @@ class PhotoRecord:
     country: str | None = None
 
 
+def _db_error(db: Path, e: Exception, hint: str) -> IndexDirError:
+    """One line for a photos.duckdb that does not open or read (a damaged block, permissions)."""
+    import os
+
+    if not os.access(db, os.R_OK):
+        return IndexDirError(f"{db} cannot be read (permission denied): give this user read access (chmod a+r) "
+                             "or run as its owner")
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return IndexDirError(f"{db} is not a readable DuckDB file (DuckDB says: {first}): the file is damaged; {hint}")
+
+
 class PhotoGallery:
-    def __init__(self, path: str | Path, verify: str = "size"):
-        self.path = Path(path)
-        self.manifest = open_reference_dir(self.path, verify)
-        self.index = open_vectors(self.path / VECTORS, f"{make_hint(self.path)} --overwrite")
+    """An opened, verified reference gallery. ``verify`` and ``small_file_bytes`` as
+    :func:`~geoindex.photos.layout.open_reference_dir`; unless ``verify="none"``, the structure is
+    checked too: photos.duckdb opens and holds the manifest's photo count with ids 0..n-1 and
+    coordinates in range, the FAISS index holds as many vectors, and its inverted lists (sampled)
+    hold only those ids. ``path``, ``manifest`` and ``hint`` (the rebuild command) are what the
+    server's background check needs (:class:`geoindex.serve.integrity.BackgroundVerifier`)."""
+
+    def __init__(self, path: str | Path, verify: str = "size", small_file_bytes: int = SMALL_FILE_BYTES):
+        self.dir = open_reference_dir(path, verify, small_file_bytes)
+        self.path, self.manifest, self.hint = self.dir.path, self.dir.manifest, self.dir.hint
+        self.index = open_vectors(self.path / VECTORS, self.hint)
         self.search_settings = SearchSettings.parse(self.manifest["index"].get("search"))
         apply_search_settings(self.index, self.search_settings)
         self.ivf = faiss.try_extract_index_ivf(self.index)
-        import duckdb
-
-        con = duckdb.connect(str(self.path / PHOTOS_DB), read_only=True)
-        try:  # countries as small codes (1-based positions in self.countries, 0 = none), not 10M strings
-            self.countries = [r[0] for r in con.execute("SELECT DISTINCT country FROM photos WHERE country IS NOT NULL "
-                                                        "ORDER BY country").fetchall()]
-            cols = con.execute("SELECT lat, lng, cell, coalesce(list_position(?, country), 0)::SMALLINT AS code "
-                               "FROM photos ORDER BY id", [self.countries]).fetchnumpy()
-        finally:
-            con.close()
+        cols = self._hot_columns()
         self.lat = np.asarray(cols["lat"], np.float64)
         self.lng = np.asarray(cols["lng"], np.float64)
         self.cell = np.asarray(cols["cell"], np.int64)
         self.country_code = np.asarray(cols["code"], np.int16)
-        if len(self.lat) != self.index.ntotal:
-            raise IndexDirError(f"{self.path}: {PHOTOS_DB} has {len(self.lat)} photos, the index "
-                                f"{self.index.ntotal}: {make_hint(self.path)} --overwrite")
-        self.store = open_store(self.path, self.manifest.get("store"), len(self.lat), make_hint(self.path))
+        if verify != "none":
+            self._check(np.asarray(cols["id"], np.int64))
+        self.store = open_store(self.path, self.manifest.get("store"), len(self.lat), self.hint)
         self._regions: dict[RegionFilter, np.ndarray] = {}
+
+    def _hot_columns(self) -> dict:
+        import duckdb
+
+        db = self.path / PHOTOS_DB
+        try:
+            con = duckdb.connect(str(db), read_only=True)
+            try:  # countries as small codes (1-based positions in self.countries, 0 = none), not 10M strings
+                self.countries = [r[0] for r in con.execute("SELECT DISTINCT country FROM photos WHERE country IS NOT "
+                                                            "NULL ORDER BY country").fetchall()]
+                return con.execute("SELECT id, lat, lng, cell, coalesce(list_position(?, country), 0)::SMALLINT AS code "
+                                   "FROM photos ORDER BY id", [self.countries]).fetchnumpy()
+            finally:
+                con.close()
+        except (duckdb.Error, OSError) as e:
+            raise _db_error(db, e, self.hint) from e
+
+    def _corrupt(self, name: str, what: str) -> IndexDirError:
+        return IndexDirError(f"{self.path / name} is corrupt ({what}): {self.hint}")
+
+    def _check(self, ids: np.ndarray) -> None:
+        n, photos, ntotal = len(ids), self.manifest.get("photos"), int(self.index.ntotal)
+        if n != photos:
+            raise self._corrupt(PHOTOS_DB, f"{n:,} photos, the manifest says {photos}")
+        if not np.array_equal(ids, np.arange(n)):
+            raise self._corrupt(PHOTOS_DB, f"its photo ids are not 0..{n - 1}")
+        if not (np.all(np.abs(self.lat) <= 90) and np.all(np.abs(self.lng) <= 180)):  # NaN fails too
+            raise self._corrupt(PHOTOS_DB, "a lat or lng outside [-90, 90] x [-180, 180]")
+        if ntotal != n:
+            raise self._corrupt(VECTORS, f"ntotal {ntotal:,}, {PHOTOS_DB} holds {n:,} photos")
+        problem = check_lists(self.index, lambda i: (i >= 0) & (i < n), PHOTOS_DB)
+        if problem:
+            lists = "lists.ivfdata" if (self.path / "lists.ivfdata").is_file() and not problem.startswith("its") \
+                else VECTORS
+            raise self._corrupt(lists, problem)
 
     def __len__(self) -> int:
         return len(self.lat)
@@ -149,12 +194,15 @@ class PhotoGallery:
         ids = [int(i) for i in ids if i >= 0]
         if not ids:
             return []
-        con = duckdb.connect(str(self.path / PHOTOS_DB), read_only=True)
         try:
-            rows = con.execute("SELECT id, image, path, lat, lng, metadata, place, admin1, country FROM photos WHERE id IN "
-                               f"({', '.join('?' for _ in ids)})", ids).fetchall()
-        finally:
-            con.close()
+            con = duckdb.connect(str(self.path / PHOTOS_DB), read_only=True)
+            try:
+                rows = con.execute("SELECT id, image, path, lat, lng, metadata, place, admin1, country FROM photos "
+                                   f"WHERE id IN ({', '.join('?' for _ in ids)})", ids).fetchall()
+            finally:
+                con.close()
+        except (duckdb.Error, OSError) as e:  # a block damaged after the open: one line, not a traceback
+            raise _db_error(self.path / PHOTOS_DB, e, self.hint) from e
         by_id = {r[0]: PhotoRecord(*r[:5], json.loads(r[5]), *r[6:]) for r in rows}
         return [by_id[i] for i in ids if i in by_id]
 

@@ -27,6 +27,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from geoindex.atomic import check_free
 from geoindex.errors import InvalidArgumentError
 from geoindex.index.io import stdout_to_stderr
 
@@ -239,6 +240,9 @@ def merge_parts(trained: faiss.Index, part_files: list[Path], lists_file: Path |
         return trained
     readers = [faiss.FileIOReader(str(f)) for f in part_files]
     parts = [faiss.read_InvertedLists(r, faiss.IO_FLAG_MMAP) for r in readers]  # mapped, not loaded
+    # FAISS writes the merged lists through a map of a sparse file: room is checked first (a full disk is SIGBUS)
+    check_free(lists_file, sum(p.compute_ntotal() for p in parts) * (trained.code_size + 8),
+               "free space on that disk and run the same command again: the finished shards and parts are resumed from")
     with stdout_to_stderr():  # FAISS prints "resizing <file> to N bytes" on stdout: keep it the answer's
         ondisk = faiss.OnDiskInvertedLists(trained.nlist, trained.code_size, str(lists_file))
         pointers = faiss.InvertedListsPtrVector()

@@ -13,13 +13,15 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from geoindex.atomic import atomic_path, write_json
+from geoindex.atomic import atomic_path, reserve, write_json
 from geoindex.pipeline import distributed
 from geoindex.pipeline.encode import progress_bar
 from geoindex.index.h3lists import list_numbers
 from geoindex.store.shards import ShardFile, iter_vectors
 
 TRAINED, TRAINED_KEY, PARTS = "trained.faiss", "trained.json", "parts"
+DISK_FULL_FIX = ("free space on that disk and run the same command again: the finished shards and parts are kept "
+                 "and resumed from")
 
 
 def _key(choice, seed: int) -> dict:
@@ -72,7 +74,10 @@ def fill_parts(plan, shards: list[ShardFile], counts: list[int], trained: faiss.
     with progress_bar(plan, sum(sizes), "add to index", "vec") as bar:
         bar.update(sum(sizes) - sum(sizes[i] for i, _ in todo))
         for i, blob in distributed.fill_parts(trained, todo, plan.ray_actors):
-            with atomic_path(files[i]) as tmp:
-                blob.tofile(tmp)
+            with atomic_path(files[i]) as tmp:  # allocated first: a full disk is one line, the part file removed
+                tmp.touch()
+                reserve(tmp, blob.nbytes, DISK_FULL_FIX)
+                with open(tmp, "r+b") as f:
+                    blob.tofile(f)
             bar.update(sizes[i])
     return files

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geoindex.cells.coordinates import LAT_NAMES, LNG_NAMES
+from geoindex.cells.coordinates import LAT_NAMES, LNG_NAMES, duplicate_column
 from geoindex.errors import TrainingDataError
 
 IMAGE_NAMES = ("image", "path", "file", "filename", "img_file", "image_path")
@@ -74,6 +74,8 @@ def read_photos(path: str | Path, image_root: str | Path | None = None) -> Photo
     if not header:
         raise TrainingDataError(f"photos CSV {str(path)!r} is empty: it needs a header image,lat,lng and one row per photo")
     names = [h.strip().lower() for h in header]
+    if why := duplicate_column(header, LAT_NAMES, LNG_NAMES):
+        raise TrainingDataError(f"photos CSV {str(path)!r} header {header} {why}")
     cols = []
     for wanted, label in ((IMAGE_NAMES, "image"), (LAT_NAMES, "lat"), (LNG_NAMES, "lng")):
         found = [i for i, n in enumerate(names) if n in wanted]

@@ -40,7 +40,7 @@ class Engine:
         if settings.photos is not None:
             from geoindex.photos.evidence import open_photos
 
-            self.photos = open_photos(settings.photos, settings.weights)
+            self.photos = open_photos(settings.photos, settings.weights, small_file_bytes=small)
         self.geolocator = Geolocator(settings.index, weights=settings.weights, small_file_bytes=small,
                                      evidence=self.photos)
         self.db = _connect(self.geolocator.dir.cells_path)
@@ -65,7 +65,7 @@ class Engine:
         self.text_batcher = MicroBatcher(self._encode_texts, settings.max_batch, window)
         self.decode_budget = DecodeBudget(settings.server_decoded_bytes)
         self.memory = MemoryReturn()
-        self.integrity = BackgroundVerifier(self.geolocator.dir, small).start()
+        self.integrity = BackgroundVerifier([self.geolocator.dir, self.photos and self.photos.gallery], small).start()
 
     def _encode_images(self, images):
         return self.encoder.encode_images(images)
@@ -76,7 +76,8 @@ class Engine:
     def require_intact(self) -> None:
         """Refuse queries (503) once the background check found a corrupt file."""
         if self.integrity.state == "corrupt":
-            raise IndexCorruptError(f"this server's index failed its integrity check and answers no queries: "
+            raise IndexCorruptError(f"this server's index or reference photos failed their integrity check and it "
+                                    f"answers no queries: "
                                     f"{self.integrity.error}; then restart the server")
 
     async def locate(self, xq: np.ndarray, options) -> list:

@@ -24,6 +24,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from geoindex.atomic import open_memmap
 from geoindex.constants import EMBED_DIM
 from geoindex.errors import IndexDirError, InvalidArgumentError
 
@@ -84,7 +85,7 @@ def write_store_rows(folder: Path, kind: str, n: int,
         step = np.maximum(hi - lo, np.float32(1e-12)) / 255
         params = np.stack([lo, step]).astype(np.float32)
         np.save(folder / SQ8_PARAMS, params)
-    out = np.lib.format.open_memmap(folder / STORE, mode="w+", dtype=KINDS[kind], shape=(n, EMBED_DIM))
+    out = open_memmap(folder / STORE, KINDS[kind], (n, EMBED_DIM))  # allocated whole: a full disk is no SIGBUS
     filled = 0
     for rows, xb in source():
         out[rows] = _encode(xb, kind, params)

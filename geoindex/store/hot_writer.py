@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geoindex.atomic import open_memmap
 from geoindex.errors import IndexDirError
 from geoindex.store.cell_table import _NUMERIC, HOT, STRING_COLUMNS, hot_files
 
@@ -64,10 +65,9 @@ def write_hot_columns_streaming(folder: Path, meta: Callable[[], Iterable[dict[s
             distinct[c].update(np.unique(shard[c]).tolist())
     values = {c: sorted(distinct[c] - {""}) for c in STRING_COLUMNS}
     lookup = {c: np.array(values[c], dtype=str) for c in STRING_COLUMNS}
-    outs = {c: np.lib.format.open_memmap(hot / f"{c}.npy", mode="w+", dtype=DTYPES[c], shape=(rows.total,))
-            for c in _NUMERIC}
-    outs |= {c: np.lib.format.open_memmap(hot / f"{c}.npy", mode="w+", dtype=CODE_DTYPE, shape=(rows.total,))
-             for c in STRING_COLUMNS}
+    # allocated whole before the first write: a full disk is one line, never SIGBUS
+    outs = {c: open_memmap(hot / f"{c}.npy", DTYPES[c], (rows.total,)) for c in _NUMERIC}
+    outs |= {c: open_memmap(hot / f"{c}.npy", CODE_DTYPE, (rows.total,)) for c in STRING_COLUMNS}
     for start, count, shard in _placed(meta(), rows):
         for c in _NUMERIC:
             outs[c][start : start + count] = shard[c]

@@ -63,22 +63,34 @@ def check_table(index_dir: IndexDir, table) -> None:
 def check_index(index_dir: IndexDir, index, table) -> None:
     """Refuse a FAISS index whose ``ntotal`` or inverted lists disagree with the manifest and the
     table."""
-    import faiss
-
     ntotal = int(index.ntotal)
     if ntotal != index_dir.ntotal or ntotal != len(table):
         raise _corrupt(index_dir, "vectors.faiss", f"ntotal {ntotal:,}, the manifest says {index_dir.ntotal:,} "
                                                   f"and the cell table holds {len(table):,}")
+    lists_file = "lists.ivfdata" if (index_dir.path / "lists.ivfdata").is_file() else "vectors.faiss"
+    problem = check_lists(index, lambda ids: table.rows(ids) >= 0, "the cell table")
+    if problem:
+        raise _corrupt(index_dir, "vectors.faiss" if problem.startswith("its") else lists_file, problem)
+
+
+def check_lists(index, known, table_name: str) -> str | None:
+    """What is wrong with an IVF index's inverted lists, or None: the list sizes must sum to
+    ``ntotal`` and the ids of ``SAMPLED_LISTS`` lists must all be ``known`` (``(n,) int64 ->
+    (n,) bool``; zeroed on-disk lists hold id 0 everywhere). A message starting "its" is about
+    vectors.faiss, another about the lists' file. Used by cell indexes and photo galleries."""
+    import faiss
+
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is None:
-        return
+        return None
+    ntotal = int(index.ntotal)
     invlists = ivf.invlists
     sizes = np.array([invlists.list_size(i) for i in range(ivf.nlist)], dtype=np.int64)
-    lists_file = "lists.ivfdata" if (index_dir.path / "lists.ivfdata").is_file() else "vectors.faiss"
     if int(sizes.sum()) != ntotal:
-        raise _corrupt(index_dir, "vectors.faiss", f"its inverted lists hold {int(sizes.sum()):,} vectors, "
-                                                  f"ntotal is {ntotal:,}")
+        return f"its inverted lists hold {int(sizes.sum()):,} vectors, ntotal is {ntotal:,}"
     nonempty = np.flatnonzero(sizes)
+    if not len(nonempty):
+        return None
     for lst in nonempty[np.linspace(0, len(nonempty) - 1, min(SAMPLED_LISTS, len(nonempty))).astype(int)]:
         size = int(sizes[lst])
         ptr = invlists.get_ids(int(lst))
@@ -86,6 +98,6 @@ def check_index(index_dir: IndexDir, index, table) -> None:
             ids = faiss.rev_swig_ptr(ptr, size).copy()
         finally:
             invlists.release_ids(int(lst), ptr)
-        if np.any(table.rows(ids) < 0):
-            raise _corrupt(index_dir, lists_file, f"inverted list {int(lst)} holds ids that are not in the "
-                                                 "cell table")
+        if not np.all(known(ids)):
+            return f"inverted list {int(lst)} holds ids that are not in {table_name}"
+    return None

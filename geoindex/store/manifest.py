@@ -68,6 +68,11 @@ class IndexDir:
         return self.manifest.get("store")
 
     @property
+    def hint(self) -> str:
+        """The command that rebuilds this index, from its own manifest."""
+        return rebuild_hint(self.path, self.manifest)
+
+    @property
     def logit_scale(self) -> float:
         """GeoCLIP's learnt logit scale (log space: the softmax multiplies cosines by its exp)."""
         return float(self.manifest["encoder"]["logit_scale"])
@@ -135,16 +140,40 @@ def unreadable(e: OSError | ValueError) -> str:
     return f"is not readable JSON ({e})"
 
 
-def verify_checksum(path: Path, name: str, entry: dict, manifest: dict) -> None:
-    """Refuse ``path/name`` when its SHA-256 is not the manifest's ``entry["sha256"]``."""
+def verify_checksum(path: Path, name: str, entry: dict, manifest: dict, hint: str | None = None) -> None:
+    """Refuse ``path/name`` when its SHA-256 is not the manifest's ``entry["sha256"]``; ``hint``: the
+    rebuild command (default: a cell index's, from ``manifest``)."""
     target = path / name
     try:
         digest = sha256_file(target)
     except OSError as e:
         raise IndexDirError(f"{target} {unreadable(e)}") from e
-    if digest != entry["sha256"]:
+    if digest != entry.get("sha256"):
         raise IndexDirError(f"{target} fails its SHA-256 check (same size, other bytes: corrupted on disk or "
-                            f"edited): {rebuild_hint(path, manifest)}")
+                            f"edited): {hint or rebuild_hint(path, manifest)}")
+
+
+def check_files(path: Path, manifest: dict, required: tuple[str, ...], verify: str, small_file_bytes: int,
+                hint: str, what: str = "index dir") -> None:
+    """The per-file checks of a directory whose manifest lists its files (a cell index, a photo
+    gallery): every required and listed file present, its size the manifest's, and its SHA-256
+    for ``verify="full"``, or ``"small"`` and at most ``small_file_bytes``. ``hint``: the rebuild
+    command; ``what``: the kind of directory, as messages name it."""
+    files = manifest.get("files", {})
+    if not isinstance(files, dict):
+        raise IndexDirError(f"{path / MANIFEST} holds no file list: {hint}")
+    for name in dict.fromkeys([*required, *files]):
+        entry = files.get(name)
+        target = path / name
+        if not isinstance(entry, dict) or not target.is_file():
+            raise IndexDirError(f"{what} {str(path)!r} lacks {name}: {hint}")
+        if verify in ("size", "small", "full") and target.stat().st_size != entry.get("bytes"):
+            raise IndexDirError(
+                f"{target} is {target.stat().st_size} bytes, the manifest says {entry.get('bytes')}: "
+                f"the file was changed or truncated; {hint}"
+            )
+        if verify == "full" or (verify == "small" and entry["bytes"] <= small_file_bytes):
+            verify_checksum(path, name, entry, manifest, hint)
 
 
 def open_index_dir(path: str | Path, verify: str = "size", weights_sha256: str | None = None,
@@ -188,19 +217,8 @@ def open_index_dir(path: str | Path, verify: str = "size", weights_sha256: str |
             f"{manifest_path} has format {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
             f"not {FORMAT!r}: {rebuild_hint(path, manifest if isinstance(manifest, dict) else None)}"
         )
-    files = manifest.get("files", {})
-    for name in dict.fromkeys([*REQUIRED_FILES, *files]):  # the exact store too, when built
-        entry = files.get(name)
-        target = path / name
-        if entry is None or not target.is_file():
-            raise IndexDirError(f"index dir {str(path)!r} lacks {name}: {rebuild_hint(path, manifest)}")
-        if verify in ("size", "small", "full") and target.stat().st_size != entry["bytes"]:
-            raise IndexDirError(
-                f"{target} is {target.stat().st_size} bytes, the manifest says {entry['bytes']}: "
-                f"the file was changed or truncated; {rebuild_hint(path, manifest)}"
-            )
-        if verify == "full" or (verify == "small" and entry["bytes"] <= small_file_bytes):
-            verify_checksum(path, name, entry, manifest)
+    # the exact store too, when built
+    check_files(path, manifest, REQUIRED_FILES, verify, small_file_bytes, rebuild_hint(path, manifest))
     if weights_sha256 is not None:
         built_with = manifest.get("encoder", {}).get("weights_sha256")
         if built_with != weights_sha256:
