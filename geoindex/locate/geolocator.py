@@ -16,6 +16,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from geoindex.cells.countries import stale_labels_note
 from geoindex.cells.region import describe_region, points_inside, region_from_dict
 from geoindex.encoders.location import location_weights_sha256
 from geoindex.errors import IndexDirError, InvalidQueryError
@@ -33,6 +34,15 @@ from geoindex.store.integrity import check_index, check_table
 from geoindex.store.manifest import SMALL_FILE_BYTES, IndexDir, open_index_dir, rebuild_hint, unreadable
 
 log = logging.getLogger(__name__)
+_WARNED_LABELS: set[str] = set()
+
+
+def warn_stale_labels(manifest: dict, path) -> None:
+    """Log once per process and index that its stored labels follow an older rule."""
+    note = stale_labels_note(manifest, path)
+    if note and str(path) not in _WARNED_LABELS:
+        _WARNED_LABELS.add(str(path))
+        log.warning(note)
 
 REGION_CACHE = 64
 PLAN_CACHE = 64
@@ -114,6 +124,7 @@ class Geolocator:
         self.reranker = self.encoder_reranker if self.store is None else StoreReranker(self.store, self.table.rows)
         self.refiner = Refiner(lambda: self.encoder_reranker.model)  # one encoder for both
         self.region = region_from_dict(self.dir.manifest["gallery"].get("region"))  # None: the whole globe
+        warn_stale_labels(self.dir.manifest, self.dir.path)
         self.photos = self.fusion = None
         if photos is not None:
             from geoindex.photos.evidence import open_photos
