@@ -149,8 +149,12 @@ def _table(labels, results) -> str:
         lines.append(f"{label}")
         for rank, p in enumerate(res.predictions, 1):
             where = " / ".join(x for x in (p.place, p.admin1, p.country) if x) or "--"
+            if p.place is not None and p.place_km is not None:
+                where += f" ({p.place_km:,.0f} km)"
             lines.append(f"  {rank:>2}. {p.lat:9.4f} {p.lng:10.4f}  p={p.probability:.3f}  "
                          f"score={p.score:.3f}  {where}")
+        if res.radius_km is not None:
+            lines.append(f"  radius: {res.radius_confidence:.0%} of the mass within {res.radius_km:,.1f} km of the top answer")
         if res.confidence_region is not None:
             props = res.confidence_region["properties"]
             lines.append(f"  confidence region: {len(props['cells'])} cells hold {props['mass']:.3f} of the mass")
