@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
                                        "give it once (for all) or once per query")
         truths = (args.true * len(labels) if len(args.true) == 1 else args.true) or [None] * len(labels)
         results = geolocator.locate(xq, options)
+        for warning in dict.fromkeys(w for r in results for w in r.warnings or []):
+            print(f"{prog}: warning: {warning}", file=sys.stderr)
         _notes(geolocator, labels, results, truths, prog)
         if args.map is not None:
             from geoindex.maps import draw_result

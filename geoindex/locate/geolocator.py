@@ -26,7 +26,7 @@ from geoindex.locate.options import DEFAULT_CANDIDATES, LocateResult, QueryOptio
 from geoindex.locate.plan import QueryPlan, make_plan
 from geoindex.locate.ranking import rank
 from geoindex.locate.refine import Refiner
-from geoindex.locate.regions import RegionFilter, region_ids
+from geoindex.locate.regions import RegionFilter, empty_countries_note, region_ids
 from geoindex.locate.rerank import ExactReranker, StoreReranker, rescore_head
 from geoindex.store.cell_table import load_cell_table
 from geoindex.store.exact_store import open_store
@@ -357,6 +357,9 @@ class Geolocator:
             from geoindex.photos.evidence import with_photos
 
             results = with_photos(self, xq, results, options)
+        if note := empty_countries_note(options.region, self.known_countries):
+            for r in results:
+                r.warnings = [*(r.warnings or []), note]
         return results
 
     def refine(self, xq: np.ndarray, D: np.ndarray, I: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
