@@ -45,6 +45,9 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--cells", action="append", default=[], help="restrict to an H3 cell at any coarser resolution")
     p.add_argument("--aggregate-res", type=int, default=None, help="sum probability into H3 parents at this res")
     p.add_argument("--confidence", type=float, default=None, help="add the region holding this mass, e.g. 0.9")
+    p.add_argument("--joint", action="store_true",
+                   help="the queries are photos of one place: answer once from all of them (their summed "
+                        "embedding, n x the logit scale; docs/querying.md)")
     p.add_argument("--format", choices=("table", "json", "geojson"), default="table")
     p.add_argument("--map", type=Path, default=None, metavar="OUT.png",
                    help="also draw each query's predictions (and --confidence region, --true location) on a map; "
@@ -203,6 +206,9 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         options = QueryOptions(k=args.top_k, candidates=args.candidates, search=search,
                                aggregate_res=args.aggregate_res, confidence=args.confidence, region=region)
         if archive.wanted(args):  # folders in, a results file out
+            if args.joint:
+                raise InvalidArgumentError("--joint answers the image files, texts or embeddings given here as one "
+                                           "place; a results file (--out) has one row per photo: drop one of them")
             return archive.run(args, options, prog)
         geolocator = Geolocator(args.index, weights=args.weights, photos=args.photos, fusion=_fusion(args))
         if geolocator.photos is not None and (args.images or args.text):
@@ -213,6 +219,13 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         if args.map is not None and (args.map.suffix.lower() != ".png" or not args.map.parent.is_dir()):
             raise InvalidArgumentError(f"--map {str(args.map)!r}: give a .png path in an existing folder")
         labels, xq = _queries(args)
+        if args.joint:
+            from dataclasses import replace as replace_options
+
+            from geoindex.locate.joint import joint_options
+
+            xq, options = joint_options(xq, replace_options(options, joint=True))
+            labels = [f"joint ({len(labels)}): " + " + ".join(labels)]
         if args.true and len(args.true) not in (1, len(labels)):
             raise InvalidArgumentError(f"--true was given {len(args.true)} times for {len(labels)} queries: "
                                        "give it once (for all) or once per query")

@@ -22,6 +22,7 @@ from geoindex.encoders.location import location_weights_sha256
 from geoindex.errors import IndexDirError, InvalidQueryError
 from geoindex.index.io import read_index
 from geoindex.index.search import SearchSettings, apply_search_settings, per_call_params
+from geoindex.locate.joint import joint_options
 from geoindex.locate.options import DEFAULT_CANDIDATES, LocateResult, QueryOptions, validate_embeddings
 from geoindex.locate.plan import QueryPlan, make_plan
 from geoindex.locate.ranking import rank
@@ -343,7 +344,8 @@ class Geolocator:
             InvalidQueryError: a bad embedding (wrong shape, NaN, infinity, all zeros) or option
                 (k outside 1..ntotal, a region with no cells here, ...); the message names it.
         """
-        plan = self.plan(options or QueryOptions())
+        xq, options = joint_options(xq, options or QueryOptions())  # several photos of one place: one query
+        plan = self.plan(options)
         xq = validate_embeddings(xq)
         D, I = self._search_plan(xq, plan.n_candidates, plan.depth, plan)
         points = None
@@ -351,7 +353,7 @@ class Geolocator:
             D, I, points = self.refine(xq, D, I, plan.refine)
         options = plan.options
         pool = options if self.photos is None else replace(options, k=max(options.k, self.fusion.pool))
-        results = [rank(D[i], I[i], pool, self.table, self.logit_scale, self.resolution,
+        results = [rank(D[i], I[i], pool, self.table, self.logit_scale * options.joint_scale, self.resolution,
                         None if points is None else points[i]) for i in range(len(xq))]
         if self.photos is not None:
             from geoindex.photos.evidence import with_photos

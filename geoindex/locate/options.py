@@ -35,6 +35,10 @@ class QueryOptions:
         confidence: also return the smallest set of cells holding this share of the mass, in
             (0, 1], as a GeoJSON Feature (None: off).
         region: restrict answers to a region (:func:`~geoindex.locate.regions.make_filter`).
+        joint: the queries are photos of one place: answer once from all of them (one result;
+            :mod:`geoindex.locate.joint`).
+        joint_scale: the logit scale's multiplier: 1 for a photo; for several photos of one place
+            answered as one, the length of their summed embedding (set by ``joint``).
 
     Raises:
         InvalidArgumentError: ``search`` is a string that does not parse; the message names the
@@ -47,10 +51,15 @@ class QueryOptions:
     aggregate_res: int | None = None
     confidence: float | None = None
     region: RegionFilter = field(default_factory=RegionFilter)
+    joint: bool = False
+    joint_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.search is None or isinstance(self.search, str):
             object.__setattr__(self, "search", SearchSettings.parse(self.search))
+        if not isinstance(self.joint_scale, (int, float)) or not np.isfinite(self.joint_scale) or self.joint_scale <= 0:
+            raise InvalidQueryError(f"joint_scale = {self.joint_scale!r} must be a positive number (1 for one photo; "
+                                    "geoindex.locate.joint.joint_query gives it for several)")
 
 
 @dataclass

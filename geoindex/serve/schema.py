@@ -171,6 +171,9 @@ def filter_fields(max_top_k: int, max_candidates: int, resolution: int | None) -
                   Field(default_factory=list, description="H3 cells at the index's resolution or coarser (OR)")),
         "aggregate_res": (number(int, ge=0, le=res) | None, Field(None, description="sum probability into H3 parents")),
         "confidence": (number(float, gt=0, le=1) | None, Field(None, description="also return the region holding this mass")),
+        "joint": (bool, Field(False, description=(
+            "the queries are photos of one place: one answer from all of them (summed embedding, "
+            "n x the logit scale; docs/querying.md)"))),
         "refine": (number(int, ge=0, le=MAX_REFINE) | None, Field(None, description=(
             "refine the best M cells below the grid with the location encoder: lat, lng become the refined "
             "points, score their exact cosine (0: off; default: the index's)"))),
