@@ -64,3 +64,23 @@ def test_archive_rows_carry_the_facts_read_by_duckdb_and_pandas(flat_r2, tmp_pat
     got = con.execute(f"SELECT count(*) FILTER (WHERE source = ''), count(*) FILTER (WHERE sha256 IS NOT NULL), "
                       f"max(width) FROM read_parquet('{out}')").fetchone()
     assert got == (0, 3, 96)
+
+
+def test_single_photo_locate_reports_its_exif(flat_r2, tmp_path, capsys):
+    import json
+
+    from geoindex.cli.locate import main as geolocate
+    from geoindex.cells.geocode import haversine_km
+
+    write(tmp_path / "tower.jpg", photo(gps=gps_ifd(*TOWER), datetime_only="2024:01:02 03:04:05"))
+    write(tmp_path / "plain.jpg", photo())
+    argv = ["--index", str(flat_r2), str(tmp_path / "tower.jpg"), str(tmp_path / "plain.jpg"),
+            "--clip-model", "tiny-test", "-k", "2"]
+    assert geolocate([*argv, "--format", "json"]) == 0
+    tower, plain = json.loads(capsys.readouterr().out)
+    top = tower["predictions"][0]
+    assert tower["exif_lat"] == TOWER[0] and tower["taken_at"] == "2024-01-02T03:04:05"
+    assert tower["km_from_exif"] == float(haversine_km(top["lat"], top["lng"], *TOWER))
+    assert (plain["exif_lat"], plain["km_from_exif"], plain["taken_at"]) == (None, None, None)
+    assert geolocate(argv) == 0
+    assert "km from the top answer" in capsys.readouterr().out

@@ -146,10 +146,13 @@ def _fusion(args):
     return FusionSettings(k=args.neighbours, **({} if args.photo_weight is None else {"weight": args.photo_weight}))
 
 
-def _table(labels, results) -> str:
+def _table(labels, results, facts) -> str:
     lines = []
-    for label, res in zip(labels, results):
+    for label, res, fact in zip(labels, results, facts):
         lines.append(f"{label}")
+        if fact.get("exif_lat") is not None:
+            lines.append(f"  EXIF GPS {fact['exif_lat']:9.4f} {fact['exif_lng']:10.4f}: "
+                         f"{fact['km_from_exif']:,.1f} km from the top answer")
         for rank, p in enumerate(res.predictions, 1):
             where = " / ".join(x for x in (p.place, p.admin1, p.country) if x) or "--"
             if p.place is not None and p.place_km is not None:
@@ -243,10 +246,30 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     except GeoindexError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    facts = _photo_facts(args, results)
     if args.format == "json":
-        print(json.dumps([{"query": label, **r.to_dict()} for label, r in zip(labels, results)], indent=2))
+        print(json.dumps([{"query": label, **r.to_dict(), **f} for label, r, f in zip(labels, results, facts)], indent=2))
     elif args.format == "geojson":
         print(json.dumps(results_to_geojson(results, labels)))
     else:
-        print(_table(labels, results))
+        print(_table(labels, results, facts))
     return 0
+
+
+def _photo_facts(args, results) -> list[dict]:
+    """Per result: a photo's own EXIF position and time (``exif_lat``, ``exif_lng``,
+    ``km_from_exif``, ``taken_at``) as the archive rows carry them; {} for texts, embeddings and
+    joint answers."""
+    from geoindex.archive.exif import read_exif
+    from geoindex.archive.rows import exif_fields
+
+    facts = [{} for _ in results]
+    if args.joint:
+        return facts
+    for i, path in enumerate(args.images):
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            continue
+        facts[i] = exif_fields(read_exif(data), results[i])
+    return facts
