@@ -13,7 +13,7 @@ TORCH_SPEC ?=
 DEMO_RES ?= 3
 DEMO_DIR ?= indexes/res$(DEMO_RES)-land
 DEMO_REGION_DIR ?= indexes/res5-fr-au
-WEB_BUILT := geoindex/serve/static/index.html geoindex/maps/basemap/countries-50m.json
+WEB_BUILT := geoindex/serve/static/index.html geoindex/maps/basemap/countries-50m.json geoindex/maps/basemap/countries-10m.json
 
 .PHONY: install demo test test-all docs bench-build clean
 

@@ -48,10 +48,12 @@ writeFileSync(join(out, "vendor", "versions.json"), JSON.stringify(versions, nul
 
 mkdirSync(basemapOut, { recursive: true });
 cpSync(join(modules, "world-atlas", "countries-50m.json"), join(basemapOut, "countries-50m.json"));
+// the 1:10m countries are the polygons every label's country comes from (geoindex/cells/countries.py)
+cpSync(join(modules, "world-atlas", "countries-10m.json"), join(basemapOut, "countries-10m.json"));
 
 function size(path) {
   const s = statSync(path);
   return s.isDirectory() ? readdirSync(path).reduce((n, f) => n + size(join(path, f)), 0) : s.size;
 }
 console.log(`built ${relative(root, out)}/ (${(size(out) / 2 ** 20).toFixed(1)} MiB: ${Object.entries(versions)
-  .map(([p, v]) => `${p} ${v}`).join(", ")}) and ${relative(root, basemapOut)}/countries-50m.json`);
+  .map(([p, v]) => `${p} ${v}`).join(", ")}) and ${relative(root, basemapOut)}/countries-{50m,10m}.json`);

@@ -1,4 +1,6 @@
-"""A photo's own record of where and when: EXIF GPS position and DateTimeOriginal.
+"""A photo's own record of where and when: EXIF GPS position (with altitude and direction),
+DateTimeOriginal (else DateTime), camera make and model, and the file's facts (SHA-256 of its bytes,
+pixel width and height from the header).
 
 GPS positions are degrees, minutes and seconds as three rationals plus an N/S or E/W reference
 (EXIF 2.3, GPS IFD 0x8825). Anything malformed reads as missing, never as an error: a zero
@@ -19,7 +21,9 @@ from PIL import Image
 GPS_IFD = 0x8825
 EXIF_IFD = 0x8769
 GPS_STATUS, GPS_LAT_REF, GPS_LAT, GPS_LNG_REF, GPS_LNG = 9, 1, 2, 3, 4
+GPS_ALT_REF, GPS_ALT, GPS_IMG_DIRECTION = 5, 6, 17
 DATETIME_ORIGINAL = 0x9003
+DATETIME, MAKE, MODEL = 0x0132, 0x010F, 0x0110  # IFD0
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,13 @@ class PhotoExif:
     lat: float | None = None
     lng: float | None = None
     taken_at: datetime | None = None
+    altitude_m: float | None = None  # GPSAltitude, negative below sea level (GPSAltitudeRef 1)
+    direction_deg: float | None = None  # GPSImgDirection, degrees in [0, 360)
+    camera_make: str | None = None
+    camera_model: str | None = None
+    sha256: str | None = None  # of the file's bytes (chain of custody)
+    width: int | None = None  # pixels, from the header
+    height: int | None = None
 
     @property
     def has_gps(self) -> bool:
@@ -109,14 +120,48 @@ def _quietly(read, exif, default):
         return default
 
 
+def _gps_extras(exif) -> tuple[float | None, float | None]:
+    gps = exif.get_ifd(GPS_IFD)
+    if not gps:
+        return None, None
+    alt = _number(gps.get(GPS_ALT)) if gps.get(GPS_ALT) is not None else None
+    ref = gps.get(GPS_ALT_REF, 0)
+    if isinstance(ref, bytes):  # a BYTE tag: b"\x01" is below sea level
+        ref = ref[0] if ref else 0
+    if alt is not None and _number(ref) == 1:
+        alt = -alt
+    direction = _number(gps.get(GPS_IMG_DIRECTION)) if gps.get(GPS_IMG_DIRECTION) is not None else None
+    if direction is not None and not 0 <= direction <= 360:
+        direction = None
+    return alt, (None if direction is None else direction % 360)
+
+
+def _name(value) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = str(value).strip("\x00 ") if value is not None else ""
+    return text or None
+
+
+def _taken(exif) -> datetime | None:
+    """DateTimeOriginal, else IFD0's DateTime (the file's last change, often the capture time)."""
+    original = _quietly(lambda e: parse_exif_datetime(e.get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL)), exif, None)
+    return original or _quietly(lambda e: parse_exif_datetime(e.get(DATETIME)), exif, None)
+
+
 def read_exif(data: bytes) -> PhotoExif:
-    """The EXIF GPS position and DateTimeOriginal of an encoded image (any format PIL reads);
-    what cannot be parsed reads as absent (one broken field does not hide the other). Never raises."""
+    """The EXIF facts and file facts of an encoded image (any format PIL reads); what cannot be
+    parsed reads as absent (one broken field does not hide the other). Never raises."""
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
     try:
         with Image.open(io.BytesIO(data)) as img:
             exif = img.getexif()
+            width, height = img.size
     except Exception:  # noqa: BLE001 -- not an image at all: the decoder reports that, not this
-        return PhotoExif()
+        return PhotoExif(sha256=digest)
     lat, lng = _quietly(_gps, exif, (None, None))
-    taken = _quietly(lambda e: parse_exif_datetime(e.get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL)), exif, None)
-    return PhotoExif(lat, lng, taken)
+    altitude, direction = _quietly(_gps_extras, exif, (None, None))
+    return PhotoExif(lat, lng, _taken(exif), altitude, direction, _quietly(lambda e: _name(e.get(MAKE)), exif, None),
+                     _quietly(lambda e: _name(e.get(MODEL)), exif, None), digest, int(width), int(height))

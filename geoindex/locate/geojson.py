@@ -41,15 +41,16 @@ def results_to_geojson(results: list[LocateResult], labels: list[str] | None = N
 
     Returns:
         A FeatureCollection dict: a Point per prediction ([lng, lat] degrees; properties: query,
-        rank, cell, probability, score, country, admin1, place, cell_h3) and, where asked for, each
-        query's confidence region (a MultiPolygon Feature).
+        rank, cell, probability, score, country, admin1, place, place_km, cell_h3, and the answer's
+        radius_km and radius_confidence) and, where asked for, each query's confidence region (a
+        MultiPolygon Feature).
     """
     features = []
     for q, res in enumerate(results):
         label = labels[q] if labels else q
         for rank, p in enumerate(res.predictions, 1):
             props = {k: v for k, v in p.to_dict().items() if k not in ("lat", "lng")}
-            props.update(query=label, rank=rank)
+            props.update(query=label, rank=rank, radius_km=res.radius_km, radius_confidence=res.radius_confidence)
             features.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [p.lng, p.lat]},
                              "properties": props})
         if res.confidence_region is not None:

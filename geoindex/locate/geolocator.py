@@ -16,16 +16,18 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from geoindex.cells.countries import stale_labels_note
 from geoindex.cells.region import describe_region, points_inside, region_from_dict
 from geoindex.encoders.location import location_weights_sha256
 from geoindex.errors import InvalidArgumentError, InvalidQueryError
 from geoindex.index.search import SearchSettings, apply_search_settings, per_call_params
 from geoindex.locate.evidence import EvidenceSource
+from geoindex.locate.joint import joint_options
 from geoindex.locate.options import DEFAULT_CANDIDATES, LocateResult, QueryOptions, validate_embeddings
 from geoindex.locate.plan import QueryPlan, make_plan
 from geoindex.locate.ranking import rank
 from geoindex.locate.refine import Refiner
-from geoindex.locate.regions import RegionFilter, region_ids
+from geoindex.locate.regions import RegionFilter, empty_countries_note, region_ids
 from geoindex.locate.rerank import ExactReranker, StoreReranker, rescore_head
 from geoindex.store.cell_table import load_cell_table
 from geoindex.store.exact_store import open_store
@@ -34,6 +36,15 @@ from geoindex.store.manifest import SMALL_FILE_BYTES, open_index_dir, rebuild_hi
 from geoindex.store.vectors import open_vectors
 
 log = logging.getLogger(__name__)
+_WARNED_LABELS: set[str] = set()
+
+
+def warn_stale_labels(manifest: dict, path) -> None:
+    """Log once per process and index that its stored labels follow an older rule."""
+    note = stale_labels_note(manifest, path)
+    if note and str(path) not in _WARNED_LABELS:
+        _WARNED_LABELS.add(str(path))
+        log.warning(note)
 
 REGION_CACHE = 64
 PLAN_CACHE = 64
@@ -102,6 +113,7 @@ class Geolocator:
             raise InvalidArgumentError(f"evidence={evidence!r} is not an evidence source (pool, neighbours, fuse): "
                                        "pass e.g. geoindex.photos.open_photos(REF)")
         self.evidence = evidence
+        warn_stale_labels(self.dir.manifest, self.dir.path)
 
     def covers(self, lat, lng) -> np.ndarray:
         """Which points lie in the region this index was built for.
@@ -315,7 +327,8 @@ class Geolocator:
             InvalidQueryError: a bad embedding (wrong shape, NaN, infinity, all zeros) or option
                 (k outside 1..ntotal, a region with no cells here, ...); the message names it.
         """
-        plan = self.plan(options or QueryOptions())
+        xq, options = joint_options(xq, options or QueryOptions())  # several photos of one place: one query
+        plan = self.plan(options)
         xq = validate_embeddings(xq)
         D, I = self._search_plan(xq, plan.n_candidates, plan.depth, plan)
         points = None
@@ -324,12 +337,15 @@ class Geolocator:
         options = plan.options
         evidence = self.evidence
         pool = options if evidence is None else replace(options, k=max(options.k, evidence.pool))
-        results = [rank(D[i], I[i], pool, self.table, self.logit_scale, self.resolution,
+        results = [rank(D[i], I[i], pool, self.table, self.logit_scale * options.joint_scale, self.resolution,
                         None if points is None else points[i]) for i in range(len(xq))]
         if evidence is not None:
             resolution = self.resolution if options.aggregate_res is None else options.aggregate_res
             found = evidence.neighbours(xq, options.region or None)
             results = [evidence.fuse(r, n, options.k, resolution) for r, n in zip(results, found)]
+        if note := empty_countries_note(options.region, self.known_countries):
+            for r in results:
+                r.warnings = [*(r.warnings or []), note]
         return results
 
     def refine(self, xq: np.ndarray, D: np.ndarray, I: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -35,6 +35,10 @@ class QueryOptions:
         confidence: also return the smallest set of cells holding this share of the mass, in
             (0, 1], as a GeoJSON Feature (None: off).
         region: restrict answers to a region (:func:`~geoindex.locate.regions.make_filter`).
+        joint: the queries are photos of one place: answer once from all of them (one result;
+            :mod:`geoindex.locate.joint`).
+        joint_scale: the logit scale's multiplier: 1 for a photo; for several photos of one place
+            answered as one, the length of their summed embedding (set by ``joint``).
 
     Raises:
         InvalidArgumentError: ``search`` is a string that does not parse; the message names the
@@ -47,10 +51,15 @@ class QueryOptions:
     aggregate_res: int | None = None
     confidence: float | None = None
     region: RegionFilter = field(default_factory=RegionFilter)
+    joint: bool = False
+    joint_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.search is None or isinstance(self.search, str):
             object.__setattr__(self, "search", SearchSettings.parse(self.search))
+        if not isinstance(self.joint_scale, (int, float)) or not np.isfinite(self.joint_scale) or self.joint_scale <= 0:
+            raise InvalidQueryError(f"joint_scale = {self.joint_scale!r} must be a positive number (1 for one photo; "
+                                    "geoindex.locate.joint.joint_query gives it for several)")
 
 
 @dataclass
@@ -62,11 +71,13 @@ class Prediction:
         lat: latitude in degrees: the cell centre, or the refined point with ``refine``.
         lng: longitude in degrees, likewise.
         probability: GeoCLIP's softmax mass of this cell among the candidates, 0..1.
-        country: ISO 3166-1 alpha-2 code of the nearest GeoNames place, or None.
-        admin1: first-level administrative area of that place, or None.
-        place: the nearest GeoNames place with population >= 1000, or None.
+        country: ISO 3166-1 alpha-2 code of the admin-0 polygon that holds this point (``lat``,
+            ``lng``: the refined point where there is one), or None at sea.
+        admin1: first-level administrative area of ``place``, or None.
+        place: the nearest GeoNames place (population >= 1000) of ``country``, or None.
         score: cosine similarity of the query and the cell's (or refined point's) vector.
         cell_h3: hex form of ``cell``; None for CSV galleries.
+        place_km: great-circle km from this point to ``place``, or None.
     """
 
     cell: int
@@ -78,6 +89,7 @@ class Prediction:
     place: str | None
     score: float  # cosine similarity of the best cell (inner product of unit vectors)
     cell_h3: str | None = None  # hex form of ``cell``; None for CSV galleries (row numbers)
+    place_km: float | None = None  # km from (lat, lng) to ``place``
 
     def to_dict(self) -> dict:
         """The fields as a plain dict (JSON-ready)."""
@@ -92,15 +104,27 @@ class LocateResult:
         predictions: the ``k`` best :class:`Prediction`, best first.
         confidence_region: with ``QueryOptions(confidence=p)``, a GeoJSON Feature (MultiPolygon
             of the smallest set of cells holding mass p); else None.
+        radius_km: great-circle km around the top prediction holding ``radius_confidence`` of the
+            mass (:mod:`geoindex.locate.radius`); None when there is no prediction.
+        radius_confidence: the share of the mass ``radius_km`` holds (the asked ``confidence``,
+            default 0.9).
+        warnings: sentences about the query (e.g. filter countries with no cells here), or None.
     """
 
     predictions: list[Prediction]
     confidence_region: dict | None = None  # GeoJSON Feature (MultiPolygon of the cells)
     neighbours: list | None = None  # nearest reference photos (geoindex.photos.Neighbour), when asked
+    radius_km: float | None = None
+    radius_confidence: float | None = None
+    warnings: list[str] | None = None
 
     def to_dict(self) -> dict:
-        """``{"predictions": [...], "confidence_region"?: {...}}`` (JSON-ready)."""
-        out = {"predictions": [p.to_dict() for p in self.predictions]}
+        """``{"predictions": [...], "radius_km", "radius_confidence", "confidence_region"?,
+        "warnings"?}`` (JSON-ready)."""
+        out = {"predictions": [p.to_dict() for p in self.predictions], "radius_km": self.radius_km,
+               "radius_confidence": self.radius_confidence}
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
         if self.confidence_region is not None:
             out["confidence_region"] = self.confidence_region
         if self.neighbours is not None:

@@ -11,6 +11,10 @@ With refinement (``refine=M``) the M best candidates carry their refined points'
 the softmax runs over those and the other candidates' scores alike: a refined candidate's logit
 is that of its refined point. Aggregated predictions (``aggregate_res`` coarser than the index)
 report the parent cell's centre, refined or not.
+
+Every prediction is labelled from its own point (cell centre, refined point or parent centre) by
+:func:`geoindex.cells.geocode.reverse_geocode`, the rule the build labels cells with; the answer's
+``radius_km`` (:mod:`geoindex.locate.radius`) is measured over all the candidates' points.
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ from __future__ import annotations
 import h3
 import numpy as np
 
+from geoindex.cells.countries import POINT_SNAP_KM, cell_radius_km
+from geoindex.cells.geocode import reverse_geocode
 from geoindex.cells.h3ids import cell_to_parent
 from geoindex.locate.geojson import confidence_region
 from geoindex.locate.options import LocateResult, Prediction, QueryOptions
+from geoindex.locate.radius import DEFAULT_CONFIDENCE, mass_radius_km
 from geoindex.store.cell_table import CellTable
 
 
@@ -48,24 +55,45 @@ def rank(scores: np.ndarray, ids: np.ndarray, options: QueryOptions, table: Cell
     uniq, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
     mass = np.bincount(inverse, weights=prob)
     order = np.argsort(-mass, kind="stable")
-    preds = []
+    centre_snap = cell_radius_km(resolution)
+    preds, snap = [], []
     for g in order[: options.k]:
         j = first[g]
         row = rows[j]
         cell = int(uniq[g])
         if cell != int(ids[j]):
             lat, lng = h3.cell_to_latlng(h3.int_to_str(cell))
+            snap.append(cell_radius_km(options.aggregate_res))
         elif points is not None and not np.isnan(points[j, 0]):
             lat, lng = points[j]
+            snap.append(POINT_SNAP_KM)
         else:
             lat, lng = float(table.lat[row]), float(table.lng[row])
+            snap.append(centre_snap)
         preds.append(Prediction(
             cell=cell, lat=float(lat), lng=float(lng), probability=float(mass[g]),
-            country=table.text("country", row), admin1=table.text("admin1", row),
-            place=table.text("place", row), score=float(scores[j]),
+            country=None, admin1=None, place=None, score=float(scores[j]),
             cell_h3=h3.int_to_str(cell) if resolution is not None else None,
         ))
+    label_predictions(preds, np.array(snap))
     region = None
     if options.confidence is not None:
         region = confidence_region(uniq[order], mass[order], options.confidence)
-    return LocateResult(preds, region)
+    confidence = options.confidence or DEFAULT_CONFIDENCE
+    cand = np.column_stack((table.lat[rows], table.lng[rows]))
+    if points is not None:
+        refined = ~np.isnan(points[:, 0])
+        cand[refined] = points[refined]
+    radius = mass_radius_km(preds[0].lat, preds[0].lng, cand, prob, confidence,
+                            floor_km=0.0 if resolution is None else centre_snap)
+    return LocateResult(preds, region, radius_km=round(radius, 3), radius_confidence=confidence)
+
+
+def label_predictions(preds: list[Prediction], snap_km) -> None:
+    """Set each prediction's country, admin1, place and place_km from its own lat, lng."""
+    if not preds:
+        return
+    geo = reverse_geocode(np.array([p.lat for p in preds]), np.array([p.lng for p in preds]), snap_km=snap_km)
+    for p, country, admin1, place, km in zip(preds, geo.country, geo.admin1, geo.place, geo.place_km):
+        p.country, p.admin1, p.place = country, admin1, place
+        p.place_km = None if np.isnan(km) else round(float(km), 3)

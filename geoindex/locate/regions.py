@@ -29,21 +29,37 @@ def _parent_sql(res: int) -> str:
     return f"((cell & {keep}) | {bits})"
 
 
+def empty_countries(region: RegionFilter, known_countries: set[str]) -> list[str]:
+    """The filter's countries that have no cells in the index (answers come from the others)."""
+    return [c for c in region.countries if c not in known_countries]
+
+
+def empty_countries_note(region: RegionFilter, known_countries: set[str]) -> str | None:
+    """The sentence an answer carries when some of its filter's countries have no cells here."""
+    empty = empty_countries(region, known_countries)
+    if not empty or len(empty) == len(region.countries):
+        return None
+    return (f"country filter: {', '.join(empty)} {'has' if len(empty) == 1 else 'have'} no cells in this index; "
+            f"answers come from {', '.join(c for c in region.countries if c not in empty)}")
+
+
 def region_ids(db_path: Path, region: RegionFilter, index_res: int | None, known_countries: set[str]) -> np.ndarray:
-    """Sorted int64 ids of the cells inside ``region`` (DuckDB does the filtering)."""
+    """Sorted int64 ids of the cells inside ``region`` (DuckDB does the filtering). Countries with
+    no cells here are left out (:func:`empty_countries_note` says so); all of them empty is an error."""
     import duckdb
 
     clauses, params = [], []
     if region.countries:
-        unknown = [c for c in region.countries if c not in known_countries]
-        if unknown:
+        empty = empty_countries(region, known_countries)
+        if len(empty) == len(region.countries):
             sample = ", ".join(sorted(known_countries)[:8])
             raise InvalidQueryError(
-                f"country {unknown[0]!r} has no cells in this index: give an ISO 3166-1 alpha-2 code "
-                f"that it covers (e.g. {sample}, ...)"
+                f"country {' and '.join(repr(c) for c in empty)} {'has' if len(empty) == 1 else 'have'} no cells "
+                f"in this index: give an ISO 3166-1 alpha-2 code that it covers (e.g. {sample}, ...)"
             )
-        clauses.append(f"country IN ({', '.join('?' for _ in region.countries)})")
-        params += list(region.countries)
+        present = [c for c in region.countries if c not in empty]
+        clauses.append(f"country IN ({', '.join('?' for _ in present)})")
+        params += present
     if region.bboxes:
         boxes = []
         for b in region.bboxes:

@@ -38,6 +38,7 @@ import numpy as np
 from geoindex.errors import InvalidArgumentError, TrainingDataError
 from geoindex.index.search import SearchSettings
 from geoindex.photos import photo_index
+from geoindex.cells.countries import labels_entry
 from geoindex.photos.layout import FORMAT, PHOTOS_DB, SKIPPED, VECTORS
 from geoindex.photos.photo_index import choose_factory
 from geoindex.store.exact_store import STORE
@@ -110,7 +111,7 @@ def build_photos(config: PhotoBuildConfig) -> dict:
                     "metadata_columns": rows.columns},
             "encoder": _encoder_entry(clip_model, cache, files, config),
             "index": entry["index"], "memory": entry["memory"],
-            "store": {"kind": "fp16", "file": STORE} if (tmp / STORE).exists() else None,
+            "store": {"kind": "fp16", "file": STORE} if (tmp / STORE).exists() else None, "labels": labels_entry(),
             "timings_s": {k: round(v, 3) for k, v in timings.items()}, "versions": versions(),
             "files": file_entries(tmp, tuple(names)),
         }

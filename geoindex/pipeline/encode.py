@@ -18,7 +18,7 @@ from geoindex.pipeline import distributed
 from geoindex.pipeline.memory import StageMemory
 from geoindex.pipeline.plan import BuildPlan
 from geoindex.cells import csv_gallery, gallery
-from geoindex.cells.geocode import reverse_geocode
+from geoindex.cells.countries import cell_radius_km, point_countries
 from geoindex.cells.region import RegionFilter, cells_inside, shard_roots_in
 from geoindex.store.shards import ShardFile, shard_files
 
@@ -99,6 +99,6 @@ def h3_batch(root: int, resolution: int, cells: str, region: RegionFilter | None
     batch = gallery.h3_shard(root, resolution, cells)
     if not region or not len(batch):
         return batch
-    country = reverse_geocode(batch.lat, batch.lng, batch.is_land).country if region.countries else None
+    country = point_countries(batch.lat, batch.lng, cell_radius_km(resolution)) if region.countries else None
     keep = cells_inside(region, batch.cell, batch.lat, batch.lng, country)
     return gallery.CellBatch(batch.cell[keep], batch.lat[keep], batch.lng[keep], batch.is_land[keep])

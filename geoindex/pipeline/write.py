@@ -18,6 +18,7 @@ from geoindex.atomic import writing
 from geoindex.pipeline.index_stage import IndexChoice
 from geoindex.pipeline.plan import BuildPlan
 from geoindex.pipeline.shard_cells import ShardCells
+from geoindex.cells.countries import labels_entry
 from geoindex.cells.region import region_to_dict
 from geoindex.constants import EMBED_DIM
 from geoindex.errors import IndexDirError
@@ -102,6 +103,7 @@ def make_manifest(plan: BuildPlan, choice: IndexChoice, facts: dict, staging: Pa
         "format": manifest.FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "gallery": _gallery_entry(plan, ntotal),
+        "labels": labels_entry(),
         "encoder": {
             "name": "geoclip-location-encoder", "weights_source": plan.weights.source,
             "weights_sha256": plan.weights_sha256, "logit_scale": plan.logit_scale,

@@ -78,7 +78,7 @@ def _options(engine: Engine, f, boxes: list | None = None):
     region = make_filter(f.country, boxes, f.cells)
     options = QueryOptions(k=min(f.top_k, engine.geolocator.ntotal), candidates=f.candidates,
                            search=SearchSettings(refine=f.refine), aggregate_res=f.aggregate_res,
-                           confidence=f.confidence, region=region)
+                           confidence=f.confidence, region=region, joint=getattr(f, "joint", False))
     return options
 
 

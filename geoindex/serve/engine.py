@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from geoindex.errors import IndexDirError, InvalidQueryError, WeightsNotFoundError
+from geoindex.locate.joint import joint_options
 from geoindex.serve.batching import MicroBatcher
 from geoindex.serve.images import DecodeBudget, MemoryReturn, check_request_budget, decode_small
 from geoindex.serve.integrity import BackgroundVerifier
@@ -87,6 +88,7 @@ class Engine:
         large one. The chunk size starts at one query and adapts (at most doubling) to the time
         chunks take, per request: requests of different costs do not share an estimate."""
         self.require_intact()
+        xq, options = joint_options(xq, options)  # one joint query: before the chunks split them
         work = options.search.refine_starts * len(xq)
         if work > self.settings.max_refine_work:
             raise InvalidQueryError(

@@ -57,9 +57,10 @@ class Prediction(BaseModel):
     lng: float
     probability: float = Field(description="softmax over the candidates, summed per aggregate cell")
     score: float = Field(description="cosine similarity of the query and the best cell")
-    country: str | None
+    country: str | None = Field(description="ISO 3166-1 alpha-2 of the admin-0 polygon holding this point; null at sea")
     admin1: str | None
-    place: str | None
+    place: str | None = Field(description="the nearest GeoNames place of that country")
+    place_km: float | None = Field(None, description="great-circle km from this point to `place`")
 
 
 class Neighbour(BaseModel):
@@ -79,6 +80,11 @@ class Result(BaseModel):
     predictions: list[Prediction]
     confidence_region: dict | None = Field(None, description="GeoJSON Feature: the cells holding the asked mass")
     neighbours: list[Neighbour] | None = Field(None, description="nearest reference photos (server run with --photos)")
+    radius_km: float | None = Field(None, description="great-circle km around the top prediction holding "
+                                                      "`radius_confidence` of the mass (uncalibrated: docs/querying.md)")
+    radius_confidence: float | None = Field(None, description="the share of the mass `radius_km` holds (the asked "
+                                                              "confidence, default 0.9)")
+    warnings: list[str] | None = Field(None, description="e.g. filter countries that have no cells in this index")
     # uploaded photos only (POST /v1/locate): what the photo's own EXIF says
     exif_lat: float | None = Field(None, description="uploaded photos: the EXIF GPS latitude (null when none)")
     exif_lng: float | None = Field(None, description="uploaded photos: the EXIF GPS longitude (null when none)")
@@ -165,6 +171,9 @@ def filter_fields(max_top_k: int, max_candidates: int, resolution: int | None) -
                   Field(default_factory=list, description="H3 cells at the index's resolution or coarser (OR)")),
         "aggregate_res": (number(int, ge=0, le=res) | None, Field(None, description="sum probability into H3 parents")),
         "confidence": (number(float, gt=0, le=1) | None, Field(None, description="also return the region holding this mass")),
+        "joint": (bool, Field(False, description=(
+            "the queries are photos of one place: one answer from all of them (summed embedding, "
+            "n x the logit scale; docs/querying.md)"))),
         "refine": (number(int, ge=0, le=MAX_REFINE) | None, Field(None, description=(
             "refine the best M cells below the grid with the location encoder: lat, lng become the refined "
             "points, score their exact cosine (0: off; default: the index's)"))),

@@ -3,7 +3,8 @@
 Columns: ``cell`` BIGINT primary key (H3 id; the CSV row number for CSV galleries), ``lat``,
 ``lng`` DOUBLE (cell centre, degrees), ``res`` TINYINT (NULL for CSV rows), ``area_km2`` DOUBLE
 (NULL for CSV rows), ``is_land`` BOOLEAN, ``country`` VARCHAR (ISO 3166-1 alpha-2), ``admin1``
-VARCHAR, ``place`` VARCHAR (nearest GeoNames place), ``place_km`` DOUBLE (distance to it).
+VARCHAR, ``place`` VARCHAR (nearest GeoNames place of that country), ``place_km`` DOUBLE (distance to it;
+NULL where the country has no place). Labels follow :mod:`geoindex.cells.countries` (label version 2).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from geoindex.cells.gallery import CellBatch, cell_areas_km2
+from geoindex.cells.countries import cell_radius_km
 from geoindex.cells.geocode import reverse_geocode
 
 CELLS_DDL = """
@@ -37,7 +39,7 @@ DUCKDB_MEMORY_LIMIT = "1GB"  # the build's RSS budget is 4 GiB; DuckDB defaults 
 def shard_metadata(batch: CellBatch, resolution: int | None) -> dict[str, np.ndarray]:
     """Metadata columns for one shard. Strings are fixed-width unicode ('' = NULL) so shards
     save without pickle."""
-    geo = reverse_geocode(batch.lat, batch.lng, batch.is_land)
+    geo = reverse_geocode(batch.lat, batch.lng, snap_km=cell_radius_km(resolution))
     n = len(batch)
     if resolution is None:
         res = np.full(n, -1, dtype=np.int8)
@@ -79,7 +81,7 @@ def write_cells_table(db_path: Path, shards: Iterable[dict[str, np.ndarray]]) ->
             con.execute(
                 """INSERT INTO cells SELECT cell, lat, lng, NULLIF(res, -1), CASE WHEN isnan(area_km2)
                    THEN NULL ELSE area_km2 END, is_land, NULLIF(country, ''), NULLIF(admin1, ''),
-                   NULLIF(place, ''), place_km FROM shard"""
+                   NULLIF(place, ''), CASE WHEN isnan(place_km) THEN NULL ELSE place_km END FROM shard"""
             )
             con.unregister("shard")
             rows += len(frame)
