@@ -92,7 +92,7 @@ def run(args, options, prog: str) -> int:
         from geoindex.encoders.clip import load_image_encoder
 
         return load_image_encoder(args.clip_model, args.clip_checkpoint, args.device, batch_size=args.batch_size,
-                                  weights=args.weights)
+                                  weights=args.weights, backend=args.backend)
 
     summary = run_archive(config, _settings(args, options), open_geolocator, load_encoder, options)
     print(json.dumps(summary.to_dict()))

@@ -61,6 +61,8 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
                    "(else $GEOINDEX_CLIP_CHECKPOINT, open_clip's cache, the Hugging Face cache's "
                    "openai/clip-vit-large-patch14, else an open_clip download)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="image tower runtime: auto (default: ONNX Runtime on the CPU when installed, torch on CUDA)")
     p.add_argument("--photos", type=Path, default=None, metavar="REF",
                    help="reference photo gallery (geoindex build --photos): each answer lists its nearest reference "
                         "photos and fuses their places with the cells (docs/photos.md)")
@@ -113,7 +115,8 @@ def _queries(args):
         from geoindex.encoders.images import load_image
 
         images = [load_image(p, max_pixels=args.max_pixels) for p in args.images]  # fail before model load
-        encoder = load_image_encoder(args.clip_model, args.clip_checkpoint, args.device, weights=args.weights)
+        encoder = load_image_encoder(args.clip_model, args.clip_checkpoint, args.device, weights=args.weights,
+                                     backend=args.backend)
         if images:
             parts.append(encoder.encode_images(images))
             labels += [str(p) for p in args.images]

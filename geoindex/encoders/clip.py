@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from geoindex.encoders import hf_clip
+from geoindex.encoders import hf_clip, onnx_tower
 from geoindex.encoders.images import ClipPreprocess, crop_to_aspect
 from geoindex.encoders.location import pick_device
 from geoindex.encoders.weights import check_download_possible, clip_model_for, geoclip_files, open_clip_cached
@@ -111,6 +111,8 @@ class ImageEncoder:
 
     def __init__(self, name: str, clip: nn.Module, preprocess, tokenizer, head: nn.Module,
                  device: torch.device, dtype: torch.dtype, batch_size: int = 16):
+        self.backend = "torch"  # or "onnx" (ONNX Runtime on the CPU, self.tower): see onnx_tower.attach
+        self.tower = None
         self.name = name
         self.clip = clip
         self.preprocess = preprocess
@@ -133,6 +135,9 @@ class ImageEncoder:
             for start in range(0, len(images), self.batch_size):
                 part = images[start : start + self.batch_size]
                 batch = torch.stack([self.preprocess(crop_to_aspect(im)) for im in part])
+                if self.tower is not None:
+                    out.append(self.tower(batch.numpy()))
+                    continue
                 feats = self.clip.encode_image(batch.to(self.device))
                 out.append(self._project(feats))
         return np.concatenate(out) if out else np.empty((0, 512), np.float32)
@@ -274,7 +279,7 @@ def _load_hf(model: str, folder: Path, checkpoint, device: torch.device) -> nn.M
 
 def load_image_encoder(model: str | None = None, checkpoint: str | Path | None = None, device: str = "auto",
                        precision: str | None = None, batch_size: int = 16,
-                       weights: str | Path | None = None) -> ImageEncoder:
+                       weights: str | Path | None = None, backend: str = "auto") -> ImageEncoder:
     """Build the image/text encoder: an open_clip CLIP tower and GeoCLIP's image head.
 
     Args:
@@ -289,6 +294,9 @@ def load_image_encoder(model: str | None = None, checkpoint: str | Path | None =
             refused on CPU).
         batch_size: images or texts per forward pass.
         weights: a GeoCLIP weights folder (``--weights``; default the released weights).
+        backend: the image tower's runtime: ``auto`` (ONNX Runtime on the CPU when installed, torch
+            on CUDA), ``torch`` or ``onnx`` (see :mod:`geoindex.encoders.onnx_tower`). Texts always
+            run in torch.
 
     Returns:
         An :class:`ImageEncoder`: ``encode_images(images)`` and ``encode_texts(texts)`` give
@@ -307,6 +315,7 @@ def load_image_encoder(model: str | None = None, checkpoint: str | Path | None =
     model = clip_model_for(model, files)
     clip_spec(model)  # a bad name fails before anything loads
     dev = pick_device(device)
+    onnx_tower.choose(backend, dev)  # a bad backend fails before anything loads
     precision = precision or ("fp16" if dev.type == "cuda" else "fp32")
     dtypes = {"fp32": torch.float32, "fp16": torch.float16}
     if precision not in dtypes:
@@ -323,4 +332,6 @@ def load_image_encoder(model: str | None = None, checkpoint: str | Path | None =
             + f", or train a head for it (`geoindex-train features --clip-model {model}`, then `fit --new-head`)"
         )
     clip, preprocess, tokenizer = load_clip(model, checkpoint, dev)
-    return ImageEncoder(model, clip, preprocess, tokenizer, head.to(dev), dev, dtypes[precision], batch_size)
+    encoder = ImageEncoder(model, clip, preprocess, tokenizer, head.to(dev), dev, dtypes[precision], batch_size)
+    onnx_tower.attach(encoder, backend)
+    return encoder
