@@ -31,7 +31,7 @@ from geoindex.encoders import hf_clip, onnx_tower
 from geoindex.encoders.images import ClipPreprocess, crop_to_aspect
 from geoindex.encoders.location import pick_device
 from geoindex.encoders.weights import check_download_possible, clip_model_for, geoclip_files, open_clip_cached
-from geoindex.errors import InvalidArgumentError, InvalidQueryError, MissingDependencyError, WeightsNotFoundError
+from geoindex.errors import BackendError, InvalidArgumentError, InvalidQueryError, MissingDependencyError, WeightsNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,7 @@ class ImageEncoder:
                  device: torch.device, dtype: torch.dtype, batch_size: int = 16):
         self.backend = "torch"  # or "onnx" (ONNX Runtime on the CPU, self.tower): see onnx_tower.attach
         self.tower = None
+        self.int8_tower = None  # precision int8: the quantized graph, until int8_check.guard switches to it
         self.name = name
         self.clip = clip
         self.preprocess = preprocess
@@ -290,8 +291,10 @@ def load_image_encoder(model: str | None = None, checkpoint: str | Path | None =
             ``$GEOINDEX_CLIP_CHECKPOINT``, open_clip's cache, the Hugging Face cache's
             ``openai/clip-vit-large-patch14``, then open_clip's download (see :func:`load_clip`).
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
-        precision: ``fp32`` or ``fp16``; default fp16 on CUDA, fp32 on CPU (half precision is
-            refused on CPU).
+        precision: ``fp32``, ``fp16`` or ``int8``; default fp16 on CUDA, fp32 on CPU (half
+            precision is refused on CPU). ``int8`` (ONNX Runtime, CPU) leaves the encoder on fp32
+            with ``int8_tower`` beside it: :func:`geoindex.encoders.int8_check.guard` switches after
+            its self-check on the index in use.
         batch_size: images or texts per forward pass.
         weights: a GeoCLIP weights folder (``--weights``; default the released weights).
         backend: the image tower's runtime: ``auto`` (ONNX Runtime on the CPU when installed, torch
@@ -317,11 +320,14 @@ def load_image_encoder(model: str | None = None, checkpoint: str | Path | None =
     dev = pick_device(device)
     onnx_tower.choose(backend, dev)  # a bad backend fails before anything loads
     precision = precision or ("fp16" if dev.type == "cuda" else "fp32")
-    dtypes = {"fp32": torch.float32, "fp16": torch.float16}
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "int8": torch.float32}
     if precision not in dtypes:
-        raise InvalidArgumentError(f"precision {precision!r} is not fp32 or fp16")
-    if precision != "fp32" and dev.type != "cuda":
+        raise InvalidArgumentError(f"precision {precision!r} is not fp32, fp16 or int8")
+    if precision == "fp16" and dev.type != "cuda":
         raise InvalidArgumentError(f"precision {precision!r} needs CUDA: use fp32 on the CPU")
+    if precision == "int8" and onnx_tower.choose(backend, dev) != "onnx":
+        raise InvalidArgumentError(f"--precision int8 is ONNX Runtime's, on the CPU: use --backend onnx (or auto) "
+                                   f"and --device cpu, not --backend {backend} on {dev}")
     head = load_geoclip_head(weights)
     width = clip_width(model)
     if head_width(head) != width:
@@ -334,4 +340,11 @@ def load_image_encoder(model: str | None = None, checkpoint: str | Path | None =
     clip, preprocess, tokenizer = load_clip(model, checkpoint, dev)
     encoder = ImageEncoder(model, clip, preprocess, tokenizer, head.to(dev), dev, dtypes[precision], batch_size)
     onnx_tower.attach(encoder, backend)
+    if precision == "int8":  # used only after int8_check.guard on the index in use
+        from geoindex.encoders import onnx_int8
+
+        if encoder.tower is None:
+            raise BackendError(f"--precision int8 quantizes the ONNX export of {model}, which failed (see the warning "
+                               "above): use --precision fp32")
+        encoder.int8_tower = onnx_int8.int8_tower(encoder.tower)
     return encoder
