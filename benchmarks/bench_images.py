@@ -249,14 +249,99 @@ class _Tower(nn.Module):
         return self.clip.encode_image(pixels)
 
 
+BUSY_NOTE = ("measured on a shared, busy machine (2 cores, several other engineers' jobs running): absolute times "
+             "are inflated and noisy; speedup_vs_torch compares rounds interleaved in the same run (medians)")
+
+
+def bench_backends(args) -> dict:
+    """torch, onnx (fp32) and onnx-int8 image tower + head, interleaved rounds: one call of every
+    (backend, batch) a round, medians over rounds; cosine of each against torch fp32 on the same pixels."""
+    import statistics
+
+    import torch
+
+    from geoindex.encoders import onnx_int8, onnx_tower
+
+    os.environ.setdefault(onnx_tower.CACHE_ENV, tempfile.mkdtemp(prefix="bench-images-cache-"))
+    t = time.perf_counter()
+    enc = load_image_encoder(args.model, device="cpu", backend="torch")
+    load_s = time.perf_counter() - t
+    module = onnx_tower.TowerHead(enc.clip, enc.head).eval()
+    t = time.perf_counter()
+    fp32 = onnx_tower.load_tower(enc.clip, enc.head, args.model, enc.preprocess.size)
+    export_s = time.perf_counter() - t
+    t = time.perf_counter()
+    int8 = onnx_int8.int8_tower(fp32)
+    quantize_s = time.perf_counter() - t
+    batches = [int(b) for b in args.batches.split(",")]
+    size = enc.preprocess.size
+    pixels = {b: torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(b)) for b in batches}
+
+    def run_torch(x):
+        with torch.inference_mode():
+            return module(x).numpy()
+
+    runs = {"torch": run_torch, "onnx": lambda x: fp32(x.numpy()), "onnx-int8": lambda x: int8(x.numpy())}
+    precision = {"torch": "fp32", "onnx": "fp32", "onnx-int8": "int8"}
+    reference = {b: run_torch(pixels[b]) for b in batches}
+    cosine = {(name, b): onnx_tower.agreement(fn(pixels[b]), reference[b]) for name, fn in runs.items() for b in batches}
+    times: dict = {(name, b): [] for name in runs for b in batches}
+    for r in range(args.rounds):
+        for b in batches:
+            for name, fn in runs.items():
+                t = time.perf_counter()
+                fn(pixels[b])
+                times[name, b].append(time.perf_counter() - t)
+        print(f"round {r + 1}/{args.rounds}:", {f"{k[0]}@{k[1]}": round(v[-1] / k[1], 3) for k, v in times.items()},
+              flush=True)
+    rows = []
+    for b in batches:
+        torch_s = statistics.median(times["torch", b]) / b
+        for name in runs:
+            s = statistics.median(times[name, b]) / b
+            rows.append({"backend": name, "precision": precision[name], "batch": b, "s_per_photo": s,
+                         "speedup_vs_torch": torch_s / s, "cosine_min": cosine[name, b]["cosine_min"],
+                         "max_abs_diff": cosine[name, b]["max_abs_diff"], "rounds": args.rounds,
+                         "seconds_per_round": times[name, b]})
+    return {"model": f"{args.model}: ViT-L/14 shape, random weights (compute does not depend on the values)",
+            "threads": torch.get_num_threads(), "onnxruntime": onnx_tower.onnxruntime().__version__,
+            "opset": onnx_tower.OPSET, "model_load_s": load_s, "export_and_check_s": export_s,
+            "export_check": fp32.record.get("check"), "quantize_s": quantize_s,
+            "int8_ops": onnx_int8.OP_TYPES, "note": BUSY_NOTE if args.busy else "quiet machine", "rows": rows}
+
+
+def main_backends(args) -> None:
+    """``--backends``: the rows of images.json's ``backends`` section, the rest of the file kept."""
+    import torch
+
+    from common import RESULTS
+
+    path = RESULTS / args.out
+    result = json.loads(path.read_text()) if path.is_file() else {}
+    section = bench_backends(args)
+    section["machine"] = {**machine(), "torch_threads": torch.get_num_threads(),
+                          "load_average": os.getloadavg(), "note": section["note"]}
+    result["backends"] = section
+    print(table(section["rows"], ["backend", "precision", "batch", "s_per_photo", "speedup_vs_torch", "cosine_min"]))
+    print("wrote", save(args.out, result))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--backends", action="store_true",
+                   help="only the backend rows (torch, onnx, onnx-int8 at --batches), interleaved; keeps the rest")
+    p.add_argument("--model", default="ViT-L-14-random", help="--backends: the CLIP model (default ViT-L-14-random)")
+    p.add_argument("--batches", default="1,8", help="--backends: batch sizes (default 1,8)")
+    p.add_argument("--rounds", type=int, default=3, help="--backends: interleaved rounds (default 3)")
+    p.add_argument("--busy", action="store_true", help="--backends: label the rows as measured on a busy machine")
     p.add_argument("--quick", action="store_true", help="fewer repeats; no locate, no ONNX")
     p.add_argument("--out", default="images.json")
     p.add_argument("--repeats", type=int, default=3, help="timed runs a batch size (batch 32: one fewer)")
     p.add_argument("--onnx-batches", default="1,8", help="batch sizes ONNX Runtime is timed at")
     p.add_argument("--locate-photos", type=int, default=10)
     args = p.parse_args()
+    if args.backends:
+        return main_backends(args)
     import torch
 
     repeats = {1: 2, 8: 1, 32: 1} if args.quick else {1: args.repeats, 8: args.repeats, 32: max(1, args.repeats - 1)}

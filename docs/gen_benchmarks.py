@@ -272,6 +272,34 @@ def scale_plan() -> str:
                      "driver anonymous peak"], rows, "r" * 14)
 
 
+def images_backends() -> str:
+    """The image tower on torch, ONNX Runtime and ONNX Runtime int8 (bench_images.py --backends)."""
+    d = load("images")["backends"]
+    m = d["machine"]
+    rows = [[r["backend"], r["precision"], r["batch"], f"{r['s_per_photo']:.2f}", f"{r['speedup_vs_torch']:.2f}x",
+             f"{r['cosine_min']:.7f}", f"{r['max_abs_diff']:.1e}"] for r in d["rows"]]
+    load_avg = ", ".join(f"{v:.1f}" for v in m.get("load_average", []))
+    return (md_table(["backend", "precision", "batch", "s a photo", "speed-up vs torch (same run)", "cosine min vs torch",
+                      "max abs diff"], rows, "--rrrrr")
+            + f"\n\n*{d['model']}; {d['threads']} threads, ONNX Runtime {d['onnxruntime']}, opset {d['opset']}, "
+              f"{d['rows'][0]['rounds']} interleaved rounds (medians); {m.get('cpu', '?')}, {m.get('date', '?')[:10]}, "
+              f"load average {load_avg}: {d['note']} (`benchmarks/results/images.json`).*")
+
+
+def search_path() -> str:
+    """refine=1 and the HTTP embedding endpoint against a default library query (bench_search_path.py)."""
+    d = load("search_path")
+    m = d["machine"]
+    rows = [[r["what"], f"{r['p50_ms']:.2f}", f"{r['ratio']:.2f}x"] for r in d["rows"]]
+    parts = d["http"]["parts_ms"]
+    return (md_table(["call (one query)", "p50 ms", "ratio"], rows, "-rr")
+            + f"\n\n*The request's own steps, timed in process: body parse + validation {parts['parse_validate']:.3f} ms, "
+              f"answer JSON {parts['answer_json']:.3f} ms. {d['parameters']['index']}, {d['parameters']['queries']} "
+              f"queries x {d['parameters']['rounds']} interleaved rounds; {m.get('cpu', '?')}, {m.get('date', '?')[:10]}, "
+              f"load average {m['load_average_at_start'][0]:.1f} to {m['load_average_at_end'][0]:.1f}: {m['note']} "
+              "(`benchmarks/results/search_path.json`).*")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "recall.codecs": recall_codecs, "recall.defaults": recall_defaults, "recall.goal": recall_goal,
     "recall.compact": recall_compact, "recall.spectrum": recall_spectrum, "quantizer": quantizer, "build": build,
@@ -279,7 +307,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "serve_memory": serve_memory, "fidelity": fidelity, "refine": refine, "vs_reference": vs_reference,
     "train.features": train_features, "train.steps": train_steps, "train.queue": train_queue,
     "scale.compare": scale_compare, "scale.serve": scale_serve, "scale.plan": scale_plan, "scale.driver": scale_driver,
+    "images.backends": images_backends, "search_path": search_path,
 }
+OWN_PROVENANCE = {"images.backends", "search_path"}  # tables whose own last line says where and when (a busy machine)
 SOURCES = {"recall": "recall", "encoder": "build", "query": "query_res5-land", "store": "store",
            "train": "train", "scale": "scale"}  # table-name prefix -> results file, for the provenance line
 
@@ -312,6 +342,8 @@ def render(kind: str, name: str) -> str:
         return api_reference()
     if name not in TABLES:
         raise KeyError(f"unknown marker <!-- bench: {name} -->: known are {', '.join(sorted(TABLES))}")
+    if name in OWN_PROVENANCE:
+        return TABLES[name]()
     source = SOURCES.get(name.split(".")[0], name)
     verb = "Computed from measured rates" if name == "scale.plan" else "Measured"
     return TABLES[name]() + "\n\n" + machine(source, verb)

@@ -57,3 +57,8 @@ class WriteError(GeoindexError, OSError):
 
 class ResultsFileError(GeoindexError, OSError):
     """A results file (``geolocate --out``) cannot be written, or its saved progress belongs to another run."""
+
+
+class BackendError(GeoindexError, RuntimeError):
+    """An inference backend (ONNX Runtime, int8) cannot be used: its export failed, its output
+    disagrees with torch beyond the bound, or its cached file is damaged."""

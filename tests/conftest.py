@@ -15,6 +15,23 @@ import pytest
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory):
+    """The user cache (ONNX image towers exported on first use) in a session tmp folder, never
+    ~/.cache; commands the tests start inherit it."""
+    import os
+
+    from geoindex.encoders.onnx_tower import CACHE_ENV
+
+    saved = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("user-cache"))
+    yield Path(os.environ[CACHE_ENV])
+    if saved is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = saved
+
+
 @pytest.fixture(scope="session")
 def encoder():
     from geoindex.encoders.location import load_location_encoder

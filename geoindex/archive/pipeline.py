@@ -3,9 +3,11 @@
 Workers read each file once: the EXIF comes from its bytes, the pixels from
 :func:`geoindex.encoders.images.load_image` (EXIF orientation, pixel limit), and the image is then
 shrunk to what CLIP sees (:func:`model_sized`) so that a batch of 12-megapixel photos waiting for
-the model holds 150 KB each, not 36 MB. At most ``2 * batch_size + workers`` photos are in flight:
-memory stays flat however long the list. A file that cannot be read or decoded becomes a
-:class:`Decoded` with an ``error``, never an exception.
+the model holds 150 KB each, not 36 MB. :func:`ahead` then runs the model and the search on a
+thread of their own, one batch ahead of the caller, so that committing rows (Parquet parts) overlaps
+the next batch's encoding: decode, encode+search and writing each have a thread. At most
+``4 * batch_size + workers`` photos are in flight: memory stays flat however long the list. A file
+that cannot be read or decoded becomes a :class:`Decoded` with an ``error``, never an exception.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,7 @@ from geoindex.archive.exif import PhotoExif, read_exif
 from geoindex.encoders.images import DEFAULT_MAX_PIXELS, crop_to_aspect, load_image
 from geoindex.errors import GeoindexError
 
+T, R = TypeVar("T"), TypeVar("R")
 MAX_FILE_BYTES = 512 * 1024 * 1024  # no photo is larger; a bigger file is refused before it is read
 
 
@@ -111,5 +115,26 @@ def decoded_batches(paths: Iterable[str], read: Callable[[str], Decoded], batch_
                 batch = []
         if batch:
             yield batch
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def ahead(items: Iterable[T], work: Callable[[T], R], depth: int = 1) -> Iterator[R]:
+    """``work(item)`` for each item on one background thread, up to ``depth`` items ahead of the
+    consumer; results in order. An exception in ``work`` is raised where its result is taken; on
+    exit (the end, an error, Ctrl-C) queued items are cancelled and the running one is waited for."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="encode")
+    window: deque[Future] = deque()
+    it = iter(items)
+    try:
+        while True:
+            while len(window) <= depth:
+                item = next(it, None)
+                if item is None:
+                    break
+                window.append(pool.submit(work, item))
+            if not window:
+                break
+            yield window.popleft().result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

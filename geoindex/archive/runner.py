@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 
 from geoindex.archive.parts import PartStore
-from geoindex.archive.pipeline import Decoded, decode, decoded_batches, model_sized
+from geoindex.archive.pipeline import Decoded, ahead, decode, decoded_batches, model_sized
 from geoindex.archive.rows import error_row, exif_row, located_row, schema
 from geoindex.archive.walk import find_photos
 from geoindex.archive.writers import assemble, check_ours, check_writable
@@ -175,8 +175,7 @@ def _locate_all(config: ArchiveConfig, todo: list[str], done_before: int, store:
     started = last_commit = time.monotonic()
     bar = _bar(config, len(todo), done_before)
     try:
-        for batch in decoded_batches(todo, read, config.batch_size, config.workers):
-            rows = batcher.rows(batch)
+        for rows in ahead(decoded_batches(todo, read, config.batch_size, config.workers), batcher.rows):
             bad = next((i for i, r in enumerate(rows) if r["error"]), None)
             if bad is not None and config.strict:
                 pending += rows[:bad]

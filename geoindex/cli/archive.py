@@ -54,7 +54,8 @@ def _settings(args, options) -> dict:
             "clip_model": args.clip_model, "weights": None if args.weights is None else os.path.abspath(args.weights),
             "top_k": options.k, "candidates": options.candidates, "search": str(options.search),
             "aggregate_res": options.aggregate_res, "confidence": options.confidence, "exif": args.exif,
-            "region": repr((region.countries, region.bboxes, region.cells))}
+            "region": repr((region.countries, region.bboxes, region.cells)),
+            **({"precision": "int8"} if args.precision == "int8" else {})}  # fp32 and fp16 rows may mix
 
 
 def _check(args) -> None:
@@ -86,16 +87,24 @@ def run(args, options, prog: str) -> int:
                            workers=args.workers, max_pixels=args.max_pixels, commit_rows=args.commit_every,
                            progress=not args.no_progress and sys.stderr.isatty())
 
+    opened = {}
+
     def open_geolocator():
         from geoindex.locate.geolocator import Geolocator
 
-        return Geolocator(args.index, weights=args.weights)
+        opened["geolocator"] = Geolocator(args.index, weights=args.weights)
+        return opened["geolocator"]
 
     def load_encoder():
+        from geoindex.archive.walk import find_photos
+        from geoindex.cli.locate import guard_int8
         from geoindex.encoders.clip import load_image_encoder
 
-        return load_image_encoder(args.clip_model, args.clip_checkpoint, args.device, batch_size=args.batch_size,
-                                  weights=args.weights)
+        encoder = load_image_encoder(args.clip_model, args.clip_checkpoint, args.device, batch_size=args.batch_size,
+                                     weights=args.weights, backend=args.backend, precision=args.precision)
+        guard_int8(args, encoder, opened.get("geolocator") or open_geolocator(),
+                   lambda: find_photos(args.images, args.from_list))
+        return encoder
 
     summary = run_archive(config, _settings(args, options), open_geolocator, load_encoder, options)
     print(json.dumps(summary.to_dict()))

@@ -64,6 +64,14 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
                    "(else $GEOINDEX_CLIP_CHECKPOINT, open_clip's cache, the Hugging Face cache's "
                    "openai/clip-vit-large-patch14, else an open_clip download)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="image tower runtime: auto (default: ONNX Runtime on the CPU when installed, torch on CUDA)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
+                   help="image tower precision (default: fp16 on CUDA, fp32 on the CPU; int8 only after its self-check)")
+    p.add_argument("--int8-probe", type=Path, default=None, metavar="DIR",
+                   help="photos the int8 self-check compares fp32 and int8 on (default: the run's first 64)")
+    p.add_argument("--int8-min-agreement", type=float, default=0.98, metavar="F",
+                   help="int8 is refused below this top-1 cell agreement with fp32 on the probes (default 0.98)")
     p.add_argument("--photos", type=Path, default=None, metavar="REF",
                    help="reference photo gallery (geoindex build --photos): each answer lists its nearest reference "
                         "photos and fuses their places with the cells (docs/photos.md)")
@@ -104,7 +112,31 @@ def map_paths(out: Path, n: int) -> list[Path]:
     return [out] if n == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(1, n + 1)]
 
 
-def _queries(args):
+def guard_int8(args, encoder, geolocator, run_photos) -> None:
+    """``--precision int8``: the self-check on ``geolocator``'s index (int8_check.guard), on the photos of
+    ``--int8-probe`` or the first ones of the run (``run_photos()``, paths)."""
+    if args.precision != "int8":
+        return
+    from geoindex.archive.walk import find_photos
+    from geoindex.encoders.images import load_image
+    from geoindex.locate.int8_check import PROBES, guard
+
+    def probes():
+        paths = find_photos([args.int8_probe]) if args.int8_probe is not None else run_photos()
+        images = []
+        for path in paths:
+            try:
+                images.append(load_image(path, max_pixels=args.max_pixels))
+            except GeoindexError:
+                continue
+            if len(images) == PROBES:
+                break
+        return images
+
+    guard(encoder, geolocator, probes, args.int8_min_agreement)
+
+
+def _queries(args, geolocator=None):
     """(labels, embeddings) for every query given."""
     import numpy as np
 
@@ -116,7 +148,9 @@ def _queries(args):
         from geoindex.encoders.images import load_image
 
         images = [load_image(p, max_pixels=args.max_pixels) for p in args.images]  # fail before model load
-        encoder = load_image_encoder(args.clip_model, args.clip_checkpoint, args.device, weights=args.weights)
+        encoder = load_image_encoder(args.clip_model, args.clip_checkpoint, args.device, weights=args.weights,
+                                     backend=args.backend, precision=args.precision)
+        guard_int8(args, encoder, geolocator, lambda: args.images)
         if images:
             parts.append(encoder.encode_images(images))
             labels += [str(p) for p in args.images]
@@ -226,7 +260,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 
         if args.map is not None and args.embedding is None:  # before any model loads
             check_map_outs(map_paths(args.map, len(args.images) + len(args.text)), args.overwrite)
-        labels, xq = _queries(args)
+        labels, xq = _queries(args, geolocator)
         if args.joint:
             from dataclasses import replace as replace_options
 

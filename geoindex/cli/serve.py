@@ -28,6 +28,7 @@ HELP = {  # the settings whose default alone does not say what they do
               "and fuses their places (docs/photos.md)",
     "photos_root": "folder the page's reference photo thumbnails are served from; no other file is ever read "
                    "(default: none served)",
+    "backend": "image tower runtime: auto (default: ONNX Runtime on the CPU when installed, torch on CUDA), torch, onnx",
     "clip_model": "CLIP backbone (default: the one --weights was trained on, else ViT-L-14; tiny-test for tests)",
 }
 

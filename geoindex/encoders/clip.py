@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from geoindex.encoders import hf_clip
+from geoindex.encoders import hf_clip, onnx_tower
 from geoindex.encoders.images import ClipPreprocess, crop_to_aspect
 from geoindex.encoders.location import pick_device
 from geoindex.encoders.weights import check_download_possible, clip_model_for, geoclip_files, open_clip_cached
-from geoindex.errors import InvalidArgumentError, InvalidQueryError, MissingDependencyError, WeightsNotFoundError
+from geoindex.errors import BackendError, InvalidArgumentError, InvalidQueryError, MissingDependencyError, WeightsNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,9 @@ class ImageEncoder:
 
     def __init__(self, name: str, clip: nn.Module, preprocess, tokenizer, head: nn.Module,
                  device: torch.device, dtype: torch.dtype, batch_size: int = 16):
+        self.backend = "torch"  # or "onnx" (ONNX Runtime on the CPU, self.tower): see onnx_tower.attach
+        self.tower = None
+        self.int8_tower = None  # precision int8: the quantized graph, until int8_check.guard switches to it
         self.name = name
         self.clip = clip
         self.preprocess = preprocess
@@ -133,6 +136,9 @@ class ImageEncoder:
             for start in range(0, len(images), self.batch_size):
                 part = images[start : start + self.batch_size]
                 batch = torch.stack([self.preprocess(crop_to_aspect(im)) for im in part])
+                if self.tower is not None:
+                    out.append(self.tower(batch.numpy()))
+                    continue
                 feats = self.clip.encode_image(batch.to(self.device))
                 out.append(self._project(feats))
         return np.concatenate(out) if out else np.empty((0, 512), np.float32)
@@ -274,7 +280,7 @@ def _load_hf(model: str, folder: Path, checkpoint, device: torch.device) -> nn.M
 
 def load_image_encoder(model: str | None = None, checkpoint: str | Path | None = None, device: str = "auto",
                        precision: str | None = None, batch_size: int = 16,
-                       weights: str | Path | None = None) -> ImageEncoder:
+                       weights: str | Path | None = None, backend: str = "auto") -> ImageEncoder:
     """Build the image/text encoder: an open_clip CLIP tower and GeoCLIP's image head.
 
     Args:
@@ -285,10 +291,15 @@ def load_image_encoder(model: str | None = None, checkpoint: str | Path | None =
             ``$GEOINDEX_CLIP_CHECKPOINT``, open_clip's cache, the Hugging Face cache's
             ``openai/clip-vit-large-patch14``, then open_clip's download (see :func:`load_clip`).
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
-        precision: ``fp32`` or ``fp16``; default fp16 on CUDA, fp32 on CPU (half precision is
-            refused on CPU).
+        precision: ``fp32``, ``fp16`` or ``int8``; default fp16 on CUDA, fp32 on CPU (half
+            precision is refused on CPU). ``int8`` (ONNX Runtime, CPU) leaves the encoder on fp32
+            with ``int8_tower`` beside it: :func:`geoindex.locate.int8_check.guard` switches after
+            its self-check on the index in use.
         batch_size: images or texts per forward pass.
         weights: a GeoCLIP weights folder (``--weights``; default the released weights).
+        backend: the image tower's runtime: ``auto`` (ONNX Runtime on the CPU when installed, torch
+            on CUDA), ``torch`` or ``onnx`` (see :mod:`geoindex.encoders.onnx_tower`). Texts always
+            run in torch.
 
     Returns:
         An :class:`ImageEncoder`: ``encode_images(images)`` and ``encode_texts(texts)`` give
@@ -307,12 +318,16 @@ def load_image_encoder(model: str | None = None, checkpoint: str | Path | None =
     model = clip_model_for(model, files)
     clip_spec(model)  # a bad name fails before anything loads
     dev = pick_device(device)
+    onnx_tower.choose(backend, dev)  # a bad backend fails before anything loads
     precision = precision or ("fp16" if dev.type == "cuda" else "fp32")
-    dtypes = {"fp32": torch.float32, "fp16": torch.float16}
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "int8": torch.float32}
     if precision not in dtypes:
-        raise InvalidArgumentError(f"precision {precision!r} is not fp32 or fp16")
-    if precision != "fp32" and dev.type != "cuda":
+        raise InvalidArgumentError(f"precision {precision!r} is not fp32, fp16 or int8")
+    if precision == "fp16" and dev.type != "cuda":
         raise InvalidArgumentError(f"precision {precision!r} needs CUDA: use fp32 on the CPU")
+    if precision == "int8" and onnx_tower.choose(backend, dev) != "onnx":
+        raise InvalidArgumentError(f"--precision int8 is ONNX Runtime's, on the CPU: use --backend onnx (or auto) "
+                                   f"and --device cpu, not --backend {backend} on {dev}")
     head = load_geoclip_head(weights)
     width = clip_width(model)
     if head_width(head) != width:
@@ -323,4 +338,13 @@ def load_image_encoder(model: str | None = None, checkpoint: str | Path | None =
             + f", or train a head for it (`geoindex-train features --clip-model {model}`, then `fit --new-head`)"
         )
     clip, preprocess, tokenizer = load_clip(model, checkpoint, dev)
-    return ImageEncoder(model, clip, preprocess, tokenizer, head.to(dev), dev, dtypes[precision], batch_size)
+    encoder = ImageEncoder(model, clip, preprocess, tokenizer, head.to(dev), dev, dtypes[precision], batch_size)
+    onnx_tower.attach(encoder, backend)
+    if precision == "int8":  # used only after int8_check.guard on the index in use
+        from geoindex.encoders import onnx_int8
+
+        if encoder.tower is None:
+            raise BackendError(f"--precision int8 quantizes the ONNX export of {model}, which failed (see the warning "
+                               "above): use --precision fp32")
+        encoder.int8_tower = onnx_int8.int8_tower(encoder.tower)
+    return encoder

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +238,31 @@ def validate_latlng(latlng: np.ndarray) -> np.ndarray:
             f"({int(bad.sum())} bad rows in all); fix or drop those rows"
         )
     return arr
+
+
+# Query-time encoder work (refinement: a few hundred points) runs on one torch thread: a pass that
+# small is shorter than waking a second thread, and on a busy machine waiting for that thread's core
+# dominates (issue 36: refine=1 took 81 ms at 2 threads, 15 ms at 1). torch.set_num_threads is per
+# calling thread here (OpenMP), so threads already running (a server's image encoder) keep their
+# setting; torch also records it as the default a thread takes at its first parallel operation, so
+# a thread born during the block would keep 1 thread (restored at the block's end: a short window).
+SMALL_WORK_POINTS = 4096  # at most this many points per pass: one thread
+SMALL_WORK_THREADS = 1  # benchmarks/bench_search_path.py sets 0 to measure torch's default
+
+
+@contextmanager
+def small_work_threads(points: int) -> Iterator[None]:
+    """Run the block on ``SMALL_WORK_THREADS`` torch threads (in this thread) when ``points`` is at
+    most ``SMALL_WORK_POINTS``; leave the setting alone otherwise (or when it is 0)."""
+    saved = torch.get_num_threads()
+    if not SMALL_WORK_THREADS or points > SMALL_WORK_POINTS or saved <= SMALL_WORK_THREADS:
+        yield
+        return
+    torch.set_num_threads(SMALL_WORK_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def _batches(n: int, batch_size: int) -> Iterator[slice]:

@@ -186,6 +186,12 @@ class Refiner:
                resolution: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(n, 512) unit queries and (n, m, 2) start points (cell centres; ``cells`` their (n, m)
         H3 ids for ``descent``) -> refined (n, m, 2) lat, lng and their (n, m) exact scores."""
+        from geoindex.encoders.location import small_work_threads
+
+        with small_work_threads(starts.shape[0] * starts.shape[1] * 7):  # the largest pass: 7 points a start
+            return self._refine(xq, starts, cells, resolution)
+
+    def _refine(self, xq, starts, cells, resolution):
         s = self.settings
         radius = s.radius_km or cell_spacing_km(resolution if resolution is not None else 6) / 2
         if s.method == "newton":

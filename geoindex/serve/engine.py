@@ -55,7 +55,8 @@ class Engine:
             from geoindex.encoders.clip import load_image_encoder
 
             self.encoder = load_image_encoder(settings.clip_model, settings.clip_checkpoint, settings.device,
-                                              batch_size=settings.max_batch, weights=settings.weights)
+                                              batch_size=settings.max_batch, weights=settings.weights,
+                                              backend=settings.backend)
         # OpenMP settings are per thread: a pool thread left at the default would start a team of
         # spinning threads per query and oversubscribe the cores under load.
         self.search_pool = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="search",

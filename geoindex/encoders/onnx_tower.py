@@ -1,0 +1,246 @@
+"""The CLIP image tower + GeoCLIP head on ONNX Runtime (CPU): the same embeddings as torch, faster.
+
+Measured (issue 36, ViT-L/14 shape, 2-core AMD): ONNX Runtime fp32 runs the tower ~1.7x torch eager
+at batch 1 with the same output (cosine 1 - 1e-12). The tower and the head are exported together,
+once per (model, weights digest, opset), into the user's cache (:func:`cache_dir`):
+
+    <cache>/onnx/<model>-<digest>-opset<N>.onnx   the graph, pixels (n, 3, S, S) -> (n, 512) L2-normalised
+    <cache>/onnx/<model>-<digest>-opset<N>.json   its SHA-256, the export check's numbers, versions
+
+Each file is written under a temporary name and renamed into place, the graph before its record, so
+a reader sees both or neither. At export the graph is run against torch on a fixed probe batch and
+refused below :data:`COSINE_MIN` (its numbers in the error); a cached graph whose SHA-256 is not its
+record's is refused (the fix: delete it, the next run exports it again). ``backend``:
+
+* ``torch``: torch eager (fp16 on CUDA);
+* ``onnx``: ONNX Runtime on the CPU (a CUDA device is refused: use torch there);
+* ``auto`` (the default): onnx on the CPU when onnxruntime is installed, torch on CUDA or without
+  it; an export that fails or disagrees falls back to torch with a warning (a damaged cache file
+  does not: it is an error either way).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from geoindex.atomic import atomic_path, write_json
+from geoindex.errors import BackendError, InvalidArgumentError, MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "onnx")
+CACHE_ENV = "GEOINDEX_CACHE_DIR"  # overrides the cache folder (tests point it at a tmp dir)
+OPSET = 17
+COSINE_MIN = 0.99999  # export check: every probe embedding at least this close to torch's
+PROBE_SEED, PROBE_N = 36, 3
+
+
+class DamagedCacheError(BackendError):
+    """A cached ONNX graph whose SHA-256 is not its record's: refused under every backend choice."""
+
+
+def cache_dir() -> Path:
+    """``$GEOINDEX_CACHE_DIR``, else ``$XDG_CACHE_HOME/geoindex``, else ``~/.cache/geoindex``."""
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "geoindex"
+
+
+def onnxruntime():
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise MissingDependencyError("--backend onnx needs ONNX Runtime: run `pip install onnxruntime onnx`") from e
+    return ort
+
+
+def available() -> bool:
+    try:
+        import onnx  # noqa: F401  the exporter writes through it
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose(backend: str, device: torch.device) -> str:
+    """``torch`` or ``onnx`` for a requested ``backend`` on ``device``; InvalidArgumentError for a
+    bad name or onnx on CUDA, MissingDependencyError for onnx without onnxruntime."""
+    if backend not in BACKENDS:
+        raise InvalidArgumentError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}: use auto (the default)")
+    if backend == "auto":
+        return "onnx" if device.type == "cpu" and available() else "torch"
+    if backend == "onnx" and device.type != "cpu":
+        raise InvalidArgumentError(f"--backend onnx runs on the CPU, but the device is {device}: "
+                                   "use --backend torch on CUDA (fp16), or --device cpu")
+    if backend == "onnx":
+        onnxruntime()
+    return backend
+
+
+def weights_digest(*modules: nn.Module) -> str:
+    """SHA-256 (hex) of every parameter and buffer of ``modules``: names, dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    for module in modules:
+        for name, t in sorted(module.state_dict().items()):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class TowerHead(nn.Module):
+    """pixels (n, 3, S, S) float32 -> (n, 512) float32, L2-normalised: CLIP image tower, GeoCLIP head."""
+
+    def __init__(self, clip: nn.Module, head: nn.Module):
+        super().__init__()
+        self.clip, self.head = clip, head
+
+    def forward(self, pixels):
+        return nn.functional.normalize(self.head(self.clip.encode_image(pixels).float()), dim=1)
+
+
+def probe_pixels(size: int, n: int = PROBE_N) -> torch.Tensor:
+    """A fixed (n, 3, size, size) float32 batch in CLIP's normalised pixel range (seeded)."""
+    g = torch.Generator().manual_seed(PROBE_SEED)
+    return torch.randn(n, 3, size, size, generator=g)
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> dict:
+    """Row-wise cosine (min) and max |a - b| of two (n, d) float arrays."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return {"cosine_min": float(cos.min()), "max_abs_diff": float(np.abs(a - b).max())}
+
+
+class OnnxTower:
+    """An ONNX Runtime session over an exported :class:`TowerHead`; ``tower(pixels)`` with pixels an
+    (n, 3, S, S) float32 array gives (n, 512) float32, L2-normalised."""
+
+    def __init__(self, path: Path, record: dict, threads: int | None = None):
+        ort = onnxruntime()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path, self.record = path, record
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self.input: np.ascontiguousarray(pixels, np.float32)})[0]
+        return np.asarray(out, np.float32)
+
+
+def cache_key(model: str, digest: str) -> str:
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', model)}-{digest[:16]}-opset{OPSET}"
+
+
+def export(module: nn.Module, path: Path, size: int) -> None:
+    """Write ``module`` (pixels -> embeddings) as ONNX at ``path``, the batch dimension dynamic.
+    The attention fast path is off while exporting: the exporter has no symbolic for
+    ``aten::_native_multi_head_attention``."""
+    was = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants: fine
+            torch.onnx.export(module, (probe_pixels(size, 2),), str(path), input_names=["pixels"],
+                              output_names=["embeddings"], opset_version=OPSET, dynamo=False,
+                              dynamic_axes={"pixels": {0: "n"}, "embeddings": {0: "n"}})
+    finally:
+        torch.backends.mha.set_fastpath_enabled(was)
+
+
+def load_tower(clip: nn.Module, head: nn.Module, model: str, size: int, threads: int | None = None) -> OnnxTower:
+    """The cached, checked ONNX graph of ``clip``'s image tower + ``head`` (exported on first use).
+
+    Raises:
+        BackendError: the export failed, its output is below :data:`COSINE_MIN` against torch on
+            the probe batch (the numbers in the message), or the cached file's SHA-256 is not its
+            record's (damaged or replaced: delete it to export again).
+    """
+    onnxruntime()
+    module = TowerHead(clip, head).eval()
+    digest = weights_digest(clip, head)
+    folder = cache_dir() / "onnx"
+    key = cache_key(model, digest)
+    path, record_path = folder / f"{key}.onnx", folder / f"{key}.json"
+    if record_path.is_file() and path.is_file():
+        record = json.loads(record_path.read_text())
+        actual = file_sha256(path)
+        if actual != record.get("sha256"):
+            raise DamagedCacheError(
+                f"cached ONNX tower {path} has SHA-256 {actual[:16]}..., its record {record_path.name} says "
+                f"{str(record.get('sha256'))[:16]}...: the file was changed or damaged; delete {path} and "
+                "its .json (the next run exports it again), or use --backend torch")
+        log.info("ONNX tower %s (export check: cosine min %.7f)", path, record["check"]["cosine_min"])
+        return OnnxTower(path, record, threads)
+    folder.mkdir(parents=True, exist_ok=True)
+    log.warning("exporting the %s image tower to ONNX (once per weights): %s", model, path)
+    with atomic_path(path) as tmp:
+        try:
+            export(module, tmp, size)
+        except Exception as e:  # exporter versions differ in what they cannot trace
+            raise BackendError(f"ONNX export of the {model} image tower failed ({type(e).__name__}: "
+                               f"{str(e).strip()[:300]}): use --backend torch") from e
+        check = verify(module, tmp, size, threads)
+        if check["cosine_min"] < COSINE_MIN:
+            raise BackendError(
+                f"the ONNX export of {model} disagrees with torch on the probe batch: cosine min "
+                f"{check['cosine_min']:.7f} < {COSINE_MIN} (max abs diff {check['max_abs_diff']:.2e}); "
+                "refusing --backend onnx: use --backend torch")
+        sha = file_sha256(tmp)
+    record = {"model": model, "weights_sha256": digest, "opset": OPSET, "sha256": sha, "check": check,
+              "torch": torch.__version__, "onnxruntime": onnxruntime().__version__}
+    write_json(record_path, record)
+    log.warning("ONNX tower checked against torch: cosine min %.7f, max abs diff %.2e (%d probes)",
+                check["cosine_min"], check["max_abs_diff"], check["probes"])
+    return OnnxTower(path, record, threads)
+
+
+def verify(module: nn.Module, path: Path, size: int, threads: int | None = None) -> dict:
+    """The exported graph at ``path`` against ``module`` in torch on the probe batch."""
+    pixels = probe_pixels(size)
+    with torch.inference_mode():
+        theirs = module(pixels).numpy()
+    ours = OnnxTower(path, {}, threads)(pixels.numpy())
+    return {**agreement(ours, theirs), "probes": int(pixels.shape[0])}
+
+
+def attach(encoder, backend: str) -> None:
+    """Give ``encoder`` (an ImageEncoder) the backend ``backend`` asks for: sets ``encoder.backend``
+    and, for onnx, ``encoder.tower``. Under ``auto`` an export that fails its check falls back to
+    torch with a warning."""
+    chosen = choose(backend, encoder.device)
+    encoder.backend, encoder.tower = "torch", None
+    if chosen != "onnx":
+        return
+    try:
+        encoder.tower = load_tower(encoder.clip, encoder.head, encoder.name, encoder.preprocess.size)
+    except BackendError as e:
+        if backend != "auto" or isinstance(e, DamagedCacheError):
+            raise
+        log.warning("%s; falling back to torch", e)
+        return
+    encoder.backend = "onnx"
