@@ -352,6 +352,49 @@ def test_schemathesis_finds_no_failure(settings):
     assert app.state.ready  # and still serving
 
 
+def test_a_router_alone_on_a_bare_app_with_a_fake_engine():
+    """A route lives outside create_app: the locate router on a bare FastAPI, the engine a fake given
+    through the dependency; the server's limits come from the engine, the options reach its search."""
+    from fastapi import FastAPI
+
+    from geoindex.serve.errors import HANDLERS
+    from geoindex.serve.requests import Limits
+    from geoindex.serve.routes import get_engine, locate
+
+    class FakeResult:
+        def __init__(self, k):
+            self.k = k
+
+        def to_dict(self):
+            return {"predictions": [{"cell": i} for i in range(self.k)]}
+
+    class FakeEngine:
+        limits = Limits(max_top_k=3, max_embeddings=2)
+
+        class geolocator:  # noqa: N801 (a stand-in namespace)
+            ntotal = 10
+
+        seen = []
+
+        async def locate(self, xq, options):
+            self.seen.append((xq.shape, options.k))
+            return [FakeResult(options.k) for _ in xq]
+
+    app = FastAPI(exception_handlers=HANDLERS)
+    app.include_router(locate.router)
+    fake = FakeEngine()
+    app.dependency_overrides[get_engine] = lambda: fake
+    c = TestClient(app)
+    r = c.post("/v1/locate/embedding", json={"embeddings": [[1.0] * 512] * 2, "top_k": 3})
+    assert r.status_code == 200 and [len(x["predictions"]) for x in r.json()["results"]] == [3, 3]
+    assert fake.seen == [((2, 512), 3)]
+    over = c.post("/v1/locate/embedding", json={"embeddings": [[1.0] * 512] * 3})
+    assert over.status_code == 422 and "embeddings" in over.json()["error"]["message"]
+    assert "at most 2 items, not 3 (this server's --max-embeddings)" in over.json()["error"]["message"]
+    assert "--max-top-k" in c.post("/v1/locate/embedding", json={"embeddings": [[1.0] * 512], "top_k": 4}).text
+    assert len(fake.seen) == 1  # refused before any search
+
+
 def test_openapi_states_the_limits_and_the_refusals(settings):
     spec = create_app(replace(settings, embeddings_only=True)).openapi()
     body = spec["components"]["schemas"]["EmbeddingRequest"]["properties"]
