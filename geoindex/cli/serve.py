@@ -82,8 +82,30 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         return _refuse(_explain(e), prog)
     config = server_config(create_app(settings, engine), settings, host=args.host, port=args.port,
                            log_level=args.log_level)
-    uvicorn.Server(config).run()
+    _announcing_server(config).run()
     return 0
+
+
+def listening_line(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"listening on http://{shown}:{port} (page at /, API docs at /docs)"
+
+
+def _announcing_server(config):
+    """uvicorn's server for ``config``, one that announces itself (uvicorn is imported lazily)."""
+    import uvicorn
+
+    class AnnouncingServer(uvicorn.Server):
+        """uvicorn's server that says on stderr, once the models are warm and the port is open, where
+        it listens (the bound port, when asked for port 0)."""
+
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            if self.started and not self.should_exit:
+                host, port = self.servers[0].sockets[0].getsockname()[:2]
+                print(listening_line(host, port), file=sys.stderr, flush=True)
+
+    return AnnouncingServer(config)
 
 
 def _explain(e: GeoindexError) -> str:

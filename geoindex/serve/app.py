@@ -20,6 +20,7 @@ from geoindex.serve.metrics import Metrics, MetricsMiddleware
 from geoindex.serve.requests import stamp_limits
 from geoindex.serve.routes import cells, embed, health, locate, photos
 from geoindex.serve.settings import ENV_VAR, ServeSettings
+from geoindex.serve.warmup import warm_routes
 from geoindex.serve.web import Page, static_files
 from geoindex.serve.web import router as page_router
 
@@ -34,6 +35,7 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         await asyncio.get_running_loop().run_in_executor(None, engine.warm)
+        await warm_routes(app)
         app.state.ready = True
         yield
         await engine.close()

@@ -37,6 +37,10 @@ class Engine:
         from geoindex.serve.photos import photos_root_of
 
         self.photos_root = photos_root_of(settings)  # a bad --photos-root stops the start before anything loads
+        if not settings.embeddings_only:  # absent CLIP weights: refused in seconds, before the index loads
+            from geoindex.encoders.clip import require_clip_weights
+
+            require_clip_weights(settings.clip_model, settings.clip_checkpoint, settings.weights)
         self.geolocator = Geolocator(settings.index, weights=settings.weights, small_file_bytes=small,
                                      photos=settings.photos)
         self.limits = Limits.of(settings, self.geolocator.resolution)
