@@ -1,7 +1,7 @@
 // The page: photos (picked or dropped) or a text -> POST /v1/locate[/text|/embedding] with the
 // filters -> the selected result on the map and in the table; the true location by a click.
 import { ApiError, getJson, locate } from "./api.js";
-import { parseLatLng } from "./geo.js";
+import { parseCoordinates, plural, safeStem } from "./geo.js";
 import { createMap } from "./map.js";
 import { renderNeighbours, renderResultList, renderTable, summaryText } from "./table.js";
 
@@ -9,14 +9,16 @@ const $ = (id) => document.getElementById(id);
 const REFINE_CELLS = 4; // the CLI's default for --refine
 
 const state = {
-  config: { tiles: null, max_top_k: 100, max_images: 16 },
+  config: { tiles: null, max_top_k: 100, max_images: 16, images: true, texts: true, reason: null },
   query: null, // the query shown: {kind: "images", files} | {kind: "text", text} | {kind: "point", latlng}
   filters: null, // the filters it ran with
   raw: null, // the server's answer, as text (cell ids are int64: JSON.parse would round them)
   entries: [], // one per photo or text: {label, thumb, result}
   selected: 0,
   trueLatLng: null,
-  trueSource: null, // "click" (the user's) or "exif" (the selected photo's own GPS position)
+  // "click": pinned by the user on the map, kept across queries until cleared; "point": the lat, lng
+  // query's own point; "exif": the selected photo's own GPS position. Only a pin survives a new query.
+  trueSource: null,
   bboxes: [],
   run: 0, // answers to an older run than the latest are dropped
   thumbs: [],
@@ -72,7 +74,11 @@ async function run(query) {
   }
   const id = ++state.run;
   showError(null);
-  const what = query.kind === "images" ? `${query.files.length} photo${query.files.length > 1 ? "s" : ""}` : "the query";
+  if (query !== state.query) { // a new query: nothing of the last one stays on the page
+    forgetAnswer(query);
+    render();
+  }
+  const what = query.kind === "images" ? plural(query.files.length, "photo") : "the query";
   setStatus(`Locating ${what}...`, true);
   const t0 = performance.now();
   try {
@@ -88,14 +94,27 @@ async function run(query) {
     Object.assign(state, { query, filters, raw });
     state.entries = data.results.map((result, i) => ({ label: labels[i], thumb: state.thumbs[i] ?? null, result }));
     state.selected = Math.min(state.selected, state.entries.length - 1);
-    setStatus(`${state.entries.length} result${state.entries.length > 1 ? "s" : ""}, `
-      + `top ${filters.topK}, in ${Math.round(performance.now() - t0)} ms.`);
+    setStatus(`${plural(state.entries.length, "result")}, top ${filters.topK}, `
+      + `in ${Math.round(performance.now() - t0)} ms.`);
     render();
   } catch (e) {
     if (id !== state.run) return;
     setStatus("");
     if (!(e instanceof ApiError)) console.error(e); // the API's refusals are shown, not logged
+    forgetAnswer(null); // the error replaces the answer: no old result beside it
+    render();
     showError(e instanceof ApiError ? `${e.status || ""} ${e.type}: ${e.message}`.trim() : String(e));
+  }
+}
+
+/** Drop the shown answer (and its query's true location, unless the user pinned one on the map). */
+function forgetAnswer(query) {
+  Object.assign(state, { entries: [], raw: null, selected: 0 });
+  if (query === null) state.filters = null;
+  if (state.trueSource !== "click" && !(query?.kind === "point")) {
+    state.trueLatLng = null;
+    state.trueSource = null;
+    view.setTrue(null);
   }
 }
 
@@ -108,6 +127,7 @@ function render() {
   view.showResult(entry?.result ?? null);
   followExif(entry?.result ?? null);
   renderDetails();
+  view.fitAnswer(entry?.result ?? null, state.trueLatLng);
   $("locate").disabled = !state.query;
   $("download-json").disabled = $("download-geojson").disabled = !state.raw;
 }
@@ -133,13 +153,13 @@ function renderDetails() {
   renderTable($("results-table"), entry?.result ?? null, state.trueLatLng, view.highlight);
   renderNeighbours($("neighbours"), entry?.result ?? null);
   $("summary").textContent = summaryText(entry?.result ?? null, state.trueLatLng,
-    state.trueSource === "exif" ? "the photo's EXIF position" : "the true location");
+    { exif: "the photo's EXIF position", point: "the point you gave" }[state.trueSource] ?? "the true location");
   $("clear-true").disabled = !state.trueLatLng;
 }
 
-function setTrue(latlng) {
+function setTrue(latlng, source = "click") {
   state.trueLatLng = latlng;
-  state.trueSource = latlng ? "click" : null;
+  state.trueSource = latlng ? source : null;
   view.setTrue(latlng);
   renderDetails();
 }
@@ -159,7 +179,27 @@ function save(text, type, name) {
 
 function fileStem() {
   const label = labelsOf(state.query)[0] ?? "query";
-  return "geoindex-" + label.replace(/\.[a-z0-9]+$/i, "").replace(/[^\w.-]+/g, "_").slice(0, 40);
+  return "geoindex-" + safeStem(label, state.query.kind === "images");
+}
+
+/** Inputs this server cannot answer are off, with the reason beside them (config.json says which). */
+function applyCapabilities(config) {
+  const note = $("capability-note");
+  if (config.images === false) {
+    $("files").disabled = true;
+    $("drop").classList.add("disabled");
+    $("drop").setAttribute("aria-disabled", "true");
+    $("drop").tabIndex = -1;
+    $("pick-photos").classList.add("disabled");
+  }
+  if (config.texts === false) {
+    $("text").placeholder = "lat, lng (e.g. 48.8584, 2.2945)";
+    $("text-label").textContent = "...give lat, lng (descriptions need CLIP weights)";
+  }
+  if (config.images === false || config.texts === false) {
+    note.textContent = config.reason ?? "this server answers coordinates only";
+    note.hidden = false;
+  }
 }
 
 // -- wiring ------------------------------------------------------------------------------------
@@ -172,18 +212,19 @@ async function main() {
     showError(`page configuration: ${e.message}`);
   }
   $("top-k").max = String(state.config.max_top_k);
+  applyCapabilities(state.config);
   view = createMap($("map"), state.config);
   window.geoindex = { state, view }; // for the console and the browser tests
   view.onMapClick(setTrue);
   getJson("/v1/index").then((info) => {
     const g = info.gallery ?? {};
     const what = g.resolution != null ? `H3 res ${g.resolution}${g.cells ? ` ${g.cells}` : ""}` : (g.kind ?? "");
-    $("index-info").textContent = `${what} gallery: ${Number(info.ntotal).toLocaleString("en-US")} cells, ${info.factory}`;
+    $("index-info").textContent = `${what} gallery: ${plural(Number(info.ntotal), "cell")}, ${info.factory}`;
   }).catch((e) => { $("index-info").textContent = `index: ${e.message}`; });
 
   const files = $("files");
   files.addEventListener("change", () => {
-    if (files.files.length) run({ kind: "images", files: [...files.files] });
+    if (files.files.length && state.config.images !== false) run({ kind: "images", files: [...files.files] });
     files.value = "";
   });
   const drop = $("drop");
@@ -198,20 +239,26 @@ async function main() {
     e.preventDefault();
     drop.classList.remove("over");
     const dropped = [...(e.dataTransfer?.files ?? [])];
+    if (state.config.images === false) return showError(`photos: ${state.config.reason}`);
     if (dropped.length) run({ kind: "images", files: dropped });
   });
   drop.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" || e.key === " ") files.click();
+    if ((e.key === "Enter" || e.key === " ") && !files.disabled) files.click();
   });
 
   $("text-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const text = $("text").value.trim();
     if (!text) return showError("type a description of a place, or lat, lng");
-    const latlng = parseLatLng(text);
-    if (latlng) {
-      setTrue(latlng); // a point: where the index would place it, and how far that is from the point
-      run({ kind: "point", latlng });
+    const coords = parseCoordinates(text);
+    if (coords?.error) return showError(coords.error); // never sent as a description
+    if (coords) {
+      const query = { kind: "point", latlng: coords.latlng };
+      forgetAnswer(query);
+      if (state.trueSource !== "click") setTrue(coords.latlng, "point"); // how far the answer is from it
+      run(query);
+    } else if (state.config.texts === false) {
+      showError(`descriptions: ${state.config.reason}`);
     } else {
       run({ kind: "text", text });
     }

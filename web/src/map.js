@@ -132,9 +132,16 @@ export function createMap(element, config) {
         }),
       }).addTo(cellsLayer);
     });
+    const radius = result.radius_km ?? null;
+    if (radius != null && preds.length) {
+      L.circle([preds[0].lat, preds[0].lng], {
+        radius: radius * 1000, className: "geoindex-radius", interactive: false, color: "#1f4e9c", weight: 1.5,
+        dashArray: "6 4", fill: false,
+      }).addTo(regionLayer);
+    }
     if (result.confidence_region) {
       const feature = result.confidence_region;
-      const region = L.geoJSON({ ...feature, geometry: unwrapGeometry(feature.geometry) }, {
+      L.geoJSON({ ...feature, geometry: unwrapGeometry(feature.geometry) }, {
         interactive: false, className: "geoindex-region",
         style: { className: "geoindex-region", color: "#d7263d", weight: 1.5, opacity: 0.9, fill: true,
           fillColor: "#d7263d", fillOpacity: 0.14 },
@@ -147,11 +154,28 @@ export function createMap(element, config) {
         .bindTooltip(`<img class="photo-tip" src="/v1/photos/${Number(n.id)}/image" alt="">`
           + `<br>photo ${i + 1}: ${escapeHtml(n.image)}<br>similarity ${n.similarity.toFixed(3)}`)
         .addTo(cellsLayer);
-      bounds.extend([n.lat, n.lng]);
     });
     cellsLayer.bringToFront();
     setLegend(maxP, result.confidence_region?.properties?.confidence ?? null);
-    if (bounds.isValid()) map.fitBounds(bounds, { padding: [30, 30], maxZoom: 6, animate: false });
+  }
+
+  /** The view that shows the answer: its cells, its confidence region and radius circle, and the
+   * true location (the user's pin, the point queried, or the photo's EXIF position). */
+  function answerBounds(result, trueLatLng) {
+    const bounds = L.latLngBounds([]);
+    if (!result) return bounds;
+    for (const p of result.predictions) {
+      if (p.cell_h3) bounds.extend(L.latLngBounds(ringToPolygons(h3.cellToBoundary(p.cell_h3))[0]));
+      else bounds.extend([p.lat, p.lng]);
+    }
+    regionLayer.eachLayer((layer) => bounds.extend(layer.getBounds()));
+    if (trueLatLng) bounds.extend(trueLatLng);
+    return bounds;
+  }
+
+  function fitAnswer(result, trueLatLng) {
+    const bounds = answerBounds(result, trueLatLng);
+    if (bounds.isValid()) map.fitBounds(bounds, { padding: [30, 30], maxZoom: 10, animate: false });
   }
 
   function highlight(cellH3, on) {
@@ -225,7 +249,7 @@ export function createMap(element, config) {
   });
 
   return {
-    map, loaded, showResult, highlight, setTrue, setBoxes, startBox, stopBox,
+    map, loaded, showResult, fitAnswer, answerBounds, highlight, setTrue, setBoxes, startBox, stopBox,
     onMapClick: (callback) => { onClick = callback; },
   };
 }
