@@ -77,7 +77,7 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
                         "in parallel (with --photos: the CLIP encoding); with no ADDRESS joins $RAY_ADDRESS or "
                         "starts a local cluster. Same index as without it")
     p.add_argument("--weights", type=Path, default=None, metavar="DIR",
-                   help="GeoCLIP weights folder (from geoindex-train fit); default the released weights")
+                   help="GeoCLIP weights folder (from `geoindex train fit`); default the released weights")
     p.add_argument("--batch-size", type=int, default=8192, help="points per encoder batch")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="fp32", help="fp32 (exact); fp16 or bf16 on CUDA only")

@@ -1,4 +1,4 @@
-"""``geolocate IMAGE... --index DIR``: where was this photo taken?
+"""``geoindex locate IMAGE... --index DIR``: where was this photo taken?
 
 Also ``--text "..."`` (CLIP text tower + GeoCLIP head) and ``--embedding FILE.npy`` ((n, 512)
 GeoCLIP embeddings). Output: a table (default), JSON (a list with one object per query, each
@@ -18,11 +18,11 @@ from geoindex.errors import GeoindexError, InvalidArgumentError
 
 PROG = "geoindex locate"
 EPILOG = """examples:
-  geolocate photo.jpg --index idx-r5
-  geolocate a.jpg b.png --index idx-r5 --top-k 3 --country FR --country ES --format json
-  geolocate --text "a beach with palm trees and colonial houses" --index idx-r5 --confidence 0.9 --format geojson
-  geolocate --embedding queries.npy --index idx-r5 --bbox=-10,35,3,44 --aggregate-res 3
-  geolocate ~/Pictures --index idx-r5 --out results.parquet      (a photo archive: resumable; also .csv .jsonl .geojson)
+  geoindex locate photo.jpg --index idx-r5
+  geoindex locate a.jpg b.png --index idx-r5 --top-k 3 --country FR --country ES --format json
+  geoindex locate --text "a beach with palm trees and colonial houses" --index idx-r5 --confidence 0.9 --format geojson
+  geoindex locate --embedding queries.npy --index idx-r5 --bbox=-10,35,3,44 --aggregate-res 3
+  geoindex locate ~/Pictures --index idx-r5 --out results.parquet      (a photo archive: resumable; also .csv .jsonl .geojson)
 """
 
 
@@ -30,7 +30,7 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Geolocate images, texts or GeoCLIP embeddings.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="*", help="image files (with --out: also folders)")
-    p.add_argument("--index", "-i", required=True, type=Path, help="index directory (from build_index)")
+    p.add_argument("--index", "-i", required=True, type=Path, help="index directory (from geoindex build)")
     p.add_argument("--text", action="append", default=[], help="a text query (repeatable)")
     p.add_argument("--embedding", type=Path, help=".npy file of (n, 512) GeoCLIP embeddings")
     p.add_argument("--top-k", "-k", type=int, default=5, help="predictions per query (default 5)")
@@ -45,7 +45,8 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--cells", action="append", default=[], help="restrict to an H3 cell at any coarser resolution")
     p.add_argument("--aggregate-res", type=int, default=None, help="sum probability into H3 parents at this res")
     p.add_argument("--confidence", type=float, default=None, help="add the region holding this mass, e.g. 0.9")
-    p.add_argument("--format", choices=("table", "json", "geojson"), default="table")
+    p.add_argument("--format", choices=("table", "json", "geojson"), default="table",
+                   help="table (for reading), json or geojson (RFC 7946) on stdout (default table)")
     p.add_argument("--map", type=Path, default=None, metavar="OUT.png",
                    help="also draw each query's predictions (and --confidence region, --true location) on a map; "
                         "several queries write OUT-1.png, OUT-2.png, ...")
@@ -55,7 +56,7 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--clip-model", default=None, help="CLIP backbone: ViT-L-14 (default, or the one --weights was "
                    "trained on), tiny-test for tests, or any open_clip ARCH:TAG")
     p.add_argument("--weights", type=Path, default=None, metavar="DIR",
-                   help="GeoCLIP weights folder (from geoindex-train fit); the index must be built with the same")
+                   help="GeoCLIP weights folder (from `geoindex train fit`); the index must be built with the same")
     p.add_argument("--clip-checkpoint", default=None,
                    help="local ViT-L-14 weights: an open_clip/OpenAI file or a transformers CLIP folder "
                    "(else $GEOINDEX_CLIP_CHECKPOINT, open_clip's cache, the Hugging Face cache's "
