@@ -563,3 +563,42 @@ def test_inputs_the_server_cannot_answer_are_off_with_the_reason(browser, coordi
         assert pg.locator("#error").is_hidden()
     finally:
         context.close()
+
+
+def test_a_batch_of_20_photos_yields_20_grid_items_and_a_20_row_csv(page, server):
+    """20 photos, over the server's 16 a request: sent in two requests, 20 thumbnails in the grid,
+    each with its best guess; a click shows one on the map; CSV, GeoJSON and KML of all 20."""
+    import csv
+
+    photos = [(f"batch-{i:02d}.jpg", jpeg(((i * 47) % 256, (i * 91) % 256, (i * 13) % 256))) for i in range(20)]
+    posts = []
+    page.on("request", lambda r: r.url.startswith(server + "/v1/locate") and r.method == "POST" and posts.append(r))
+    page.set_input_files("#files", [{"name": n, "mimeType": "image/jpeg", "buffer": b} for n, b in photos])
+    page.wait_for_function("() => document.querySelectorAll('#result-list button[data-result]').length === 20")
+    page.wait_for_function("() => document.body.dataset.state === 'idle'")
+    assert len(posts) == 2  # 16 + 4: the server's --max-images
+    assert page.inner_text("#status").startswith("20 results,")
+    labels = page.eval_on_selector_all("#result-list .label", "els => els.map(e => e.textContent)")
+    assert labels == [n for n, _ in photos]
+    assert page.locator("#result-list img").count() == 20
+    page.click('#result-list button[data-result="17"]')
+    page.wait_for_function("() => window.geoindex.state.selected === 17")
+    expected = httpx.post(server + "/v1/locate", files=[("images", photos[17][:1] + (photos[17][1], "image/jpeg"))],
+                          data={"top_k": "5", "confidence": "0.9"}, timeout=60).json()["results"][0]
+    assert [r["cell"] for r in table_rows(page)] == [p["cell_h3"] for p in expected["predictions"]]
+
+    with page.expect_download() as download:
+        page.click("#export-csv")
+    assert download.value.suggested_filename == "geoindex-20-photos.csv"
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert len(rows) == 20 and [r["label"] for r in rows] == labels
+    assert rows[17]["cell_h3"] == expected["predictions"][0]["cell_h3"]
+    assert float(rows[17]["lat"]) == pytest.approx(expected["predictions"][0]["lat"], abs=1e-9)
+    with page.expect_download() as download:
+        page.click("#export-geojson")
+    assert len(json.loads(Path(download.value.path()).read_text())["features"]) == 20
+    with page.expect_download() as download:
+        page.click("#export-kml")
+    assert Path(download.value.path()).read_text().count("<Placemark>") == 20
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-batch.png"), full_page=True)

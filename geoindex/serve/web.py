@@ -76,7 +76,7 @@ class Page:
     @classmethod
     def of(cls, settings, capabilities: dict | None = None) -> Page:
         config = {"tiles": settings.tiles, "max_top_k": settings.max_top_k, "max_images": settings.max_images,
-                  **(capabilities or {})}
+                  "max_request_bytes": settings.max_request_bytes, **(capabilities or {})}
         return cls(STATIC_DIR, content_security_policy(settings.tiles), orjson.dumps(config))
 
 

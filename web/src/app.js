@@ -1,6 +1,7 @@
 // The page: photos (picked or dropped) or a text -> POST /v1/locate[/text|/embedding] with the
 // filters -> the selected result on the map and in the table; the true location by a click.
 import { ApiError, getJson, locate } from "./api.js";
+import { chunk, toCsv, toGeoJson, toKml } from "./export.js";
 import { parseCoordinates, plural, safeStem } from "./geo.js";
 import { createMap } from "./map.js";
 import { renderNeighbours, renderResultList, renderTable, summaryText } from "./table.js";
@@ -68,10 +69,6 @@ async function run(query) {
     showError(String(message));
     return;
   }
-  if (query.kind === "images" && query.files.length > state.config.max_images) {
-    showError(`${query.files.length} photos: this server takes at most ${state.config.max_images} a request`);
-    return;
-  }
   const id = ++state.run;
   showError(null);
   if (query !== state.query) { // a new query: nothing of the last one stays on the page
@@ -82,8 +79,8 @@ async function run(query) {
   setStatus(`Locating ${what}...`, true);
   const t0 = performance.now();
   try {
-    const raw = await locate(query, filters);
-    if (id !== state.run) return;
+    const raw = query.kind === "images" ? await locateBatch(query, filters, id) : await locate(query, filters);
+    if (raw === null || id !== state.run) return;
     const data = JSON.parse(raw);
     if (query !== state.query) {
       state.thumbs.forEach((u) => URL.revokeObjectURL(u));
@@ -105,6 +102,58 @@ async function run(query) {
     render();
     showError(e instanceof ApiError ? `${e.status || ""} ${e.type}: ${e.message}`.trim() : String(e));
   }
+}
+
+/**
+ * Photos in as many requests as the server's limits need (--max-images files, about
+ * --max-request-bytes each), one after another, the progress shown; the answers' texts joined as one
+ * (int64 cell ids stay text). null when a newer query replaced this one.
+ */
+async function locateBatch(query, filters, id) {
+  const maxBytes = Math.max(1, (state.config.max_request_bytes ?? 64 * 2 ** 20) * 0.9);
+  const parts = chunk(query.files, state.config.max_images, maxBytes);
+  const arrays = [];
+  const progress = $("batch-progress");
+  progress.max = query.files.length;
+  progress.value = 0;
+  progress.hidden = parts.length < 2;
+  let done = 0;
+  try {
+    for (const files of parts) {
+      if (parts.length > 1) setStatus(`Locating photos: ${done} of ${query.files.length} done...`, true);
+      const raw = await locate({ kind: "images", files }, filters);
+      if (id !== state.run) return null;
+      arrays.push(raw.slice(raw.indexOf("[") + 1, raw.lastIndexOf("]")).trim());
+      done += files.length;
+      progress.value = done;
+    }
+  } finally {
+    progress.hidden = true;
+  }
+  query.requests = parts.length;
+  return `{"results":[${arrays.filter(Boolean).join(",")}]}`;
+}
+
+/** The image files under dropped folders too (DataTransfer entries, read recursively). */
+async function droppedFiles(dataTransfer) {
+  const entries = [...(dataTransfer?.items ?? [])].map((item) => item.webkitGetAsEntry?.()).filter(Boolean);
+  if (!entries.some((e) => e.isDirectory)) return [...(dataTransfer?.files ?? [])];
+  const out = [];
+  async function walk(entry) {
+    if (entry.isFile) {
+      const file = await new Promise((ok, fail) => entry.file(ok, fail));
+      if (file.type.startsWith("image/") || /\.(jpe?g|png|webp|gif|bmp|tiff?|heic)$/i.test(file.name)) out.push(file);
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) { // readEntries answers in pages
+        const page = await new Promise((ok, fail) => reader.readEntries(ok, fail));
+        if (!page.length) break;
+        for (const child of page) await walk(child);
+      }
+    }
+  }
+  for (const entry of entries) await walk(entry);
+  return out.sort((a, b) => a.name.localeCompare(b.name));
 }
 
 /** Drop the shown answer (and its query's true location, unless the user pinned one on the map). */
@@ -129,7 +178,10 @@ function render() {
   renderDetails();
   view.fitAnswer(entry?.result ?? null, state.trueLatLng);
   $("locate").disabled = !state.query;
-  $("download-json").disabled = $("download-geojson").disabled = !state.raw;
+  $("download-json").disabled = !state.raw;
+  $("download-geojson").disabled = !state.raw || (state.query?.requests ?? 1) > 1; // the export below does it
+  for (const id of ["export-csv", "export-geojson", "export-kml"]) $(id).disabled = !state.entries.length;
+  $("exports").hidden = !state.entries.length;
 }
 
 /** A photo with an EXIF GPS position: that is its true location (the user's click stays otherwise). */
@@ -178,6 +230,7 @@ function save(text, type, name) {
 }
 
 function fileStem() {
+  if (state.query.kind === "images" && state.query.files.length > 1) return `geoindex-${state.query.files.length}-photos`;
   const label = labelsOf(state.query)[0] ?? "query";
   return "geoindex-" + safeStem(label, state.query.kind === "images");
 }
@@ -191,6 +244,8 @@ function applyCapabilities(config) {
     $("drop").setAttribute("aria-disabled", "true");
     $("drop").tabIndex = -1;
     $("pick-photos").classList.add("disabled");
+    $("pick-folder").classList.add("disabled");
+    $("folder").disabled = true;
   }
   if (config.texts === false) {
     $("text").placeholder = "lat, lng (e.g. 48.8584, 2.2945)";
@@ -223,10 +278,13 @@ async function main() {
   }).catch((e) => { $("index-info").textContent = `index: ${e.message}`; });
 
   const files = $("files");
-  files.addEventListener("change", () => {
-    if (files.files.length && state.config.images !== false) run({ kind: "images", files: [...files.files] });
-    files.value = "";
-  });
+  for (const input of [files, $("folder")]) {
+    input.addEventListener("change", () => {
+      const picked = [...input.files].filter((f) => input === files || f.type.startsWith("image/"));
+      if (picked.length && state.config.images !== false) run({ kind: "images", files: picked });
+      input.value = "";
+    });
+  }
   const drop = $("drop");
   for (const type of ["dragenter", "dragover"]) {
     drop.addEventListener(type, (e) => {
@@ -235,10 +293,10 @@ async function main() {
     });
   }
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (e) => {
+  drop.addEventListener("drop", async (e) => {
     e.preventDefault();
     drop.classList.remove("over");
-    const dropped = [...(e.dataTransfer?.files ?? [])];
+    const dropped = await droppedFiles(e.dataTransfer);
     if (state.config.images === false) return showError(`photos: ${state.config.reason}`);
     if (dropped.length) run({ kind: "images", files: dropped });
   });
@@ -288,6 +346,12 @@ async function main() {
     rerun();
   });
 
+  const all = () => state.entries;
+  $("export-csv").addEventListener("click", () => save(toCsv(all()), "text/csv", fileStem() + ".csv"));
+  $("export-geojson").addEventListener("click", () => save(toGeoJson(all()), "application/geo+json",
+    fileStem() + "-all.geojson"));
+  $("export-kml").addEventListener("click", () => save(toKml(all()), "application/vnd.google-earth.kml+xml",
+    fileStem() + ".kml"));
   $("download-json").addEventListener("click", () => save(state.raw, "application/json", fileStem() + ".json"));
   $("download-geojson").addEventListener("click", async () => {
     try {

@@ -15,14 +15,23 @@ export function renderResultList(ol, entries, selected, onSelect) {
     button.dataset.result = String(i);
     button.setAttribute("aria-pressed", String(i === selected));
     const top = entry.result.predictions[0];
-    button.innerHTML = `${entry.thumb ? `<img src="${entry.thumb}" alt="">` : `<span class="thumb-text">Aa</span>`}
+    button.innerHTML = `${entry.thumb ? `<img src="${entry.thumb}" alt="" loading="lazy" decoding="async">` : `<span class="thumb-text">Aa</span>`}
       <span><span class="label">${escapeHtml(entry.label)}</span>
       <span class="muted small">${top ? `${escapeHtml(where(top))} &middot; ${pct(top.probability)}` : "no cells"}</span>
+      ${facts(entry.result)}
       </span>`;
     button.addEventListener("click", () => onSelect(i));
     li.append(button);
     return li;
   }));
+}
+
+/** Under a result's label: its radius (radius_km, when sent) and the distance to the photo's EXIF position. */
+function facts(result) {
+  const out = [];
+  if (result.radius_km != null) out.push(`<span class="radius">within ${km(result.radius_km)} km</span>`);
+  if (result.km_from_exif != null) out.push(`<span class="exif-km">${km(result.km_from_exif)} km from EXIF</span>`);
+  return out.length ? `<span class="muted small facts">${out.join(" &middot; ")}</span>` : "";
 }
 
 /** The table of one result's predictions; distances to the true location when one is set. */
