@@ -482,3 +482,16 @@ def test_ready_means_warm_and_the_server_says_where_it_listens(built_r2):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_places_in_a_box_most_populous_first(client):
+    r = client.get("/v1/places", params={"bbox": "1.5,48.3,3.5,49.3", "limit": 3})
+    assert r.status_code == 200, r.text
+    found = r.json()["places"]
+    assert len(found) == 3 and found[0]["name"] == "Paris" and found[0]["country"] == "FR"
+    assert [p["population"] for p in found] == sorted((p["population"] for p in found), reverse=True)
+    assert all(48.3 <= p["lat"] <= 49.3 and 1.5 <= p["lng"] <= 3.5 for p in found)
+    across = client.get("/v1/places", params={"bbox": "179,-20,-179,-15", "limit": 200}).json()["places"]
+    assert across and all(abs(p["lng"]) >= 179 for p in across)  # Fiji, across the antimeridian
+    bad = client.get("/v1/places", params={"bbox": "0,50,1,40"})
+    assert bad.status_code == 422 and "s < n" in bad.json()["error"]["message"]

@@ -466,9 +466,12 @@ def test_the_map_fits_the_answer_and_links_to_openstreetmap(page, server):
     assert page.locator("#map path.geoindex-radius").count() == (1 if radius is not None else 0)
     if radius is not None:
         assert "90% within" in summary
+    page.wait_for_function("() => [...document.querySelectorAll('.geoindex-place')].some(e => e.textContent === 'Paris')")
     with page.expect_download() as download:
         page.click("#download-json")
     assert download.value.suggested_filename == "geoindex-48.32093_2.91118.json"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-single.png"), full_page=True)
 
 
 def test_a_new_query_clears_the_last_one_unless_pinned(page, server):

@@ -18,7 +18,7 @@ from geoindex.serve.errors import HANDLERS
 from geoindex.serve.http import BodyLimit, OrjsonRoute
 from geoindex.serve.metrics import Metrics, MetricsMiddleware
 from geoindex.serve.requests import stamp_limits
-from geoindex.serve.routes import cells, embed, health, locate, photos
+from geoindex.serve.routes import cells, embed, health, locate, photos, places
 from geoindex.serve.settings import ENV_VAR, ServeSettings
 from geoindex.serve.warmup import warm_routes
 from geoindex.serve.web import Page, static_files
@@ -46,7 +46,7 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
     app.state.engine, app.state.metrics, app.state.ready = engine, Metrics(), engine.warmed
     app.state.page = Page.of(settings, engine.capabilities())
     engine.image_batcher.on_batch = engine.text_batcher.on_batch = app.state.metrics.batch_items.observe
-    for router in (locate.router, embed.router, cells.router, health.router, page_router):
+    for router in (locate.router, embed.router, cells.router, places.router, health.router, page_router):
         app.include_router(router)
     if engine.geolocator.photos is not None:
         app.include_router(photos.router)

@@ -2,7 +2,8 @@
 
 - ``locate``: ``POST /v1/locate`` (images), ``/v1/locate/text``, ``/v1/locate/embedding``;
 - ``embed``: ``POST /v1/embed/locations``;
-- ``cells``: ``GET /v1/index``, ``/v1/cells/{cell}``, ``/v1/places``;
+- ``cells``: ``GET /v1/index``, ``/v1/cells/{cell}``;
+- ``places``: ``GET /v1/places`` (named places in a box, for the page's map labels);
 - ``photos``: the reference photo gallery (mounted only when the server has ``--photos``);
 - ``health``: ``/healthz``, ``/readyz``, ``/metrics``;
 - ``page``: the web page at ``/`` and its ``/config.json`` (outside the OpenAPI schema).
