@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from geoindex.cli.common import add_device, add_weights
 from geoindex.errors import GeoindexError
 
 PROG = "geoindex embed"
@@ -27,9 +28,8 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, metavar="IN", help="CSV or Parquet with lat and lng/lon columns (CSV: or no header)")
     p.add_argument("--out", "-o", type=Path, required=True, help="OUT.npy or OUT.parquet")
     p.add_argument("--batch-size", type=int, default=8192, help="points per encoder batch (default 8192)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--weights", type=Path, default=None, metavar="DIR",
-                   help="GeoCLIP weights folder from `geoindex train fit` (default: the released weights)")
+    add_device(p)
+    add_weights(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p

@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 
+from geoindex.cli.common import add_weights
 from geoindex.errors import GeoindexError
 
 
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     p.add_argument("--lookup", type=_latlng, action="append", default=[], metavar="LAT,LNG",
                    help="a point in degrees to locate as a query would, e.g. 48.8584,2.2945 (repeatable)")
     p.add_argument("-k", type=int, default=5, help="cells to show per lookup (default 5)")
-    p.add_argument("--weights", default=None, metavar="DIR", help="the GeoCLIP weights folder it was built with (default: the released weights)")
+    add_weights(p)
     args = p.parse_args(argv)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 

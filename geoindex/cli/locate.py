@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from geoindex.cli.common import add_clip_model, add_device, add_format, add_index, add_weights
 from geoindex.cli import archive
 from geoindex.errors import GeoindexError, InvalidArgumentError
 
@@ -30,7 +31,7 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Geolocate images, texts or GeoCLIP embeddings.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="*", help="image files (with --out: also folders)")
-    p.add_argument("--index", "-i", required=True, type=Path, help="index directory (from geoindex build)")
+    add_index(p)
     p.add_argument("--text", action="append", default=[], help="a text query (repeatable)")
     p.add_argument("--embedding", type=Path, help=".npy file of (n, 512) GeoCLIP embeddings")
     p.add_argument("--top-k", "-k", type=int, default=5, help="predictions per query (default 5)")
@@ -45,23 +46,20 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--cells", action="append", default=[], help="restrict to an H3 cell at any coarser resolution")
     p.add_argument("--aggregate-res", type=int, default=None, help="sum probability into H3 parents at this res")
     p.add_argument("--confidence", type=float, default=None, help="add the region holding this mass, e.g. 0.9")
-    p.add_argument("--format", choices=("table", "json", "geojson"), default="table",
-                   help="table (for reading), json or geojson (RFC 7946) on stdout (default table)")
+    add_format(p)
     p.add_argument("--map", type=Path, default=None, metavar="OUT.png",
                    help="also draw each query's predictions (and --confidence region, --true location) on a map; "
                         "several queries write OUT-1.png, OUT-2.png, ...")
     p.add_argument("--true", action="append", default=[], metavar="LAT,LNG", type=_latlng,
                    help="where the photo was really taken: on the map, with its distance to the top prediction "
                         "(once for all queries, or once per query in order)")
-    p.add_argument("--clip-model", default=None, help="CLIP backbone: ViT-L-14 (default, or the one --weights was "
-                   "trained on), tiny-test for tests, or any open_clip ARCH:TAG")
-    p.add_argument("--weights", type=Path, default=None, metavar="DIR",
-                   help="GeoCLIP weights folder (from `geoindex train fit`); the index must be built with the same")
+    add_clip_model(p)
+    add_weights(p)
     p.add_argument("--clip-checkpoint", default=None,
                    help="local ViT-L-14 weights: an open_clip/OpenAI file or a transformers CLIP folder "
                    "(else $GEOINDEX_CLIP_CHECKPOINT, open_clip's cache, the Hugging Face cache's "
                    "openai/clip-vit-large-patch14, else an open_clip download)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    add_device(p)
     p.add_argument("--photos", type=Path, default=None, metavar="REF",
                    help="reference photo gallery (geoindex build --photos): each answer lists its nearest reference "
                         "photos and fuses their places with the cells (docs/photos.md)")

@@ -16,19 +16,21 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
 
+from geoindex.cli.common import CLIP_MODEL_HELP, DEVICE_HELP, WEIGHTS_HELP, add_index
 from geoindex.errors import GeoindexError, WeightsNotFoundError
 from geoindex.serve.protocol import server_config, uvicorn_kwargs
 from geoindex.serve.settings import ENV_VAR, ServeSettings
 
 PROG = "geoindex serve"
+METAVARS = {"clip_model": "MODEL", "weights": "DIR", "clip_checkpoint": "PATH", "photos": "REF",
+            "photos_root": "DIR", "tiles": "URL"}
 HELP = {  # one line per setting: what it does, its unit; the default is appended
-    "clip_model": "CLIP backbone (default: the one --weights was trained on, else ViT-L-14; tiny-test for tests)",
-    "weights": "GeoCLIP weights folder from `geoindex train fit` (default: the released weights); "
-               "the index must be built with the same",
+    "clip_model": CLIP_MODEL_HELP,
+    "weights": WEIGHTS_HELP,
     "clip_checkpoint": "local CLIP weights: an open_clip/OpenAI file or a transformers folder (default: open_clip's "
                        "cache, then the Hugging Face cache, then a download)",
     "embeddings_only": "serve without CLIP: photo and text queries answer 503, coordinates and embeddings work",
-    "device": "auto (CUDA when present), cpu, cuda or cuda:N",
+    "device": DEVICE_HELP,
     "max_request_bytes": "largest request body, bytes",
     "body_timeout": "seconds a request body may stall between two chunks before a 408",
     "header_timeout": "seconds from connecting to complete request headers before the connection is closed",
@@ -61,7 +63,7 @@ HELP = {  # one line per setting: what it does, its unit; the default is appende
 
 def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="HTTP API: where was this photo taken?")
-    p.add_argument("--index", required=True, help="index directory (from geoindex build)")
+    add_index(p, type=str)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
                                                        "only; 0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free port, printed)")
@@ -81,7 +83,7 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
             p.add_argument(flag, action="store_true", help=text)
         else:
             kind = type(default) if default is not None else str
-            p.add_argument(flag, type=kind, default=default, help=text)
+            p.add_argument(flag, type=kind, default=default, help=text, metavar=METAVARS.get(f.name))
     return p
 
 

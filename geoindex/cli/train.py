@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from geoindex.cli.common import add_clip_model, add_device
 from geoindex.errors import GeoindexError
 
 PROG = "geoindex train"
@@ -33,8 +34,7 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     f.add_argument("--out", "-o", type=Path, required=True, help="feature cache folder to create (or resume)")
     f.add_argument("--image-root", type=Path, default=None, help="folder relative image paths start from "
                    "(default: the CSV's folder)")
-    f.add_argument("--clip-model", default="ViT-L-14", help="ViT-L-14 (GeoCLIP's backbone), tiny-test, or any "
-                   "open_clip ARCH:TAG")
+    add_clip_model(f, default="ViT-L-14")
     f.add_argument("--clip-checkpoint", default=None, help="local weights of --clip-model: an open_clip/OpenAI "
                    "file or a transformers CLIP folder (else $GEOINDEX_CLIP_CHECKPOINT, open_clip's cache, "
                    "the Hugging Face cache's openai/clip-vit-large-patch14, else open_clip downloads it)")
@@ -46,7 +46,7 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     f.add_argument("--workers", type=int, default=4, help="image decoding threads (default 4)")
     f.add_argument("--seed", type=int, default=0, help="seed of the augmented views")
     f.add_argument("--strict", action="store_true", help="fail on the first unreadable image instead of skipping it")
-    f.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    add_device(f)
     f.add_argument("--overwrite", action="store_true", help="discard a cache in --out and encode again")
     f.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -73,7 +73,7 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     t.add_argument("--eval-index", type=Path, default=None, help="also evaluate against this index's cells")
     t.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     t.add_argument("--seed", type=int, default=0, help="seed of the shuffling and initialisation (default 0)")
-    t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    add_device(t)
     t.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="fp16 mixed precision (default: on CUDA; refused on the CPU)")
     t.add_argument("--overwrite", action="store_true", help="discard a run in --out and train again")
