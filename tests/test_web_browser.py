@@ -605,3 +605,22 @@ def test_a_batch_of_20_photos_yields_20_grid_items_and_a_20_row_csv(page, server
     assert Path(download.value.path()).read_text().count("<Placemark>") == 20
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "web-batch.png"), full_page=True)
+
+
+def test_a_200_photo_batch_does_not_freeze_the_page(page, server):
+    """200 photos: 13 requests of at most 16, 200 grid items, and the page stays responsive the
+    whole time (a 50 ms heartbeat on the page's main thread never stalls for a second)."""
+    photos = [{"name": f"p{i:03d}.jpg", "mimeType": "image/jpeg", "buffer": jpeg(((i * 37) % 256, (i * 11) % 256, 90),
+                                                                                 w=96, h=72)} for i in range(200)]
+    page.evaluate("""() => { window.__gaps = []; let last = performance.now();
+        window.__beat = setInterval(() => { const now = performance.now(); window.__gaps.push(now - last); last = now; }, 50); }""")
+    posts = []
+    page.on("request", lambda r: r.url.startswith(server + "/v1/locate") and r.method == "POST" and posts.append(r))
+    page.set_input_files("#files", photos)
+    page.wait_for_function("() => document.querySelectorAll('#result-list button[data-result]').length === 200",
+                           timeout=120_000)
+    worst = page.evaluate("() => { clearInterval(window.__beat); return Math.max(...window.__gaps); }")
+    assert len(posts) == 13
+    assert page.inner_text("#status").startswith("200 results,")
+    print(f"200-photo batch: longest main-thread stall {worst:.0f} ms")
+    assert worst < 1000, f"the page froze for {worst:.0f} ms"
