@@ -401,6 +401,8 @@ def test_openapi_states_the_limits_and_the_refusals(settings):
     assert (body["embeddings"]["minItems"], body["embeddings"]["maxItems"]) == (1, settings.max_embeddings)
     assert body["embeddings"]["items"]["minItems"] == body["embeddings"]["items"]["maxItems"] == 512
     assert (body["top_k"]["minimum"], body["top_k"]["maximum"]) == (1, settings.max_top_k)
+    answer = spec["components"]["schemas"]["EmbeddingsResponse"]["properties"]["embeddings"]
+    assert "maxItems" not in answer  # an answer's list is not a request limit
     post = spec["paths"]["/v1/locate"]["post"]["responses"]
     assert {"200", "400", "408", "413", "415", "422", "503"} <= set(post)
     assert set(post["200"]["content"]) == {"application/json", "application/geo+json"}

@@ -73,8 +73,12 @@ def check_limits(values: dict, limits: Limits) -> None:
 
 
 def stamp_limits(spec: dict, limits: Limits) -> dict:
-    """Write ``limits`` into every request schema of an OpenAPI document (in place; returns it)."""
-    for schema in spec.get("components", {}).get("schemas", {}).values():
+    """Write ``limits`` into every request schema of an OpenAPI document (in place; returns it): the
+    bodies of this module and the multipart forms (``Body_...``), never an answer's schema."""
+    requests = {model.__name__ for model in (Filters, TextRequest, EmbeddingRequest, CoordinatesRequest)}
+    for title, schema in spec.get("components", {}).get("schemas", {}).items():
+        if title not in requests and not title.startswith("Body_"):
+            continue
         for name, prop in schema.get("properties", {}).items():
             if name not in LIMITS:
                 continue
