@@ -11,6 +11,18 @@ from recall_rules import RECALL_TARGET, REPORT_NPROBE, best_compact, chosen_all,
 
 
 def plot(rows: list[dict]) -> None:
+    """Write the two plots beside recall.json (recall_vs_bytes.png, recall_vs_ms.png)."""
+    import matplotlib.pyplot as plt
+
+    for name, fig in figures(rows):
+        fig.savefig(RESULTS / name, dpi=110)
+        plt.close(fig)
+
+
+def figures(rows: list[dict], columns: int | None = None) -> list[tuple[str, object]]:
+    """The two plots of recall.json's rows as matplotlib figures, (file name, figure) each: recall@10
+    against bytes per vector and against ms per query, a panel per resolution. The docs site draws
+    the same figures (docs/gen_benchmarks.py), ``columns`` panels a row (default: all in one row)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,10 +36,15 @@ def plot(rows: list[dict]) -> None:
     palette = plt.get_cmap("tab20").colors
     colour = {c: palette[i % len(palette)] for i, c in enumerate(sorted({codec_of(r["factory"]) for r in rows}))}
     res_list = sorted({r["resolution"] for r in rows})
+    out = []
     for name, xkey, xlabel, logx in (("recall_vs_bytes.png", "bytes_per_vector", "bytes per vector", True),
                                      ("recall_vs_ms.png", "ms_per_query", "ms per query (1 thread)", True)):
-        fig, axes = plt.subplots(1, len(res_list), figsize=(5 * len(res_list), 4.2), squeeze=False)
-        for ax, res in zip(axes[0], res_list):
+        ncols = min(columns or len(res_list), len(res_list))
+        nrows = -(-len(res_list) // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 4.2 * nrows), squeeze=False)
+        for ax in axes.flat[len(res_list):]:
+            ax.set_visible(False)
+        for ax, res in zip(axes.flat, res_list):
             sub = [r for r in rows if r["resolution"] == res and r["queries"] == "photo"]
             for factory in dict.fromkeys(r["factory"] for r in sub):
                 pts = sorted((r[xkey], r["recall_at_10"]) for r in sub if r["factory"] == factory)
@@ -52,8 +69,8 @@ def plot(rows: list[dict]) -> None:
                      f"{'nprobe ' + str(REPORT_NPROBE) if xkey == 'bytes_per_vector' else 'every nprobe'}; "
                      "o k-means lists, ^ H3-parent lists, s exact re-ranking)", fontsize=9)
         fig.tight_layout()
-        fig.savefig(RESULTS / name, dpi=110)
-        plt.close(fig)
+        out.append((name, fig))
+    return out
 
 
 def report(rows: list[dict]) -> str:

@@ -18,6 +18,7 @@ Run it as a script to print every table (``python docs/gen_benchmarks.py [NAME .
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 import sys
@@ -27,7 +28,9 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DOCS = ROOT / "docs"
-MARKER = re.compile(r"^<!-- (bench|api): ([a-z0-9_.-]+) -->$", re.MULTILINE)
+MARKER = re.compile(r"^<!-- (bench|api|plot): ([a-z0-9_.-]+) -->$", re.MULTILINE)
+PLOTS = {"recall_vs_bytes": "recall@10 against bytes per vector, per resolution (recall.json)",
+         "recall_vs_ms": "recall@10 against milliseconds per query, per resolution (recall.json)"}
 
 
 def load(name: str) -> dict:
@@ -334,8 +337,36 @@ def api_reference() -> str:
     return "\n".join(out)
 
 
+@functools.cache
+def plot_svg(name: str) -> str:
+    """A plot of benchmarks/results/recall.json as inline SVG, drawn by the benchmark's own plotting
+    code (``benchmarks/recall_report.py:figures``), so the site's plot is the JSON as it is now."""
+    import io
+
+    if name not in PLOTS:
+        raise KeyError(f"unknown marker <!-- plot: {name} -->: known are {', '.join(sorted(PLOTS))}")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import matplotlib.pyplot as plt
+        from recall_report import figures
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    out = io.StringIO()
+    for file_name, fig in figures(load("recall")["rows"], columns=2):
+        if file_name == name + ".png":
+            fig.set_dpi(72)
+            fig.savefig(out, format="svg", metadata={"Date": None})
+        plt.close(fig)
+    svg = out.getvalue()
+    svg = svg[svg.index("<svg"):]  # inline: no XML prolog or doctype
+    svg = re.sub(r'^<svg([^>]*?) width="[^"]+" height="[^"]+"', r'<svg\1 style="width: 100%; height: auto"', svg, count=1)  # fits the page
+    return f'<figure class="bench-plot" style="width: 100%; margin: 1em 0">\n{svg}\n<figcaption>{PLOTS[name]}</figcaption>\n</figure>'
+
+
 def render(kind: str, name: str) -> str:
     """The Markdown a marker stands for; raises KeyError naming the known markers for an unknown one."""
+    if kind == "plot":
+        return plot_svg(name)
     if kind == "api":
         if name != "exports":
             raise KeyError(f"unknown marker <!-- api: {name} -->: the only one is <!-- api: exports -->")

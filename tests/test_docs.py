@@ -163,3 +163,16 @@ def test_links_outside_docs_become_paths_in_the_site():
     out = g.unlink_outside(text, DOCS)
     assert out == ("script (`benchmarks/bench_recall.py`) [page](building.md) [gone](../no-such-file.py) "
                    "readme (`README.md`) ![pic](web-page.png)")
+
+
+@pytest.mark.slow  # matplotlib draws both figures: ~5 s on 2 cores
+def test_plot_markers_draw_the_recall_json():
+    """<!-- plot: NAME -->: the benchmark's own figure of recall.json, inline SVG; an unknown plot fails."""
+    g = gen()
+    used = {m[2] for page in DOCS.rglob("*.md") for m in g.MARKER.finditer(page.read_text()) if m[1] == "plot"}
+    assert used == set(g.PLOTS)
+    svg = g.render("plot", "recall_vs_bytes")
+    assert svg.startswith("<figure") and "<svg" in svg and "<?xml" not in svg
+    assert "bytes per vector" in svg and "H3 res 3 land (13,483 cells)" in svg  # axis and a panel from the JSON
+    with pytest.raises(KeyError, match="known are"):
+        g.render("plot", "no-such-plot")

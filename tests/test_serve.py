@@ -352,12 +352,57 @@ def test_schemathesis_finds_no_failure(settings):
     assert app.state.ready  # and still serving
 
 
+def test_a_router_alone_on_a_bare_app_with_a_fake_engine():
+    """A route lives outside create_app: the locate router on a bare FastAPI, the engine a fake given
+    through the dependency; the server's limits come from the engine, the options reach its search."""
+    from fastapi import FastAPI
+
+    from geoindex.serve.errors import HANDLERS
+    from geoindex.serve.requests import Limits
+    from geoindex.serve.routes import get_engine, locate
+
+    class FakeResult:
+        def __init__(self, k):
+            self.k = k
+
+        def to_dict(self):
+            return {"predictions": [{"cell": i} for i in range(self.k)]}
+
+    class FakeEngine:
+        limits = Limits(max_top_k=3, max_embeddings=2)
+
+        class geolocator:  # noqa: N801 (a stand-in namespace)
+            ntotal = 10
+
+        seen = []
+
+        async def locate(self, xq, options):
+            self.seen.append((xq.shape, options.k))
+            return [FakeResult(options.k) for _ in xq]
+
+    app = FastAPI(exception_handlers=HANDLERS)
+    app.include_router(locate.router)
+    fake = FakeEngine()
+    app.dependency_overrides[get_engine] = lambda: fake
+    c = TestClient(app)
+    r = c.post("/v1/locate/embedding", json={"embeddings": [[1.0] * 512] * 2, "top_k": 3})
+    assert r.status_code == 200 and [len(x["predictions"]) for x in r.json()["results"]] == [3, 3]
+    assert fake.seen == [((2, 512), 3)]
+    over = c.post("/v1/locate/embedding", json={"embeddings": [[1.0] * 512] * 3})
+    assert over.status_code == 422 and "embeddings" in over.json()["error"]["message"]
+    assert "at most 2 items, not 3 (this server's --max-embeddings)" in over.json()["error"]["message"]
+    assert "--max-top-k" in c.post("/v1/locate/embedding", json={"embeddings": [[1.0] * 512], "top_k": 4}).text
+    assert len(fake.seen) == 1  # refused before any search
+
+
 def test_openapi_states_the_limits_and_the_refusals(settings):
     spec = create_app(replace(settings, embeddings_only=True)).openapi()
     body = spec["components"]["schemas"]["EmbeddingRequest"]["properties"]
     assert (body["embeddings"]["minItems"], body["embeddings"]["maxItems"]) == (1, settings.max_embeddings)
     assert body["embeddings"]["items"]["minItems"] == body["embeddings"]["items"]["maxItems"] == 512
     assert (body["top_k"]["minimum"], body["top_k"]["maximum"]) == (1, settings.max_top_k)
+    answer = spec["components"]["schemas"]["EmbeddingsResponse"]["properties"]["embeddings"]
+    assert "maxItems" not in answer  # an answer's list is not a request limit
     post = spec["paths"]["/v1/locate"]["post"]["responses"]
     assert {"200", "400", "408", "413", "415", "422", "503"} <= set(post)
     assert set(post["200"]["content"]) == {"application/json", "application/geo+json"}
@@ -398,3 +443,57 @@ def test_stalled_body_gets_408_and_the_server_keeps_serving(settings):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@pytest.mark.slow
+def test_ready_means_warm_and_the_server_says_where_it_listens(built_r2):
+    """`geoindex serve` with the tiny CLIP model: once the listening line is on stderr, /readyz is 200
+    and the first photo query costs under 2x what later ones do (a ratio of this run's own times;
+    the later cost is the median of three, so one scheduling hiccup on a busy machine is not it)."""
+    import statistics
+    import time
+
+    import httpx
+
+    code = f"import sys\nfrom geoindex.cli.serve import main\nsys.exit(main(sys.argv[1:]))\n"
+    proc = subprocess.Popen([sys.executable, "-c", code, "--index", str(built_r2), "--clip-model", "tiny-test",
+                             "--port", "0"], stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 120
+        while "listening on" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "the server exited before listening"
+        assert line.startswith("listening on http://127.0.0.1:") and "(page at /, API docs at /docs)" in line, line
+        url = line.split()[2]
+        with httpx.Client(base_url=url, timeout=60) as c:
+            assert c.get("/readyz").json()["status"] == "ready"
+
+            def query(color) -> float:
+                began = time.perf_counter()
+                r = c.post("/v1/locate", files={"images": ("p.jpg", jpeg(color=color), "image/jpeg")},
+                           data={"top_k": "5", "confidence": "0.9"})
+                assert r.status_code == 200, r.text
+                return time.perf_counter() - began
+
+            # the client's own first multipart encoding costs ~30 ms here: pay it on a route that does not exist
+            assert c.post("/v1/none", files={"images": ("p.jpg", jpeg(), "image/jpeg")}).status_code == 404
+            first = query((200, 30, 30))
+            later = statistics.median(query((30, 200 - 40 * i, 30)) for i in range(3))
+        assert first < 2 * later, (first, later)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_places_in_a_box_most_populous_first(client):
+    r = client.get("/v1/places", params={"bbox": "1.5,48.3,3.5,49.3", "limit": 3})
+    assert r.status_code == 200, r.text
+    found = r.json()["places"]
+    assert len(found) == 3 and found[0]["name"] == "Paris" and found[0]["country"] == "FR"
+    assert [p["population"] for p in found] == sorted((p["population"] for p in found), reverse=True)
+    assert all(48.3 <= p["lat"] <= 49.3 and 1.5 <= p["lng"] <= 3.5 for p in found)
+    across = client.get("/v1/places", params={"bbox": "179,-20,-179,-15", "limit": 200}).json()["places"]
+    assert across and all(abs(p["lng"]) >= 179 for p in across)  # Fiji, across the antimeridian
+    bad = client.get("/v1/places", params={"bbox": "0,50,1,40"})
+    assert bad.status_code == 422 and "s < n" in bad.json()["error"]["message"]

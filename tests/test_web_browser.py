@@ -425,3 +425,202 @@ def test_exif_position_is_the_true_location_and_refine_toggle(page, server):
     with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate") and r.request.method == "POST"):
         page.uncheck("#refine")
     page.wait_for_function("() => window.geoindex.state.filters.refine === null")  # stored once the answer is read
+
+
+# -- state: what a query leaves behind (issue 35) ---------------------------------------------------
+def wait_answer(pg):
+    pg.wait_for_selector("#results-table tbody tr[data-cell]")
+    pg.wait_for_function("() => document.body.dataset.state === 'idle'")
+
+
+def test_the_map_fits_the_answer_and_links_to_openstreetmap(page, server):
+    """After a lat, lng query the view holds the top prediction and spans under 10x the confidence
+    region's extent (the res-2 cell nearest Paris, whose centre the query is: a one-cell region, the
+    next cells in France and Spain); each row links to its point on OpenStreetMap; the download's
+    name keeps the coordinates' dots; "1 cell", not "1 cells"; the radius line and circle follow
+    radius_km when the answer carries one."""
+    page.fill("#top-k", "3")
+    page.fill("#confidence", "0.9")
+    page.fill("#text", "48.32093, 2.91118")  # the centre of res-2 cell 821fb7fffffffff
+    with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate/embedding")) as answer:
+        page.click("#text-go")
+    result = answer.value.json()["results"][0]
+    wait_answer(page)
+    top = result["predictions"][0]
+    s, w, n, e = page.evaluate("""() => { const b = window.geoindex.view.map.getBounds();
+        return [b.getSouth(), b.getWest(), b.getNorth(), b.getEast()]; }""")
+    region = result["confidence_region"]["geometry"]
+    polygons = region["coordinates"] if region["type"] == "MultiPolygon" else [region["coordinates"]]
+    lngs, lats = zip(*(pt for poly in polygons for ring in poly for pt in ring))
+    assert s <= top["lat"] <= n and w <= top["lng"] <= e
+    assert n - s < 10 * (max(lats) - min(lats)) and e - w < 10 * (max(lngs) - min(lngs)), ((s, w, n, e), lats, lngs)
+    links = page.locator("#results-table tbody tr[data-cell] a.osm")
+    assert links.count() == 3
+    href = links.first.get_attribute("href")
+    assert href.startswith("https://www.openstreetmap.org/?mlat=") and f"mlat={top['lat']:.5f}&mlon={top['lng']:.5f}" in href
+    assert links.first.get_attribute("target") == "_blank"
+    summary = page.inner_text("#summary")
+    cells = len(result["confidence_region"]["properties"]["cells"])
+    assert f"confidence region: {cells} cell{'s' if cells != 1 else ''} (" in summary and "1 cells" not in summary
+    radius = result.get("radius_km")
+    assert page.locator("#map path.geoindex-radius").count() == (1 if radius is not None else 0)
+    if radius is not None:
+        assert "90% within" in summary
+    page.wait_for_function("() => [...document.querySelectorAll('.geoindex-place')].some(e => e.textContent === 'Paris')")
+    with page.expect_download() as download:
+        page.click("#download-json")
+    assert download.value.suggested_filename == "geoindex-48.32093_2.91118.json"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-single.png"), full_page=True)
+
+
+def test_a_new_query_clears_the_last_one_unless_pinned(page, server):
+    """A lat, lng query's point is its true location; the next (text) query drops it, its marker
+    and the 'to true' column. A location pinned on the map stays across queries. Plurals: 1 result."""
+    page.fill("#top-k", "2")
+    page.fill("#text", "48.8584, 2.2945")
+    page.click("#text-go")
+    wait_answer(page)
+    assert page.locator("#map path.geoindex-true").count() == 1 and page.locator("th.true-col").is_visible()
+    assert "from the point you gave" in page.inner_text("#summary")
+    assert page.inner_text("#status").startswith("1 result,")
+    page.fill("#text", "a harbour with fishing boats")
+    with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate/text")):
+        page.click("#text-go")
+    page.wait_for_function("() => document.body.dataset.state === 'idle'")
+    wait_answer(page)
+    assert page.locator("#map path.geoindex-true").count() == 0
+    assert not page.locator("th.true-col").is_visible()
+    assert page.locator("td.to-true").count() == 0 and " km from " not in page.inner_text("#summary")
+
+    page.mouse.click(*latlng_to_page_xy(page, 10.0, 20.0))  # a pin: the user's own true location
+    page.locator("#map path.geoindex-true").wait_for()
+    page.fill("#text", "snowy mountains above a lake")
+    with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate/text")):
+        page.click("#text-go")
+    wait_answer(page)
+    page.wait_for_function("() => window.geoindex.state.query.text === 'snowy mountains above a lake'")
+    assert page.locator("#map path.geoindex-true").count() == 1 and page.locator("th.true-col").is_visible()
+    assert "from the true location" in page.inner_text("#summary")
+
+
+def test_an_error_replaces_the_answer_and_bad_coordinates_are_never_sent(page, server):
+    page.fill("#top-k", "2")
+    page.fill("#text", "a harbour with fishing boats")
+    page.click("#text-go")
+    wait_answer(page)
+    sent = []
+    page.on("request", lambda r: "/v1/" in r.url and sent.append(r.url))
+    page.fill("#text", "91, 500")
+    page.click("#text-go")
+    page.wait_for_selector("#error:not([hidden])")
+    error = page.inner_text("#error")
+    assert "latitude 91 is outside -90..90" in error and "longitude 500 is outside -180..180" in error
+    assert sent == []  # refused on the page: never sent as a description
+    page.fill("#country", "XX")  # no cells in this index: the server's 422
+    page.expected_errors.append("422")
+    page.fill("#text", "a harbour with fishing boats")
+    with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate/text")) as answer:
+        page.click("#text-go")
+    assert answer.value.status == 422
+    page.wait_for_selector("#error:not([hidden])")
+    assert "422" in page.inner_text("#error")
+    assert page.locator("#results-table").is_hidden() and page.locator("#result-list li").count() == 0
+    assert page.locator("#map path.geoindex-cell").count() == 0 and page.inner_text("#summary") == ""
+    assert page.locator("#download-json").is_disabled()
+
+
+@pytest.fixture(scope="module")
+def coordinates_only_server(settings):
+    from dataclasses import replace
+
+    from geoindex.serve.app import create_app
+
+    with running(create_app(replace(settings, embeddings_only=True))) as url:
+        yield url
+
+
+def test_inputs_the_server_cannot_answer_are_off_with_the_reason(browser, coordinates_only_server):
+    """--embeddings-only: the photo drop and descriptions are off, the page says why; lat, lng works."""
+    server = coordinates_only_server
+    config = httpx.get(server + "/config.json").json()
+    assert config["images"] is False and config["texts"] is False and "--embeddings-only" in config["reason"]
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    try:
+        pg.goto(server + "/")
+        pg.wait_for_selector("body[data-ready=true]")
+        assert pg.locator("#files").is_disabled()
+        assert pg.get_attribute("#drop", "aria-disabled") == "true"
+        assert "--embeddings-only" in pg.inner_text("#capability-note")
+        sent = []
+        pg.on("request", lambda r: "/v1/locate" in r.url and sent.append(r.url))
+        pg.fill("#text", "a harbour with fishing boats")
+        pg.click("#text-go")
+        pg.wait_for_selector("#error:not([hidden])")
+        assert "descriptions" in pg.inner_text("#error") and sent == []
+        pg.fill("#text", "48.8584, 2.2945")
+        pg.click("#text-go")
+        pg.wait_for_selector("#results-table tbody tr[data-cell]")
+        assert pg.locator("#error").is_hidden()
+    finally:
+        context.close()
+
+
+def test_a_batch_of_20_photos_yields_20_grid_items_and_a_20_row_csv(page, server):
+    """20 photos, over the server's 16 a request: sent in two requests, 20 thumbnails in the grid,
+    each with its best guess; a click shows one on the map; CSV, GeoJSON and KML of all 20."""
+    import csv
+
+    photos = [(f"batch-{i:02d}.jpg", jpeg(((i * 47) % 256, (i * 91) % 256, (i * 13) % 256))) for i in range(20)]
+    posts = []
+    page.on("request", lambda r: r.url.startswith(server + "/v1/locate") and r.method == "POST" and posts.append(r))
+    page.set_input_files("#files", [{"name": n, "mimeType": "image/jpeg", "buffer": b} for n, b in photos])
+    page.wait_for_function("() => document.querySelectorAll('#result-list button[data-result]').length === 20")
+    page.wait_for_function("() => document.body.dataset.state === 'idle'")
+    assert len(posts) == 2  # 16 + 4: the server's --max-images
+    assert page.inner_text("#status").startswith("20 results,")
+    labels = page.eval_on_selector_all("#result-list .label", "els => els.map(e => e.textContent)")
+    assert labels == [n for n, _ in photos]
+    assert page.locator("#result-list img").count() == 20
+    page.click('#result-list button[data-result="17"]')
+    page.wait_for_function("() => window.geoindex.state.selected === 17")
+    expected = httpx.post(server + "/v1/locate", files=[("images", photos[17][:1] + (photos[17][1], "image/jpeg"))],
+                          data={"top_k": "5", "confidence": "0.9"}, timeout=60).json()["results"][0]
+    assert [r["cell"] for r in table_rows(page)] == [p["cell_h3"] for p in expected["predictions"]]
+
+    with page.expect_download() as download:
+        page.click("#export-csv")
+    assert download.value.suggested_filename == "geoindex-20-photos.csv"
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert len(rows) == 20 and [r["label"] for r in rows] == labels
+    assert rows[17]["cell_h3"] == expected["predictions"][0]["cell_h3"]
+    assert float(rows[17]["lat"]) == pytest.approx(expected["predictions"][0]["lat"], abs=1e-9)
+    with page.expect_download() as download:
+        page.click("#export-geojson")
+    assert len(json.loads(Path(download.value.path()).read_text())["features"]) == 20
+    with page.expect_download() as download:
+        page.click("#export-kml")
+    assert Path(download.value.path()).read_text().count("<Placemark>") == 20
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-batch.png"), full_page=True)
+
+
+def test_a_200_photo_batch_does_not_freeze_the_page(page, server):
+    """200 photos: 13 requests of at most 16, 200 grid items, and the page stays responsive the
+    whole time (a 50 ms heartbeat on the page's main thread never stalls for a second)."""
+    photos = [{"name": f"p{i:03d}.jpg", "mimeType": "image/jpeg", "buffer": jpeg(((i * 37) % 256, (i * 11) % 256, 90),
+                                                                                 w=96, h=72)} for i in range(200)]
+    page.evaluate("""() => { window.__gaps = []; let last = performance.now();
+        window.__beat = setInterval(() => { const now = performance.now(); window.__gaps.push(now - last); last = now; }, 50); }""")
+    posts = []
+    page.on("request", lambda r: r.url.startswith(server + "/v1/locate") and r.method == "POST" and posts.append(r))
+    page.set_input_files("#files", photos)
+    page.wait_for_function("() => document.querySelectorAll('#result-list button[data-result]').length === 200",
+                           timeout=120_000)
+    worst = page.evaluate("() => { clearInterval(window.__beat); return Math.max(...window.__gaps); }")
+    assert len(posts) == 13
+    assert page.inner_text("#status").startswith("200 results,")
+    print(f"200-photo batch: longest main-thread stall {worst:.0f} ms")
+    assert worst < 1000, f"the page froze for {worst:.0f} ms"

@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from geoindex.cli.common import add_device, add_weights
 from geoindex.errors import GeoindexError, InvalidArgumentError
 from geoindex.cli.build_photos import add_photo_flags, build_photos_main, given_dests
 from geoindex.index.defaults import describe_defaults
@@ -77,10 +78,9 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="build on a Ray cluster: encoder actors per CPU (per GPU when it has GPUs) and codes added "
                         "in parallel (with --photos: the CLIP encoding); with no ADDRESS joins $RAY_ADDRESS or "
                         "starts a local cluster. Same index as without it")
-    p.add_argument("--weights", type=Path, default=None, metavar="DIR",
-                   help="GeoCLIP weights folder (from geoindex-train fit); default the released weights")
+    add_weights(p)
     p.add_argument("--batch-size", type=int, default=8192, help="points per encoder batch")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    add_device(p)
     p.add_argument("--precision", default="fp32", help="fp32 (exact); fp16 or bf16 on CUDA only")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
     p.add_argument("--seed", type=int, default=1234, help="seed of the training sample")

@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from geoindex.cli.common import add_clip_model
 from geoindex.errors import GeoindexError, InvalidArgumentError, TrainingDataError
 
 # cell-build flags a photo build does not take (refused when given at all; see given_dests)
@@ -33,8 +34,7 @@ def add_photo_flags(p: argparse.ArgumentParser) -> None:
                    help="reuse this `geoindex train features` cache of the --photos CSV instead of encoding again")
     g.add_argument("--image-root", type=Path, default=None, help="folder relative image paths start from "
                    "(default: the CSV's)")
-    g.add_argument("--clip-model", default=None, help="CLIP backbone as in locate (default ViT-L-14, or the one "
-                   "--weights was trained on; tiny-test for tests)")
+    add_clip_model(g)
     g.add_argument("--clip-checkpoint", default=None, help="local checkpoint of the CLIP model (as in locate)")
 
 

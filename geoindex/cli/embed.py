@@ -1,4 +1,4 @@
-"""``geoindex-embed IN -o OUT``: GeoCLIP location embeddings of a file of coordinates.
+"""``geoindex embed IN -o OUT``: GeoCLIP location embeddings of a file of coordinates.
 
 IN is a CSV or Parquet of lat, lng rows; OUT's suffix picks ``.npy`` ((n, 512) float32) or
 ``.parquet`` (lat, lng, embedding). Errors are one line on stderr and exit status 2.
@@ -11,12 +11,13 @@ import logging
 import sys
 from pathlib import Path
 
+from geoindex.cli.common import add_device, add_weights
 from geoindex.errors import GeoindexError
 
 PROG = "geoindex embed"
 EPILOG = """examples:
-  geoindex-embed points.csv -o points.npy               # (n, 512) float32, L2-normalised
-  geoindex-embed sites.parquet -o sites-emb.parquet     # lat, lng, embedding columns
+  geoindex embed points.csv -o points.npy               # (n, 512) float32, L2-normalised
+  geoindex embed sites.parquet -o sites-emb.parquet     # lat, lng, embedding columns
 """
 
 
@@ -27,9 +28,8 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, metavar="IN", help="CSV or Parquet with lat and lng/lon columns (CSV: or no header)")
     p.add_argument("--out", "-o", type=Path, required=True, help="OUT.npy or OUT.parquet")
     p.add_argument("--batch-size", type=int, default=8192, help="points per encoder batch (default 8192)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--weights", type=Path, default=None, metavar="DIR",
-                   help="GeoCLIP weights folder from geoindex-train fit (default: the released weights)")
+    add_device(p)
+    add_weights(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p

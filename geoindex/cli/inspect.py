@@ -1,4 +1,4 @@
-"""``python -m build_index.inspect DIR [--lookup LAT,LNG ...]``: verify an index and query it.
+"""``geoindex inspect DIR [--lookup LAT,LNG ...]``: verify an index and query it.
 
 Prints the manifest summary, verifies every file's checksum, and for each ``--lookup`` point
 encodes the location and locates it as a query would (the index's search settings, re-ranking
@@ -17,10 +17,17 @@ import argparse
 import logging
 import sys
 
+from geoindex.cli.common import add_weights
 from geoindex.errors import GeoindexError
 
 
 PROG = "geoindex inspect"
+DESCRIPTION = ("Verify an index: print its manifest summary and check every file's checksum; with --lookup, "
+               "locate points as a query would and print the top cells with their distance from the point.")
+EPILOG = """examples:
+  geoindex inspect idx-r5
+  geoindex inspect idx-r5 --lookup=48.8584,2.2945 --lookup=-33.8568,151.2153 -k 3
+"""
 
 def _latlng(text: str) -> tuple[float, float]:
     try:
@@ -31,11 +38,13 @@ def _latlng(text: str) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    p.add_argument("index_dir")
-    p.add_argument("--lookup", type=_latlng, action="append", default=[], metavar="LAT,LNG")
-    p.add_argument("-k", type=int, default=5, help="cells to show per lookup")
-    p.add_argument("--weights", default=None, metavar="DIR", help="the GeoCLIP weights folder it was built with")
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("index_dir", help="index directory (from geoindex build)")
+    p.add_argument("--lookup", type=_latlng, action="append", default=[], metavar="LAT,LNG",
+                   help="a point in degrees to locate as a query would, e.g. 48.8584,2.2945 (repeatable)")
+    p.add_argument("-k", type=int, default=5, help="cells to show per lookup (default 5)")
+    add_weights(p)
     args = p.parse_args(argv)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 

@@ -1,4 +1,4 @@
-"""``geolocate IMAGE... --index DIR``: where was this photo taken?
+"""``geoindex locate IMAGE... --index DIR``: where was this photo taken?
 
 Also ``--text "..."`` (CLIP text tower + GeoCLIP head) and ``--embedding FILE.npy`` ((n, 512)
 GeoCLIP embeddings). Output: a table (default), JSON (a list with one object per query, each
@@ -13,16 +13,17 @@ import logging
 import sys
 from pathlib import Path
 
+from geoindex.cli.common import add_clip_model, add_device, add_format, add_index, add_weights
 from geoindex.cli import archive
 from geoindex.errors import GeoindexError, InvalidArgumentError
 
 PROG = "geoindex locate"
 EPILOG = """examples:
-  geolocate photo.jpg --index idx-r5
-  geolocate a.jpg b.png --index idx-r5 --top-k 3 --country FR --country ES --format json
-  geolocate --text "a beach with palm trees and colonial houses" --index idx-r5 --confidence 0.9 --format geojson
-  geolocate --embedding queries.npy --index idx-r5 --bbox=-10,35,3,44 --aggregate-res 3
-  geolocate ~/Pictures --index idx-r5 --out results.parquet      (a photo archive: resumable; also .csv .jsonl .geojson)
+  geoindex locate photo.jpg --index idx-r5
+  geoindex locate a.jpg b.png --index idx-r5 --top-k 3 --country FR --country ES --format json
+  geoindex locate --text "a beach with palm trees and colonial houses" --index idx-r5 --confidence 0.9 --format geojson
+  geoindex locate --embedding queries.npy --index idx-r5 --bbox=-10,35,3,44 --aggregate-res 3
+  geoindex locate ~/Pictures --index idx-r5 --out results.parquet      (a photo archive: resumable; also .csv .jsonl .geojson)
 """
 
 
@@ -30,7 +31,7 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Geolocate images, texts or GeoCLIP embeddings.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="*", help="image files (with --out: also folders)")
-    p.add_argument("--index", "-i", required=True, type=Path, help="index directory (from build_index)")
+    add_index(p)
     p.add_argument("--text", action="append", default=[], help="a text query (repeatable)")
     p.add_argument("--embedding", type=Path, help=".npy file of (n, 512) GeoCLIP embeddings")
     p.add_argument("--top-k", "-k", type=int, default=5, help="predictions per query (default 5)")
@@ -48,22 +49,20 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--joint", action="store_true",
                    help="the queries are photos of one place: answer once from all of them (their summed "
                         "embedding, n x the logit scale; docs/querying.md)")
-    p.add_argument("--format", choices=("table", "json", "geojson"), default="table")
+    add_format(p)
     p.add_argument("--map", type=Path, default=None, metavar="OUT.png",
                    help="also draw each query's predictions (and --confidence region, --true location) on a map; "
                         "several queries write OUT-1.png, OUT-2.png, ...")
     p.add_argument("--true", action="append", default=[], metavar="LAT,LNG", type=_latlng,
                    help="where the photo was really taken: on the map, with its distance to the top prediction "
                         "(once for all queries, or once per query in order)")
-    p.add_argument("--clip-model", default=None, help="CLIP backbone: ViT-L-14 (default, or the one --weights was "
-                   "trained on), tiny-test for tests, or any open_clip ARCH:TAG")
-    p.add_argument("--weights", type=Path, default=None, metavar="DIR",
-                   help="GeoCLIP weights folder (from geoindex-train fit); the index must be built with the same")
+    add_clip_model(p)
+    add_weights(p)
     p.add_argument("--clip-checkpoint", default=None,
                    help="local ViT-L-14 weights: an open_clip/OpenAI file or a transformers CLIP folder "
                    "(else $GEOINDEX_CLIP_CHECKPOINT, open_clip's cache, the Hugging Face cache's "
                    "openai/clip-vit-large-patch14, else an open_clip download)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    add_device(p)
     p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
                    help="image tower runtime: auto (default: ONNX Runtime on the CPU when installed, torch on CUDA)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,

@@ -16,42 +16,75 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
 
+from geoindex.cli.common import CLIP_MODEL_HELP, DEVICE_HELP, WEIGHTS_HELP, add_index
 from geoindex.errors import GeoindexError, WeightsNotFoundError
 from geoindex.serve.protocol import server_config, uvicorn_kwargs
 from geoindex.serve.settings import ENV_VAR, ServeSettings
 
 PROG = "geoindex serve"
-HELP = {  # the settings whose default alone does not say what they do
-    "weights": "GeoCLIP weights folder from geoindex-train fit (default: the released weights); "
-               "the index must be built with the same",
+METAVARS = {"clip_model": "MODEL", "weights": "DIR", "clip_checkpoint": "PATH", "photos": "REF",
+            "photos_root": "DIR", "tiles": "URL"}
+HELP = {  # one line per setting: what it does, its unit; the default is appended
+    "clip_model": CLIP_MODEL_HELP,
+    "weights": WEIGHTS_HELP,
+    "clip_checkpoint": "local CLIP weights: an open_clip/OpenAI file or a transformers folder (default: open_clip's "
+                       "cache, then the Hugging Face cache, then a download)",
+    "embeddings_only": "serve without CLIP: photo and text queries answer 503, coordinates and embeddings work",
+    "device": DEVICE_HELP,
+    "max_request_bytes": "largest request body, bytes",
+    "body_timeout": "seconds a request body may stall between two chunks before a 408",
+    "header_timeout": "seconds from connecting to complete request headers before the connection is closed",
+    "keep_alive_timeout": "seconds an idle kept-alive connection stays open",
+    "max_connections": "open connections and requests in progress; beyond, 503 at once",
+    "max_upload_bytes": "largest image file, bytes",
+    "max_pixels": "largest image, pixels (width x height)",
+    "max_decoded_bytes": "one request's images decoded, bytes (413 beyond)",
+    "server_decoded_bytes": "decoded images in flight across the server, bytes; requests wait for room",
+    "max_images": "images per POST /v1/locate",
+    "max_texts": "texts per POST /v1/locate/text",
+    "max_embeddings": "embeddings per POST /v1/locate/embedding",
+    "max_coordinates": "points per POST /v1/embed/locations",
+    "max_top_k": "largest top_k a request may ask",
+    "max_candidates": "largest candidates a request may ask",
+    "max_refine_work": "queries x refine per request (each refined cell costs about one query)",
+    "search_chunk_s": "seconds of search a request runs before another request's search may go between",
+    "checksum_at_start_mb": "index files up to this size, MB, are checksummed before the port opens (larger ones "
+                            "in the background)",
+    "search_threads": "search threads per worker",
+    "decode_threads": "image decode threads per worker",
+    "batch_window_ms": "milliseconds an encoder batch waits for more requests (0: no waiting)",
+    "max_batch": "images or texts per encoder batch",
     "photos": "reference photo gallery (geoindex build --photos): each answer gains its nearest reference photos "
               "and fuses their places (docs/photos.md)",
-    "photos_root": "folder the page's reference photo thumbnails are served from; no other file is ever read "
-                   "(default: none served)",
-    "backend": "image tower runtime: auto (default: ONNX Runtime on the CPU when installed, torch on CUDA), torch, onnx",
-    "clip_model": "CLIP backbone (default: the one --weights was trained on, else ViT-L-14; tiny-test for tests)",
+    "photos_root": "folder the page's reference photo thumbnails are served from; no other file is ever read",
+    "tiles": "the page's online tile layer, a {z}/{x}/{y} URL template (default: the offline basemap only)",
+    "backend": "image tower runtime: auto (ONNX Runtime on the CPU when installed, torch on CUDA), torch, onnx",
 }
 
 
 def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="HTTP API: where was this photo taken?")
-    p.add_argument("--index", required=True, help="index directory (from build_index)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (each loads the index)")
-    p.add_argument("--log-level", default="warning")
+    add_index(p, type=str)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                                                       "only; 0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free port, printed)")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, each loading the index "
+                                                          "(default 1)")
+    p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
+                   help="uvicorn's log level (default warning)")
     defaults = ServeSettings(index="")
     for f in fields(ServeSettings):
         if f.name == "index":
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        text = HELP.get(f.name, f"(default {default})")
+        text = HELP[f.name] if isinstance(default, bool) or "(default" in HELP[f.name] else \
+            f"{HELP[f.name]} (default {'none' if default is None else default})"
         if isinstance(default, bool):
             p.add_argument(flag, action="store_true", help=text)
         else:
             kind = type(default) if default is not None else str
-            p.add_argument(flag, type=kind, default=default, help=text)
+            p.add_argument(flag, type=kind, default=default, help=text, metavar=METAVARS.get(f.name))
     return p
 
 
@@ -83,8 +116,30 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         return _refuse(_explain(e), prog)
     config = server_config(create_app(settings, engine), settings, host=args.host, port=args.port,
                            log_level=args.log_level)
-    uvicorn.Server(config).run()
+    _announcing_server(config).run()
     return 0
+
+
+def listening_line(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"listening on http://{shown}:{port} (page at /, API docs at /docs)"
+
+
+def _announcing_server(config):
+    """uvicorn's server for ``config``, one that announces itself (uvicorn is imported lazily)."""
+    import uvicorn
+
+    class AnnouncingServer(uvicorn.Server):
+        """uvicorn's server that says on stderr, once the models are warm and the port is open, where
+        it listens (the bound port, when asked for port 0)."""
+
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            if self.started and not self.should_exit:
+                host, port = self.servers[0].sockets[0].getsockname()[:2]
+                print(listening_line(host, port), file=sys.stderr, flush=True)
+
+    return AnnouncingServer(config)
 
 
 def _explain(e: GeoindexError) -> str:

@@ -1,4 +1,4 @@
-"""``geoindex-train features`` then ``geoindex-train fit``: GeoCLIP fine-tuned on your photos.
+"""``geoindex train features`` then ``geoindex train fit``: GeoCLIP fine-tuned on your photos.
 
 ``features`` runs the frozen CLIP image tower once over a CSV of image,lat,lng rows into a
 resumable feature cache; ``fit`` trains the image head, the location encoder and the temperature on
@@ -13,14 +13,15 @@ import logging
 import sys
 from pathlib import Path
 
+from geoindex.cli.common import add_clip_model, add_device
 from geoindex.errors import GeoindexError
 
 PROG = "geoindex train"
 EPILOG = """examples:
-  geoindex-train features --csv photos.csv --out feats/               # CLIP ViT-L/14 features, once
-  geoindex-train fit --features feats/ --out weights/ --epochs 10     # from GeoCLIP's released weights
+  geoindex train features --csv photos.csv --out feats/               # CLIP ViT-L/14 features, once
+  geoindex train fit --features feats/ --out weights/ --epochs 10     # from GeoCLIP's released weights
   build_index --resolution 6 --weights weights/ --out indexes/mine    # an index of the trained encoder
-  geolocate --index indexes/mine --weights weights/ photo.jpg
+  geoindex locate --index indexes/mine --weights weights/ photo.jpg
 """
 
 
@@ -33,8 +34,7 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     f.add_argument("--out", "-o", type=Path, required=True, help="feature cache folder to create (or resume)")
     f.add_argument("--image-root", type=Path, default=None, help="folder relative image paths start from "
                    "(default: the CSV's folder)")
-    f.add_argument("--clip-model", default="ViT-L-14", help="ViT-L-14 (GeoCLIP's backbone), tiny-test, or any "
-                   "open_clip ARCH:TAG")
+    add_clip_model(f, default="ViT-L-14")
     f.add_argument("--clip-checkpoint", default=None, help="local weights of --clip-model: an open_clip/OpenAI "
                    "file or a transformers CLIP folder (else $GEOINDEX_CLIP_CHECKPOINT, open_clip's cache, "
                    "the Hugging Face cache's openai/clip-vit-large-patch14, else open_clip downloads it)")
@@ -46,20 +46,20 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     f.add_argument("--workers", type=int, default=4, help="image decoding threads (default 4)")
     f.add_argument("--seed", type=int, default=0, help="seed of the augmented views")
     f.add_argument("--strict", action="store_true", help="fail on the first unreadable image instead of skipping it")
-    f.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    add_device(f)
     f.add_argument("--overwrite", action="store_true", help="discard a cache in --out and encode again")
     f.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     t = sub.add_parser("fit", help="train the head, location encoder and temperature on a feature cache")
-    t.add_argument("--features", type=Path, required=True, help="a folder `geoindex-train features` wrote")
+    t.add_argument("--features", type=Path, required=True, help="a folder `geoindex train features` wrote")
     t.add_argument("--out", "-o", type=Path, required=True, help="weights folder to create (or resume)")
-    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--epochs", type=int, default=10, help="passes over the feature cache (default 10)")
     t.add_argument("--batch-size", type=int, default=256, help="photos per step (default 256; GeoCLIP used 512)")
     t.add_argument("--lr", type=float, default=3e-5, help="AdamW learning rate (default 3e-5; from scratch try 1e-3)")
-    t.add_argument("--weight-decay", type=float, default=0.01)
+    t.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
     t.add_argument("--schedule", default="cosine", choices=("cosine", "step", "constant"),
                    help="cosine after --warmup-steps (default), step (x0.87 per epoch), constant")
-    t.add_argument("--warmup-steps", type=int, default=100)
+    t.add_argument("--warmup-steps", type=int, default=100, help="optimizer steps of linear learning-rate warm-up (default 100)")
     t.add_argument("--queue-size", type=int, default=4096, help="GPS queue of recent coordinates (0: none)")
     t.add_argument("--queue-noise-km", type=float, default=1.0, help="Gaussian noise on queued coordinates (km)")
     t.add_argument("--init", default="released", choices=("released", "scratch"),
@@ -72,8 +72,8 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     t.add_argument("--eval-gallery", default="100k", help="100k (GeoCLIP's gallery), none, or a lat,lng CSV/Parquet")
     t.add_argument("--eval-index", type=Path, default=None, help="also evaluate against this index's cells")
     t.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    t.add_argument("--seed", type=int, default=0, help="seed of the shuffling and initialisation (default 0)")
+    add_device(t)
     t.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="fp16 mixed precision (default: on CUDA; refused on the CPU)")
     t.add_argument("--overwrite", action="store_true", help="discard a run in --out and train again")

@@ -243,14 +243,32 @@ def load_clip(model: str = "ViT-L-14", checkpoint: str | Path | None = None, dev
             check_download_possible(open_clip.get_pretrained_cfg(spec.open_clip_name, spec.pretrained))
         clip = open_clip.create_model(spec.open_clip_name, pretrained=source or spec.pretrained)
     except Exception as e:  # network, hub, or file-format failures all mean "no weights"
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsNotFoundError(
-            f"CLIP {model} weights could not be loaded from {source or spec.pretrained!r} ({reason}). open_clip "
-            f"downloads them on first use, which needs internet access; offline, pass --clip-checkpoint PATH or "
-            f"set {CHECKPOINT_ENV}=PATH to a local {model} checkpoint (an open_clip file or a transformers folder), "
-            f"or put {hf_clip.OPENAI_VIT_L_14} in the Hugging Face cache"
-        ) from e
+        raise _no_weights(model, source or spec.pretrained, e) from e
     return _ready(clip, dev), ClipPreprocess(_image_size(clip)), tokenizer
+
+
+def _no_weights(model: str, source: str, e: Exception) -> WeightsNotFoundError:
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return WeightsNotFoundError(
+        f"CLIP {model} weights could not be loaded from {source!r} ({reason}). open_clip "
+        f"downloads them on first use, which needs internet access; offline, pass --clip-checkpoint PATH or "
+        f"set {CHECKPOINT_ENV}=PATH to a local {model} checkpoint (an open_clip file or a transformers folder), "
+        f"or put {hf_clip.OPENAI_VIT_L_14} in the Hugging Face cache")
+
+
+def require_clip_weights(model: str | None = None, checkpoint: str | Path | None = None,
+                         weights: str | Path | None = None) -> None:
+    """Raise :class:`WeightsNotFoundError` at once when :func:`load_clip` would find no local weights
+    and could not download them (the local caches first, then a short connect probe): a server
+    calls this before it loads its index, so that absent weights are refused in seconds."""
+    model = clip_model_for(model, geoclip_files(weights))
+    spec = clip_spec(model)
+    if spec.pretrained is None or resolve_checkpoint(model, checkpoint) is not None:
+        return  # random weights, or a local path (load_clip says what is wrong with it)
+    try:
+        check_download_possible(_open_clip().get_pretrained_cfg(spec.open_clip_name, spec.pretrained))
+    except OSError as e:
+        raise _no_weights(model, spec.pretrained, e) from e
 
 
 def _ready(clip: nn.Module, device: torch.device) -> nn.Module:

@@ -17,6 +17,7 @@ from geoindex.locate.joint import joint_options
 from geoindex.serve.batching import MicroBatcher
 from geoindex.serve.images import DecodeBudget, MemoryReturn, check_request_budget, decode_small
 from geoindex.serve.integrity import BackgroundVerifier
+from geoindex.serve.requests import Limits
 from geoindex.serve.settings import ServeSettings
 
 log = logging.getLogger("geoindex.serve")
@@ -36,7 +37,11 @@ class Engine:
         small = int(settings.checksum_at_start_mb * 2**20)
         from geoindex.serve.photos import photos_root_of
 
-        photos_root_of(settings)  # a bad --photos-root stops the start before anything loads
+        self.photos_root = photos_root_of(settings)  # a bad --photos-root stops the start before anything loads
+        if not settings.embeddings_only:  # absent CLIP weights: refused in seconds, before the index loads
+            from geoindex.encoders.clip import require_clip_weights
+
+            require_clip_weights(settings.clip_model, settings.clip_checkpoint, settings.weights)
         self.photos = None  # the reference photo gallery as evidence (geoindex.photos.PhotoEvidence)
         if settings.photos is not None:
             from geoindex.photos.evidence import open_photos
@@ -44,6 +49,8 @@ class Engine:
             self.photos = open_photos(settings.photos, settings.weights, small_file_bytes=small)
         self.geolocator = Geolocator(settings.index, weights=settings.weights, small_file_bytes=small,
                                      evidence=self.photos)
+        self.limits = Limits.of(settings, self.geolocator.resolution)
+        self.warmed = False
         self.db = _connect(self.geolocator.dir.cells_path)
         self.encoder = None
         if self.photos is not None and not settings.embeddings_only:  # before loading CLIP
@@ -68,6 +75,59 @@ class Engine:
         self.decode_budget = DecodeBudget(settings.server_decoded_bytes)
         self.memory = MemoryReturn()
         self.integrity = BackgroundVerifier([self.geolocator.dir, self.photos and self.photos.gallery], small).start()
+
+    def warm(self) -> None:
+        """Take once every path a first query takes, each in the thread that will take it, so that the
+        first real query costs what later ones do: an image decode and its EXIF, one image and one
+        text encode (CLIP's first forward passes), one search with a confidence region and the index's
+        refinement (FAISS, the metadata columns, the location encoder), one metadata row, and the
+        answer's JSON and GeoJSON (modules the routes import on first use). Idempotent."""
+        if self.warmed:
+            return
+        import io
+
+        from PIL import Image
+
+        from geoindex.archive.exif import read_exif
+        from geoindex.archive.rows import exif_fields
+        from geoindex.encoders.location import encode_latlng
+        from geoindex.locate.geojson import results_to_geojson
+        from geoindex.locate.options import QueryOptions
+
+        began = time.perf_counter()
+        buf = io.BytesIO()
+        Image.effect_noise((320, 240), 64).convert("RGB").save(buf, "JPEG")
+        data = buf.getvalue()
+        image = self.decode_pool.submit(decode_small, data, max_pixels=self.settings.max_pixels, name="warm-up").result()
+        exif = read_exif(data)
+        geo = self.geolocator
+        point = np.array([[float(geo.table.lat[0]), float(geo.table.lng[0])]])
+
+        def search(xq):
+            confidence = 0.9 if geo.resolution is not None else None  # regions need H3 cells
+            results = geo.locate(xq, QueryOptions(k=min(5, geo.ntotal), confidence=confidence))
+            results_to_geojson(results, ["warm-up"])
+            [r.to_dict() | exif_fields(exif, r) for r in results]
+            encode_latlng(geo.encoder_reranker.model, point)  # the embed route's encoder
+            geo.covers(point[:, 0], point[:, 1])
+            self.db.cursor().execute("SELECT * FROM cells LIMIT 1").fetchone()
+
+        if self.encoder is not None:
+            xq = self.image_batcher.executor.submit(self._encode_images, [image]).result()
+            self.text_batcher.executor.submit(self._encode_texts, ["a harbour at dusk"]).result()
+        else:
+            xq = encode_latlng(geo.encoder_reranker.model, point)
+        self.search_pool.submit(search, xq).result()
+        self.warmed = True
+        log.info("warmed the encoders and the index in %.2f s", time.perf_counter() - began)
+
+    def capabilities(self) -> dict:
+        """What this server answers, for the page: ``images`` and ``texts`` need CLIP weights;
+        ``reason`` says why they are off."""
+        clip = self.encoder is not None
+        return {"images": clip, "texts": clip, "embeddings": True, "photos": self.photos is not None,
+                "reason": None if clip else "this server runs with --embeddings-only (no CLIP weights): "
+                                            "photo and text queries are off; coordinates still work"}
 
     def _encode_images(self, images):
         return self.encoder.encode_images(images)

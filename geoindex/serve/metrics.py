@@ -39,7 +39,7 @@ class MetricsMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("geoindex.warm_up"):  # the server's own warm-up (serve.warmup)
             return await self.app(scope, receive, send)
         status = {"code": 500}
 

@@ -1,20 +1,17 @@
-"""What the API accepts and answers, as pydantic models built from one server's limits.
+"""What the API answers, as pydantic models, and the field types and words its requests share.
 
-The limits (embeddings per request, top_k, the index's resolution, ...) are settings, so the
-request models are made per app: the OpenAPI schema then states exactly what the server enforces,
-and pydantic enforces it (a 422 naming the field) before a route runs. Checks JSON Schema cannot
-say (an all-zero embedding, a region with no cells in the index, image bytes that decode) stay in
-the routes and answer 422/415 with the fix.
+The request bodies are in :mod:`geoindex.serve.requests`, with the server's limits. Checks JSON
+Schema cannot say (an all-zero embedding, a region with no cells in the index, image bytes that
+decode) stay in the routes and answer 422/415 with the fix.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, Field, create_model
+from pydantic import BaseModel, BeforeValidator, Field
 
 from geoindex.encoders.clip import MAX_TEXT_CHARS
-from geoindex.index.search import MAX_REFINE
 
 # An H3 cell id is 0x08... (mode 1): 15 hex digits starting with 8, or 18 decimal digits in
 # [0x0800000000000000, 0x0900000000000000). What /v1/cells/{cell} and the cells filter take.
@@ -155,53 +152,3 @@ def bounds_of(annotation) -> dict:
         else:
             out.update(bounds_of(arg))
     return out
-
-
-def filter_fields(max_top_k: int, max_candidates: int, resolution: int | None) -> dict:
-    """The fields every locate route shares, bounded by the server's limits and the index. Numbers
-    are JSON numbers as the schema says: "5" or true is refused, not coerced (2.0 is the integer 2)."""
-    res = resolution if resolution is not None else 15
-    return {
-        "top_k": (number(int, ge=1, le=max_top_k), Field(5, description="predictions per query")),
-        "candidates": (number(int, ge=1, le=max_candidates), Field(256, description="cells the softmax runs over")),
-        "country": (list[Annotated[str, Field(pattern=COUNTRY)]],
-                    Field(default_factory=list, description="ISO 3166-1 alpha-2 codes (OR)")),
-        "bbox": (list[BBox] | BBox | None, Field(None, description="[w,s,e,n] or a list of them (OR); s < n, w < e")),
-        "cells": (list[Annotated[str, Field(pattern=H3_OR_DECIMAL)]],
-                  Field(default_factory=list, description="H3 cells at the index's resolution or coarser (OR)")),
-        "aggregate_res": (number(int, ge=0, le=res) | None, Field(None, description="sum probability into H3 parents")),
-        "confidence": (number(float, gt=0, le=1) | None, Field(None, description="also return the region holding this mass")),
-        "joint": (bool, Field(False, description=(
-            "the queries are photos of one place: one answer from all of them (summed embedding, "
-            "n x the logit scale; docs/querying.md)"))),
-        "refine": (number(int, ge=0, le=MAX_REFINE) | None, Field(None, description=(
-            "refine the best M cells below the grid with the location encoder: lat, lng become the refined "
-            "points, score their exact cosine (0: off; default: the index's)"))),
-    }
-
-
-def coordinates_model(max_coordinates: int) -> type[BaseModel]:
-    """The body of POST /v1/embed/locations: 1..max_coordinates [lat, lng] pairs in degrees."""
-    return create_model("CoordinatesRequest", coordinates=(
-        list[tuple[number(float, ge=-90, le=90), number(float, ge=-180, le=180)]],
-        Field(..., min_length=1, max_length=max_coordinates, examples=[[[48.8584, 2.2945]]],
-              description=f"1..{max_coordinates} [lat, lng] pairs in degrees")))
-
-
-def request_models(max_top_k: int, max_candidates: int, resolution: int | None, dim: int,
-                   max_texts: int, max_embeddings: int) -> tuple[type[BaseModel], ...]:
-    """(Filters, TextRequest, EmbeddingRequest) for one server."""
-    shared = filter_fields(max_top_k, max_candidates, resolution)
-    filters = create_model("Filters", **shared)
-    text = create_model("TextRequest", texts=(
-        list[Text], Field(..., min_length=1, max_length=max_texts, examples=[["a beach with palm trees"]],
-                          description=f"descriptions of places, 1..{max_texts}, each 1..{MAX_TEXT_CHARS} characters")),
-        **shared)
-    # "not all zero" as JSON Schema says it (pydantic leaves it to validate_embeddings)
-    vector = Annotated[list[float], Field(min_length=dim, max_length=dim,
-                                          json_schema_extra={"contains": {"not": {"const": 0}}})]
-    embedding = create_model("EmbeddingRequest", embeddings=(
-        list[vector], Field(..., min_length=1, max_length=max_embeddings,
-                            description=f"1..{max_embeddings} GeoCLIP embeddings of {dim} finite numbers, not all zero")),
-        **shared)
-    return filters, text, embedding

@@ -8,11 +8,13 @@ build it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
 import orjson
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 
@@ -62,25 +64,44 @@ class _StaticIfBuilt:
         await self.files(scope, receive, send)
 
 
-def mount_web(app: FastAPI, settings) -> None:
-    """Serve the built page at ``/``, its files at ``/static/``, and the page's settings at
-    ``/config.json`` (the tile URL, this server's limits); none of them in the OpenAPI schema."""
-    directory = STATIC_DIR
-    csp = content_security_policy(settings.tiles)
-    config = orjson.dumps({"tiles": settings.tiles, "max_top_k": settings.max_top_k,
-                           "max_images": settings.max_images})
+@dataclass(frozen=True)
+class Page:
+    """What the page routes serve, fixed when the app is assembled: the built folder, the CSP, and
+    the page's settings (``/config.json``)."""
 
-    @app.get("/", include_in_schema=False)
-    async def page():
-        index = directory / "index.html"
-        if not index.is_file():
-            return _not_built(directory)
-        return FileResponse(index, media_type="text/html; charset=utf-8",
-                            headers={"content-security-policy": csp, "cache-control": "no-cache",
-                                     "x-content-type-options": "nosniff"})
+    directory: Path
+    csp: str
+    config: bytes
 
-    @app.get("/config.json", include_in_schema=False)
-    async def page_config():
-        return Response(config, media_type="application/json", headers={"cache-control": "no-cache"})
+    @classmethod
+    def of(cls, settings, capabilities: dict | None = None) -> Page:
+        config = {"tiles": settings.tiles, "max_top_k": settings.max_top_k, "max_images": settings.max_images,
+                  "max_request_bytes": settings.max_request_bytes, **(capabilities or {})}
+        return cls(STATIC_DIR, content_security_policy(settings.tiles), orjson.dumps(config))
 
-    app.mount("/static", _StaticIfBuilt(directory), name="static")
+
+def get_page(request: Request) -> Page:
+    return request.app.state.page
+
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+async def page(p: Annotated[Page, Depends(get_page)]):
+    index = p.directory / "index.html"
+    if not index.is_file():
+        return _not_built(p.directory)
+    return FileResponse(index, media_type="text/html; charset=utf-8",
+                        headers={"content-security-policy": p.csp, "cache-control": "no-cache",
+                                 "x-content-type-options": "nosniff"})
+
+
+@router.get("/config.json")
+async def page_config(p: Annotated[Page, Depends(get_page)]):
+    return Response(p.config, media_type="application/json", headers={"cache-control": "no-cache"})
+
+
+def static_files(page: Page) -> _StaticIfBuilt:
+    """The app mounted at ``/static`` (routers cannot carry a mount)."""
+    return _StaticIfBuilt(page.directory)

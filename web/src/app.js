@@ -1,7 +1,8 @@
 // The page: photos (picked or dropped) or a text -> POST /v1/locate[/text|/embedding] with the
 // filters -> the selected result on the map and in the table; the true location by a click.
 import { ApiError, getJson, locate } from "./api.js";
-import { parseLatLng } from "./geo.js";
+import { chunk, toCsv, toGeoJson, toKml } from "./export.js";
+import { parseCoordinates, plural, safeStem } from "./geo.js";
 import { createMap } from "./map.js";
 import { renderNeighbours, renderResultList, renderTable, summaryText } from "./table.js";
 
@@ -9,14 +10,16 @@ const $ = (id) => document.getElementById(id);
 const REFINE_CELLS = 4; // the CLI's default for --refine
 
 const state = {
-  config: { tiles: null, max_top_k: 100, max_images: 16 },
+  config: { tiles: null, max_top_k: 100, max_images: 16, images: true, texts: true, reason: null },
   query: null, // the query shown: {kind: "images", files} | {kind: "text", text} | {kind: "point", latlng}
   filters: null, // the filters it ran with
   raw: null, // the server's answer, as text (cell ids are int64: JSON.parse would round them)
   entries: [], // one per photo or text: {label, thumb, result}
   selected: 0,
   trueLatLng: null,
-  trueSource: null, // "click" (the user's) or "exif" (the selected photo's own GPS position)
+  // "click": pinned by the user on the map, kept across queries until cleared; "point": the lat, lng
+  // query's own point; "exif": the selected photo's own GPS position. Only a pin survives a new query.
+  trueSource: null,
   bboxes: [],
   run: 0, // answers to an older run than the latest are dropped
   thumbs: [],
@@ -66,18 +69,18 @@ async function run(query) {
     showError(String(message));
     return;
   }
-  if (query.kind === "images" && query.files.length > state.config.max_images) {
-    showError(`${query.files.length} photos: this server takes at most ${state.config.max_images} a request`);
-    return;
-  }
   const id = ++state.run;
   showError(null);
-  const what = query.kind === "images" ? `${query.files.length} photo${query.files.length > 1 ? "s" : ""}` : "the query";
+  if (query !== state.query) { // a new query: nothing of the last one stays on the page
+    forgetAnswer(query);
+    render();
+  }
+  const what = query.kind === "images" ? plural(query.files.length, "photo") : "the query";
   setStatus(`Locating ${what}...`, true);
   const t0 = performance.now();
   try {
-    const raw = await locate(query, filters);
-    if (id !== state.run) return;
+    const raw = query.kind === "images" ? await locateBatch(query, filters, id) : await locate(query, filters);
+    if (raw === null || id !== state.run) return;
     const data = JSON.parse(raw);
     if (query !== state.query) {
       state.thumbs.forEach((u) => URL.revokeObjectURL(u));
@@ -88,14 +91,79 @@ async function run(query) {
     Object.assign(state, { query, filters, raw });
     state.entries = data.results.map((result, i) => ({ label: labels[i], thumb: state.thumbs[i] ?? null, result }));
     state.selected = Math.min(state.selected, state.entries.length - 1);
-    setStatus(`${state.entries.length} result${state.entries.length > 1 ? "s" : ""}, `
-      + `top ${filters.topK}, in ${Math.round(performance.now() - t0)} ms.`);
+    setStatus(`${plural(state.entries.length, "result")}, top ${filters.topK}, `
+      + `in ${Math.round(performance.now() - t0)} ms.`);
     render();
   } catch (e) {
     if (id !== state.run) return;
     setStatus("");
     if (!(e instanceof ApiError)) console.error(e); // the API's refusals are shown, not logged
+    forgetAnswer(null); // the error replaces the answer: no old result beside it
+    render();
     showError(e instanceof ApiError ? `${e.status || ""} ${e.type}: ${e.message}`.trim() : String(e));
+  }
+}
+
+/**
+ * Photos in as many requests as the server's limits need (--max-images files, about
+ * --max-request-bytes each), one after another, the progress shown; the answers' texts joined as one
+ * (int64 cell ids stay text). null when a newer query replaced this one.
+ */
+async function locateBatch(query, filters, id) {
+  const maxBytes = Math.max(1, (state.config.max_request_bytes ?? 64 * 2 ** 20) * 0.9);
+  const parts = chunk(query.files, state.config.max_images, maxBytes);
+  const arrays = [];
+  const progress = $("batch-progress");
+  progress.max = query.files.length;
+  progress.value = 0;
+  progress.hidden = parts.length < 2;
+  let done = 0;
+  try {
+    for (const files of parts) {
+      if (parts.length > 1) setStatus(`Locating photos: ${done} of ${query.files.length} done...`, true);
+      const raw = await locate({ kind: "images", files }, filters);
+      if (id !== state.run) return null;
+      arrays.push(raw.slice(raw.indexOf("[") + 1, raw.lastIndexOf("]")).trim());
+      done += files.length;
+      progress.value = done;
+    }
+  } finally {
+    progress.hidden = true;
+  }
+  query.requests = parts.length;
+  return `{"results":[${arrays.filter(Boolean).join(",")}]}`;
+}
+
+/** The image files under dropped folders too (DataTransfer entries, read recursively). */
+async function droppedFiles(dataTransfer) {
+  const entries = [...(dataTransfer?.items ?? [])].map((item) => item.webkitGetAsEntry?.()).filter(Boolean);
+  if (!entries.some((e) => e.isDirectory)) return [...(dataTransfer?.files ?? [])];
+  const out = [];
+  async function walk(entry) {
+    if (entry.isFile) {
+      const file = await new Promise((ok, fail) => entry.file(ok, fail));
+      if (file.type.startsWith("image/") || /\.(jpe?g|png|webp|gif|bmp|tiff?|heic)$/i.test(file.name)) out.push(file);
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) { // readEntries answers in pages
+        const page = await new Promise((ok, fail) => reader.readEntries(ok, fail));
+        if (!page.length) break;
+        for (const child of page) await walk(child);
+      }
+    }
+  }
+  for (const entry of entries) await walk(entry);
+  return out.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** Drop the shown answer (and its query's true location, unless the user pinned one on the map). */
+function forgetAnswer(query) {
+  Object.assign(state, { entries: [], raw: null, selected: 0 });
+  if (query === null) state.filters = null;
+  if (state.trueSource !== "click" && !(query?.kind === "point")) {
+    state.trueLatLng = null;
+    state.trueSource = null;
+    view.setTrue(null);
   }
 }
 
@@ -108,8 +176,12 @@ function render() {
   view.showResult(entry?.result ?? null);
   followExif(entry?.result ?? null);
   renderDetails();
+  view.fitAnswer(entry?.result ?? null, state.trueLatLng);
   $("locate").disabled = !state.query;
-  $("download-json").disabled = $("download-geojson").disabled = !state.raw;
+  $("download-json").disabled = !state.raw;
+  $("download-geojson").disabled = !state.raw || (state.query?.requests ?? 1) > 1; // the export below does it
+  for (const id of ["export-csv", "export-geojson", "export-kml"]) $(id).disabled = !state.entries.length;
+  $("exports").hidden = !state.entries.length;
 }
 
 /** A photo with an EXIF GPS position: that is its true location (the user's click stays otherwise). */
@@ -133,13 +205,13 @@ function renderDetails() {
   renderTable($("results-table"), entry?.result ?? null, state.trueLatLng, view.highlight);
   renderNeighbours($("neighbours"), entry?.result ?? null);
   $("summary").textContent = summaryText(entry?.result ?? null, state.trueLatLng,
-    state.trueSource === "exif" ? "the photo's EXIF position" : "the true location");
+    { exif: "the photo's EXIF position", point: "the point you gave" }[state.trueSource] ?? "the true location");
   $("clear-true").disabled = !state.trueLatLng;
 }
 
-function setTrue(latlng) {
+function setTrue(latlng, source = "click") {
   state.trueLatLng = latlng;
-  state.trueSource = latlng ? "click" : null;
+  state.trueSource = latlng ? source : null;
   view.setTrue(latlng);
   renderDetails();
 }
@@ -158,8 +230,31 @@ function save(text, type, name) {
 }
 
 function fileStem() {
+  if (state.query.kind === "images" && state.query.files.length > 1) return `geoindex-${state.query.files.length}-photos`;
   const label = labelsOf(state.query)[0] ?? "query";
-  return "geoindex-" + label.replace(/\.[a-z0-9]+$/i, "").replace(/[^\w.-]+/g, "_").slice(0, 40);
+  return "geoindex-" + safeStem(label, state.query.kind === "images");
+}
+
+/** Inputs this server cannot answer are off, with the reason beside them (config.json says which). */
+function applyCapabilities(config) {
+  const note = $("capability-note");
+  if (config.images === false) {
+    $("files").disabled = true;
+    $("drop").classList.add("disabled");
+    $("drop").setAttribute("aria-disabled", "true");
+    $("drop").tabIndex = -1;
+    $("pick-photos").classList.add("disabled");
+    $("pick-folder").classList.add("disabled");
+    $("folder").disabled = true;
+  }
+  if (config.texts === false) {
+    $("text").placeholder = "lat, lng (e.g. 48.8584, 2.2945)";
+    $("text-label").textContent = "...give lat, lng (descriptions need CLIP weights)";
+  }
+  if (config.images === false || config.texts === false) {
+    note.textContent = config.reason ?? "this server answers coordinates only";
+    note.hidden = false;
+  }
 }
 
 // -- wiring ------------------------------------------------------------------------------------
@@ -172,20 +267,24 @@ async function main() {
     showError(`page configuration: ${e.message}`);
   }
   $("top-k").max = String(state.config.max_top_k);
+  applyCapabilities(state.config);
   view = createMap($("map"), state.config);
   window.geoindex = { state, view }; // for the console and the browser tests
   view.onMapClick(setTrue);
   getJson("/v1/index").then((info) => {
     const g = info.gallery ?? {};
     const what = g.resolution != null ? `H3 res ${g.resolution}${g.cells ? ` ${g.cells}` : ""}` : (g.kind ?? "");
-    $("index-info").textContent = `${what} gallery: ${Number(info.ntotal).toLocaleString("en-US")} cells, ${info.factory}`;
+    $("index-info").textContent = `${what} gallery: ${plural(Number(info.ntotal), "cell")}, ${info.factory}`;
   }).catch((e) => { $("index-info").textContent = `index: ${e.message}`; });
 
   const files = $("files");
-  files.addEventListener("change", () => {
-    if (files.files.length) run({ kind: "images", files: [...files.files] });
-    files.value = "";
-  });
+  for (const input of [files, $("folder")]) {
+    input.addEventListener("change", () => {
+      const picked = [...input.files].filter((f) => input === files || f.type.startsWith("image/"));
+      if (picked.length && state.config.images !== false) run({ kind: "images", files: picked });
+      input.value = "";
+    });
+  }
   const drop = $("drop");
   for (const type of ["dragenter", "dragover"]) {
     drop.addEventListener(type, (e) => {
@@ -194,24 +293,30 @@ async function main() {
     });
   }
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (e) => {
+  drop.addEventListener("drop", async (e) => {
     e.preventDefault();
     drop.classList.remove("over");
-    const dropped = [...(e.dataTransfer?.files ?? [])];
+    const dropped = await droppedFiles(e.dataTransfer);
+    if (state.config.images === false) return showError(`photos: ${state.config.reason}`);
     if (dropped.length) run({ kind: "images", files: dropped });
   });
   drop.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" || e.key === " ") files.click();
+    if ((e.key === "Enter" || e.key === " ") && !files.disabled) files.click();
   });
 
   $("text-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const text = $("text").value.trim();
     if (!text) return showError("type a description of a place, or lat, lng");
-    const latlng = parseLatLng(text);
-    if (latlng) {
-      setTrue(latlng); // a point: where the index would place it, and how far that is from the point
-      run({ kind: "point", latlng });
+    const coords = parseCoordinates(text);
+    if (coords?.error) return showError(coords.error); // never sent as a description
+    if (coords) {
+      const query = { kind: "point", latlng: coords.latlng };
+      forgetAnswer(query);
+      if (state.trueSource !== "click") setTrue(coords.latlng, "point"); // how far the answer is from it
+      run(query);
+    } else if (state.config.texts === false) {
+      showError(`descriptions: ${state.config.reason}`);
     } else {
       run({ kind: "text", text });
     }
@@ -241,6 +346,12 @@ async function main() {
     rerun();
   });
 
+  const all = () => state.entries;
+  $("export-csv").addEventListener("click", () => save(toCsv(all()), "text/csv", fileStem() + ".csv"));
+  $("export-geojson").addEventListener("click", () => save(toGeoJson(all()), "application/geo+json",
+    fileStem() + "-all.geojson"));
+  $("export-kml").addEventListener("click", () => save(toKml(all()), "application/vnd.google-earth.kml+xml",
+    fileStem() + ".kml"));
   $("download-json").addEventListener("click", () => save(state.raw, "application/json", fileStem() + ".json"));
   $("download-geojson").addEventListener("click", async () => {
     try {

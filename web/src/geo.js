@@ -15,10 +15,44 @@ export function distanceKm([lat1, lng1], [lat2, lng2]) {
 
 /** "48.85, 2.29" (or "48.85 2.29", "48.85;2.29") -> [lat, lng]; anything else -> null. */
 export function parseLatLng(text) {
+  const parsed = parseCoordinates(text);
+  return parsed?.latlng ?? null;
+}
+
+/**
+ * Text that is two numbers -> {latlng: [lat, lng]} when they are a valid point, {error: "why"} when
+ * they are not (never to be sent as a description); text that is not two numbers -> null.
+ */
+export function parseCoordinates(text) {
   const m = /^\s*([-+]?\d+(?:\.\d+)?)\s*[,; ]\s*([-+]?\d+(?:\.\d+)?)\s*$/.exec(text);
   if (!m) return null;
   const lat = Number(m[1]), lng = Number(m[2]);
-  return Math.abs(lat) <= 90 && Math.abs(lng) <= 180 ? [lat, lng] : null;
+  const problems = [];
+  if (!(Math.abs(lat) <= 90)) problems.push(`latitude ${m[1]} is outside -90..90`);
+  if (!(Math.abs(lng) <= 180)) problems.push(`longitude ${m[2]} is outside -180..180`);
+  if (problems.length) {
+    const swapped = Math.abs(lng) <= 90 && Math.abs(lat) <= 180 ? ` (did you mean ${m[2]}, ${m[1]}? the order is lat, lng)` : "";
+    return { error: `${text.trim()}: ${problems.join(" and ")}${swapped}; give lat, lng in degrees, e.g. 48.8584, 2.2945` };
+  }
+  return { latlng: [lat, lng] };
+}
+
+/** "1 cell", "2 cells". */
+export function plural(n, one, many = one + "s") {
+  return `${Number(n).toLocaleString("en-US")} ${n === 1 ? one : many}`;
+}
+
+/** A file name for a download: the label's characters that are safe in file names, dots kept
+ * ("48.8584, 2.2945" -> "48.8584_2.2945"); a photo's own extension dropped. */
+export function safeStem(label, isFile = false) {
+  const stem = isFile ? label.replace(/\.[a-z0-9]+$/i, "") : label;
+  return stem.replace(/[^\w.-]+/g, "_").replace(/^[_.]+|_+$/g, "").slice(0, 60) || "query";
+}
+
+/** The OpenStreetMap page of a point (a link the user follows; the page itself loads nothing from it). */
+export function osmUrl(lat, lng, zoom = 10) {
+  const f = (x) => x.toFixed(5);
+  return `https://www.openstreetmap.org/?mlat=${f(lat)}&mlon=${f(lng)}#map=${zoom}/${f(lat)}/${f(lng)}`;
 }
 
 /** Wrap a longitude into [-180, 180). */

@@ -25,6 +25,8 @@ export function createMap(element, config) {
     style: { color: "#8c8c8c", weight: 0.6, fillColor: "#f3efe6", fillOpacity: 1 },
   });
   overlays["Countries (offline)"] = countries;
+  const placesLayer = L.layerGroup();
+  overlays["Place names (offline)"] = placesLayer;
   if (config.tiles) {
     const tiles = L.tileLayer(config.tiles, {
       maxZoom: 19, crossOrigin: true, className: "geoindex-tiles",
@@ -35,6 +37,7 @@ export function createMap(element, config) {
     countries.setStyle({ fillOpacity: 0, weight: 0.8, color: "#555" });
   }
   countries.addTo(map);
+  placesLayer.addTo(map);
   map.attributionControl.setPrefix(false);
   map.attributionControl.addAttribution("Natural Earth (world-atlas)");
   L.control.layers(base, overlays, { collapsed: true }).addTo(map);
@@ -55,6 +58,40 @@ export function createMap(element, config) {
       element.dataset.basemap = "failed";
       console.error("basemap", e);
     });
+
+  // place names from this server's gazetteer (GET /v1/places), where they help: zoomed in past the
+  // world view, the most populous first, none closer than LABEL_GAP_PX to a bigger one
+  const LABEL_MIN_ZOOM = 3, LABEL_GAP_PX = 70;
+  let labelsAsked = 0;
+  async function updateLabels() {
+    const asked = ++labelsAsked;
+    if (map.getZoom() < LABEL_MIN_ZOOM || !map.hasLayer(placesLayer)) return placesLayer.clearLayers();
+    const b = map.getBounds();
+    const clamp = (x, lo, hi) => Math.max(lo, Math.min(hi, x)).toFixed(4);
+    const bbox = [clamp(b.getWest(), -180, 180), clamp(b.getSouth(), -90, 90), clamp(b.getEast(), -180, 180),
+      clamp(b.getNorth(), -90, 90)].join(",");
+    let found;
+    try {
+      const r = await fetch(`/v1/places?bbox=${bbox}&limit=150`);
+      if (!r.ok) return;
+      found = (await r.json()).places;
+    } catch {
+      return; // labels are a help, never an error
+    }
+    if (asked !== labelsAsked) return;
+    placesLayer.clearLayers();
+    const taken = [];
+    for (const p of found) {
+      const xy = map.latLngToContainerPoint([p.lat, p.lng]);
+      if (taken.some((t) => t.distanceTo(xy) < LABEL_GAP_PX)) continue;
+      taken.push(xy);
+      L.marker([p.lat, p.lng], {
+        interactive: false, keyboard: false,
+        icon: L.divIcon({ className: "geoindex-place", iconSize: null, html: `<span>${escapeHtml(p.name)}</span>` }),
+      }).addTo(placesLayer);
+    }
+  }
+  map.on("moveend overlayadd", updateLabels);
 
   const cellsLayer = L.featureGroup().addTo(map);
   const regionLayer = L.featureGroup().addTo(map);
@@ -132,9 +169,16 @@ export function createMap(element, config) {
         }),
       }).addTo(cellsLayer);
     });
+    const radius = result.radius_km ?? null;
+    if (radius != null && preds.length) {
+      L.circle([preds[0].lat, preds[0].lng], {
+        radius: radius * 1000, className: "geoindex-radius", interactive: false, color: "#1f4e9c", weight: 1.5,
+        dashArray: "6 4", fill: false,
+      }).addTo(regionLayer);
+    }
     if (result.confidence_region) {
       const feature = result.confidence_region;
-      const region = L.geoJSON({ ...feature, geometry: unwrapGeometry(feature.geometry) }, {
+      L.geoJSON({ ...feature, geometry: unwrapGeometry(feature.geometry) }, {
         interactive: false, className: "geoindex-region",
         style: { className: "geoindex-region", color: "#d7263d", weight: 1.5, opacity: 0.9, fill: true,
           fillColor: "#d7263d", fillOpacity: 0.14 },
@@ -147,11 +191,28 @@ export function createMap(element, config) {
         .bindTooltip(`<img class="photo-tip" src="/v1/photos/${Number(n.id)}/image" alt="">`
           + `<br>photo ${i + 1}: ${escapeHtml(n.image)}<br>similarity ${n.similarity.toFixed(3)}`)
         .addTo(cellsLayer);
-      bounds.extend([n.lat, n.lng]);
     });
     cellsLayer.bringToFront();
     setLegend(maxP, result.confidence_region?.properties?.confidence ?? null);
-    if (bounds.isValid()) map.fitBounds(bounds, { padding: [30, 30], maxZoom: 6, animate: false });
+  }
+
+  /** The view that shows the answer: its cells, its confidence region and radius circle, and the
+   * true location (the user's pin, the point queried, or the photo's EXIF position). */
+  function answerBounds(result, trueLatLng) {
+    const bounds = L.latLngBounds([]);
+    if (!result) return bounds;
+    for (const p of result.predictions) {
+      if (p.cell_h3) bounds.extend(L.latLngBounds(ringToPolygons(h3.cellToBoundary(p.cell_h3))[0]));
+      else bounds.extend([p.lat, p.lng]);
+    }
+    regionLayer.eachLayer((layer) => bounds.extend(layer.getBounds()));
+    if (trueLatLng) bounds.extend(trueLatLng);
+    return bounds;
+  }
+
+  function fitAnswer(result, trueLatLng) {
+    const bounds = answerBounds(result, trueLatLng);
+    if (bounds.isValid()) map.fitBounds(bounds, { padding: [30, 30], maxZoom: 10, animate: false });
   }
 
   function highlight(cellH3, on) {
@@ -225,7 +286,7 @@ export function createMap(element, config) {
   });
 
   return {
-    map, loaded, showResult, highlight, setTrue, setBoxes, startBox, stopBox,
+    map, loaded, showResult, fitAnswer, answerBounds, highlight, setTrue, setBoxes, startBox, stopBox,
     onMapClick: (callback) => { onClick = callback; },
   };
 }

@@ -1,5 +1,5 @@
 // The result list (one entry per photo or query) and the predictions table of the selected one.
-import { distanceKm } from "./geo.js";
+import { distanceKm, osmUrl, plural } from "./geo.js";
 import { escapeHtml } from "./map.js";
 
 const km = (d) => (d < 10 ? d.toFixed(1) : Math.round(d).toLocaleString("en-US"));
@@ -15,14 +15,23 @@ export function renderResultList(ol, entries, selected, onSelect) {
     button.dataset.result = String(i);
     button.setAttribute("aria-pressed", String(i === selected));
     const top = entry.result.predictions[0];
-    button.innerHTML = `${entry.thumb ? `<img src="${entry.thumb}" alt="">` : `<span class="thumb-text">Aa</span>`}
+    button.innerHTML = `${entry.thumb ? `<img src="${entry.thumb}" alt="" loading="lazy" decoding="async">` : `<span class="thumb-text">Aa</span>`}
       <span><span class="label">${escapeHtml(entry.label)}</span>
       <span class="muted small">${top ? `${escapeHtml(where(top))} &middot; ${pct(top.probability)}` : "no cells"}</span>
+      ${facts(entry.result)}
       </span>`;
     button.addEventListener("click", () => onSelect(i));
     li.append(button);
     return li;
   }));
+}
+
+/** Under a result's label: its radius (radius_km, when sent) and the distance to the photo's EXIF position. */
+function facts(result) {
+  const out = [];
+  if (result.radius_km != null) out.push(`<span class="radius">within ${km(result.radius_km)} km</span>`);
+  if (result.km_from_exif != null) out.push(`<span class="exif-km">${km(result.km_from_exif)} km from EXIF</span>`);
+  return out.length ? `<span class="muted small facts">${out.join(" &middot; ")}</span>` : "";
 }
 
 /** The table of one result's predictions; distances to the true location when one is set. */
@@ -55,12 +64,28 @@ export function renderTable(table, result, trueLatLng, onHover) {
       if (cls) td.className = cls;
       tr.append(td);
     }
+    if (p.place_km != null) tr.cells[1].title = `${km(p.place_km)} km from ${p.place}`;
+    const osm = Object.assign(document.createElement("a"), {
+      href: osmUrl(p.lat, p.lng), target: "_blank", rel: "noopener noreferrer", textContent: "OSM",
+      className: "osm", title: "open this prediction in OpenStreetMap (online)" });
+    const td = document.createElement("td");
+    td.append(osm);
+    tr.append(td);
     tr.querySelector(".from-top").dataset.km = String(fromTop);
     tr.title = p.cell_h3 ? `cell ${p.cell_h3}, score ${p.score.toFixed(4)}` : `row ${p.cell}`;
     tr.addEventListener("mouseenter", () => onHover?.(p.cell_h3, true));
     tr.addEventListener("mouseleave", () => onHover?.(p.cell_h3, false));
     return tr;
   }));
+}
+
+/** "90% within 120 km of the best guess", from the answer's radius_km (when the server sends one). */
+export function radiusLine(result) {
+  const radius = result?.radius_km ?? result?.predictions?.[0]?.radius_km;
+  if (radius == null) return "";
+  const confidence = result.confidence_region?.properties?.confidence ?? result.confidence ?? null;
+  return `${confidence != null ? `${Math.round(confidence * 100)}%` : "The confidence mass is"} within `
+    + `${km(radius)} km of the best guess`;
 }
 
 /** One line under the map: the best guess, its region, and how far off it is. */
@@ -70,9 +95,11 @@ export function summaryText(result, trueLatLng, trueName = "the true location") 
   let text = `Best guess: ${where(p)} (${pct(p.probability)}).`;
   const region = result.confidence_region?.properties;
   if (region) {
-    text += ` ${Math.round(region.confidence * 100)}% confidence region: ${region.cells.length} cells`
+    text += ` ${Math.round(region.confidence * 100)}% confidence region: ${plural(region.cells.length, "cell")}`
       + ` (${pct(region.mass)} of the mass).`;
   }
+  const radius = radiusLine(result);
+  if (radius) text += ` ${radius}.`;
   if (trueLatLng) text += ` The best guess is ${km(distanceKm(trueLatLng, [p.lat, p.lng]))} km from ${trueName}.`;
   return text;
 }
