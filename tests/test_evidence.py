@@ -64,3 +64,8 @@ def test_a_pool_smaller_than_k_ranks_k(flat_r2):
 def test_not_an_evidence_source_is_refused(flat_r2):
     with pytest.raises(InvalidArgumentError, match="not an evidence source"):
         Geolocator(flat_r2, evidence="photos-dir")
+
+
+def test_the_older_photos_argument_is_refused_with_the_new_spelling(tmp_path):
+    with pytest.raises(InvalidArgumentError, match=r"Geolocator\(evidence=open_photos\('ref'"):
+        Geolocator(tmp_path / "not-opened", photos="ref")  # refused before the index is opened

@@ -239,3 +239,15 @@ def test_architecture_doc_names_every_module():
 
 def test_layout_tree_reads_nesting():
     assert "geoindex/photos/evidence.py" in _layout_tree() and "geoindex/cells/region.py" in _layout_tree()
+
+
+def test_index_and_store_load_without_torch():
+    """What the AST test promises, at run time: the index and store layers (and the query options)
+    load without torch, so a reader of index directories does not pay for it."""
+    import subprocess
+    import sys
+
+    modules = sorted(n for n in _modules() if _package(n) in ("index", "store")) + ["geoindex.locate.options"]
+    code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False", out.stderr

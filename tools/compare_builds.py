@@ -6,10 +6,11 @@
     python tools/compare_builds.py compare BASE NEW              # exit 1 on any difference
 
 The galleries (issue 37's list): a res-2 Flat cell index, a res-3 IVF cell index with lists on disk,
-a CSV gallery, a 300-photo gallery (tiny random CLIP) and the same photos in an IVF with lists on
-disk. ``compare`` checks the SHA-256 of every index file (vectors.faiss, lists.ivfdata, the exact
-store, hot columns), every DuckDB table row for row, and the manifests with the fields that
-legitimately differ between two runs left out (timings, paths, dates, memory samples).
+a CSV gallery, a 300-photo gallery (tiny random CLIP), the same photos in an IVF with lists on disk
+and in an IVF with PQ codes re-ranked from the exact store. ``compare`` checks the SHA-256 of every
+index file (vectors.faiss, lists.ivfdata, the exact store, hot columns), every DuckDB table row for
+row, and the manifests with the fields that legitimately differ between two runs left out (timings,
+paths, dates, memory samples; a DuckDB file's checksum, as its bytes vary with identical rows).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ BUILDS = {
     "photos-300": ["--photos", "{IN}/photos/photos.csv", "--clip-model", "tiny-test"],
     "photos-300-ivf-disk": ["--photos", "{IN}/photos/photos.csv", "--clip-model", "tiny-test",
                             "--factory", "IVF8,SQ8", "--lists-on-disk"],
+    "photos-300-pq": ["--photos", "{IN}/photos/photos.csv", "--clip-model", "tiny-test",
+                      "--factory", "IVF8,PQ16", "--search", "nprobe=4,rerank=40"],
 }
 # manifest keys whose values differ between any two runs (wall time, where, when, how much memory)
 VOLATILE = {"timings", "seconds", "created", "created_at", "built_at", "date", "memory_peak", "stages", "host",
@@ -49,9 +52,11 @@ def inputs(folder: Path) -> None:
     print(f"inputs in {folder}")
 
 
-def build(folder: Path, out: Path) -> None:
+def build(folder: Path, out: Path, only: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, args in BUILDS.items():
+        if only and name not in only:
+            continue
         argv = [a.replace("{IN}", str(folder)) for a in args]
         cmd = [sys.executable, "-m", "geoindex", "build", *argv, "--out", str(out / name), "--no-progress", "-q"]
         print("$ PYTHONPATH=" + os.environ.get("PYTHONPATH", "") + " " + " ".join(cmd[1:]), flush=True)
@@ -145,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build")
     b.add_argument("folder", type=Path)
     b.add_argument("out", type=Path)
+    b.add_argument("--only", action="append", choices=sorted(BUILDS), help="build only these (repeatable)")
     c = sub.add_parser("compare")
     c.add_argument("base", type=Path)
     c.add_argument("new", type=Path)
@@ -152,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "inputs":
         inputs(args.folder)
     elif args.command == "build":
-        build(args.folder, args.out)
+        build(args.folder, args.out, args.only)
     else:
         return compare(args.base, args.new)
     return 0

@@ -36,12 +36,7 @@ class IndexBuilder:
         self.fast_scan = plan.h3_list_res is not None and _FAST_SCAN.search(plan.faiss_factory) is not None
         filled = replace(plan, faiss_factory=_FAST_SCAN.sub(r"\1", plan.faiss_factory)) if self.fast_scan else plan
         self.cpu_index = new_index(filled)
-        ivf = faiss.try_extract_index_ivf(self.cpu_index)
-        ivf = faiss.downcast_index(ivf) if ivf is not None else None
-        if isinstance(ivf, faiss.IndexIVFPQ) and ivf.do_polysemous_training:
-            # index_factory turns polysemous training on for IVF..,PQ; its codes only matter with
-            # polysemous_ht set, which geoindex never does, and it costs ~60 s per PQ64 build.
-            ivf.do_polysemous_training = False
+        prepare_training(self.cpu_index)
         self.index = self.cpu_index
         self.on_gpu = False
         want_gpu = gpu_available() if use_gpu is None else use_gpu
@@ -121,6 +116,20 @@ class IndexBuilder:
 
 
 ADD_BATCH = 4096
+
+
+def prepare_training(index: faiss.Index, kmeans_iterations: int | None = None) -> None:
+    """One training set-up for every gallery kind: polysemous training off (index_factory turns it on
+    for IVF..,PQ; its codes only matter with polysemous_ht set, which geoindex never does, and it
+    costs ~60 s per PQ64 build) and, when given, the coarse quantizer's k-means iterations."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None or index.is_trained:
+        return
+    ivf = faiss.downcast_index(ivf)  # the IndexIVFPQ, not its IndexIVF base
+    if kmeans_iterations is not None:
+        ivf.cp.niter = kmeans_iterations
+    if getattr(ivf, "do_polysemous_training", False):
+        ivf.do_polysemous_training = False
 
 
 def add_vectors(index: faiss.Index, xb: np.ndarray, ids: np.ndarray, lists: np.ndarray | None = None) -> None:

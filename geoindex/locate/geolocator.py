@@ -66,7 +66,7 @@ class Geolocator:
 
     def __init__(self, index_dir: str | Path, verify: str = "small", use_store: bool = True,
                  weights: str | Path | None = None, small_file_bytes: int = SMALL_FILE_BYTES,
-                 evidence: EvidenceSource | None = None):
+                 evidence: EvidenceSource | None = None, *, photos=None, fusion=None):
         """Open and verify ``index_dir``.
 
         Args:
@@ -82,11 +82,16 @@ class Geolocator:
             small_file_bytes: the size up to which ``"small"`` checksums a file at open.
             evidence: a second gallery fused into each answer (:mod:`geoindex.locate.evidence`),
                 e.g. reference photos: ``evidence=geoindex.photos.open_photos(REF)`` (docs/photos.md).
+            photos, fusion: the older way to pass reference photos: refused with the new spelling.
 
         Raises:
             IndexDirError: the directory is missing, incomplete, altered, or holds another
                 model's vectors; the message says what to do.
         """
+        if photos is not None or fusion is not None:
+            raise InvalidArgumentError(
+                f"Geolocator(photos={photos!r}, fusion=...) is now Geolocator(evidence=open_photos({photos!r}, "
+                "fusion=...)) with open_photos from geoindex.photos: locate takes evidence sources as plug-ins")
         self.dir = open_index_dir(index_dir, verify=verify, weights_sha256=location_weights_sha256(weights),
                                   small_file_bytes=small_file_bytes)
         self.index = open_vectors(self.dir.vectors_path, rebuild_hint(self.dir.path, self.dir.manifest))

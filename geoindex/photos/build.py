@@ -17,7 +17,8 @@ Steps, each reusing the training pipeline's guarantees:
    n embeddings). The factory: :func:`~geoindex.photos.photo_index.choose_factory` (Flat for small
    galleries, else IVF + PQ32 codes re-ranked from the store, as ``benchmarks/bench_photos.py``
    measured), or what ``--max-memory`` fits; the lists in ``REF/lists.ivfdata`` with ``--lists-on-disk``;
-3. everything is written into a temporary sibling folder and renamed to REF at the end, so REF is
+3. everything is written into ``REF.partial/staging/`` and published as REF by the cell build's step
+   (:func:`geoindex.pipeline.workdir.publish`, under its lock: one builder per REF), so REF is
    either the old gallery or the complete new one; the manifest lists every file's SHA-256.
 """
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -41,6 +41,7 @@ from geoindex.photos import photo_index
 from geoindex.cells.countries import labels_entry
 from geoindex.photos.layout import FORMAT, PHOTOS_DB, SKIPPED, VECTORS
 from geoindex.photos.photo_index import choose_factory
+from geoindex.pipeline.workdir import WorkLock, fresh_staging, publish
 from geoindex.store.exact_store import STORE
 from geoindex.store.manifest import LISTS, file_entries, versions, write_manifest
 
@@ -74,7 +75,6 @@ def build_photos(config: PhotoBuildConfig) -> dict:
     needs only the arguments and the CSV's rows comes before any photo is read or encoded."""
     from geoindex.encoders.weights import clip_model_for, geoclip_files
     from geoindex.photos.rows import read_reference_rows
-    from geoindex.photos.stream import Embeddings
 
     out, max_memory = _check_args(config)
     if config.ray is not None:  # join the cluster (and size its pool) before any photo is read
@@ -87,14 +87,25 @@ def build_photos(config: PhotoBuildConfig) -> dict:
     rows = read_reference_rows(config.csv, config.image_root)
     budget = _check_rows(config, max_memory, len(rows.photos))
     work = out.with_name(out.name + ".partial")
+    lock = WorkLock(work, out)  # one builder per REF, as for a cell index
+    try:
+        return _build_locked(config, out, work, lock, rows, budget, files, clip_model, started)
+    finally:
+        lock.release()
+
+
+def _build_locked(config, out, work, lock, rows, budget, files, clip_model, started) -> dict:
+    """The build once the work dir ``REF.partial`` is locked: features (made or resumed there), the
+    index written into its ``staging/``, published as REF by the cell build's publish step."""
+    from geoindex.photos.stream import Embeddings
+
     cache, cache_dir = _features(config, rows, clip_model, work)
     timings = {"features": time.perf_counter() - started}
     kept = np.concatenate([np.load(Path(cache_dir) / "shards" / f"{s:05d}" / "rows.npy")
                            for s in range(len(cache.info["shards"]))])
     emb = Embeddings(cache, config.weights)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    work.mkdir(exist_ok=True)
+    tmp = fresh_staging(work)
     try:
         t = time.perf_counter()
         entry = _index(emb, config, budget, tmp)
@@ -116,11 +127,10 @@ def build_photos(config: PhotoBuildConfig) -> dict:
             "files": file_entries(tmp, tuple(names)),
         }
         write_manifest(tmp, manifest)
-        _swap_in(tmp, out)
+        publish(work, tmp, out, lock)  # the features were only a means: the rest of the work dir goes
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(work, ignore_errors=True)  # the features were only a means: REF is complete
     return manifest
 
 
@@ -269,12 +279,3 @@ def _encoder_entry(clip_model: str, cache, files, config: PhotoBuildConfig) -> d
             "encoded_on": cache.info.get("device")}
 
 
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` to ``out``; an old ``out`` is moved aside first, deleted last."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old) if old.is_dir() else old.unlink()

@@ -30,6 +30,7 @@ import numpy as np
 
 from geoindex.errors import InvalidArgumentError
 from geoindex.index import training
+from geoindex.index.builder import prepare_training
 from geoindex.photos.photo_index import DIM, nlist_for
 
 EMBED_BATCH = 8192  # rows through the head at a time
@@ -91,14 +92,14 @@ class Embeddings:
         return out
 
 
+KMEANS_ITERATIONS = 10  # the photo gallery's coarse quantizer, as bench_photos measured it
+
+
 def new_index(factory: str) -> faiss.Index:
+    """An empty photo index of ``factory`` (ids are row numbers: no IDMap), set up for training by
+    the cell build's rule (:func:`geoindex.index.builder.prepare_training`)."""
     index = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None and not index.is_trained:
-        ivf = faiss.downcast_index(ivf)  # the IndexIVFPQ, not its IndexIVF base
-        ivf.cp.niter = 10
-        if hasattr(ivf, "do_polysemous_training"):  # the factory's default for PQ: minutes of
-            ivf.do_polysemous_training = False     # annealing for Hamming filtering, never used here
+    prepare_training(index, KMEANS_ITERATIONS)
     return index
 
 

@@ -49,10 +49,12 @@ def check_output(out: Path, overwrite: bool) -> None:
 
 class WorkLock:
     """An exclusive lock on the work dir for this process's lifetime (one builder per DIR):
-    ``flock`` on ``.<name>.partial.lock``, and on the work dir itself while it is published."""
+    ``flock`` on ``<work>.lock``, and on the work dir itself while it is published. ``out``: the
+    directory being built (default: the cell build's, from its ``.<name>.partial`` work dir)."""
 
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, out: Path | None = None):
         self.work = work
+        out = out if out is not None else work.parent / work.name[1:-len(".partial")]
         self.path = work.parent / f"{work.name}.lock"
         try:
             work.parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +68,7 @@ class WorkLock:
         if not _try_flock(self.handle.fileno()) or _busy(work):
             self.handle.close()
             raise IndexDirError(
-                f"another build_index is writing {work.parent / work.name[1:-len('.partial')]} "
+                f"another build_index is writing {out} "
                 f"(lock {self.path}): wait for it to finish, or stop it first"
             ) from None
         self.unlinked = False
