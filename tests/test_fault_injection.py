@@ -75,11 +75,11 @@ def query(tmp_path_factory):
 @pytest.fixture(scope="module")
 def on_disk(tmp_path_factory):
     """Res 1, IVFH3 lists on disk and an fp16 exact store (the kinds built_r2 does not cover)."""
-    from geoindex import BuildConfig, build_index
+    from geoindex.cli.build import main
 
     out = tmp_path_factory.mktemp("ondisk") / "r1"
-    build_index(BuildConfig(out=out, resolution=1, factory="IVFH3,SQ8", lists_on_disk=True, store="fp16",
-                            progress=False))
+    assert main(["--resolution", "1", "--factory", "IVFH3,SQ8", "--lists-on-disk", "--store", "fp16", "--out", str(out),
+                 "--no-progress", "-q"]) == 0
     return out
 
 
