@@ -79,9 +79,10 @@ def write_error(path: str | Path, e: BaseException, fix: str | None = None) -> W
 class DiskFullError(WriteError):
     """The disk has less room than a file needs (checked, or ``ENOSPC`` from its allocation)."""
 
-    def __init__(self, message: str, path: str | Path | None = None, needed: int | None = None):
+    def __init__(self, message: str, path: str | Path | None = None, needed: int | None = None,
+                 fix: str | None = None):
         super().__init__(message)
-        self.path, self.needed = path, needed
+        self.path, self.needed, self.fix = path, needed, fix
 
 
 def free_bytes(folder: str | Path) -> int:
@@ -106,7 +107,7 @@ def disk_full(path: str | Path, needed: int, fix: str | None = None) -> DiskFull
     return DiskFullError(f"the disk is full: {path} needs {needed:,} bytes and {free} are free on {where} "
                          f"({os.strerror(errno.ENOSPC)}): "
                          f"{fix or 'free space on that disk (df -h ' + str(where) + '), or write elsewhere'}",
-                         path, needed)
+                         path, needed, fix)
 
 
 def check_free(path: str | Path, needed: int, fix: str | None = None) -> None:
@@ -189,6 +190,8 @@ def atomic_path(path: str | Path, fix: str | None = None, durable: bool = False)
         os.replace(tmp, path)
     except BaseException as e:
         _remove(tmp)
+        if isinstance(e, DiskFullError) and e.path is not None and Path(e.path) == tmp:
+            raise disk_full(path, e.needed, fix or e.fix) from e  # the file the user named, not its temporary
         error = write_error(path, e, fix) if isinstance(e, (OSError, RuntimeError)) else None
         if error is None:
             raise

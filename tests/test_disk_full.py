@@ -55,5 +55,5 @@ def test_embed_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeyp
     monkeypatch.setenv(TEST_FREE_ENV, "50000")
     assert main([str(src), "-o", str(tmp_path / "e.npy"), "--no-progress"]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
-    assert len(err) == 1 and "needs 614,528 bytes and 50,000 are free" in err[0], err
+    assert len(err) == 1 and f"{tmp_path / 'e.npy'} needs 614,528 bytes and 50,000 are free" in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["points.csv"]  # no e.npy, no .e.npy.tmp

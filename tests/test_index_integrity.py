@@ -32,6 +32,8 @@ def rewrite(path, fn):
     ("hot/cell.npy", lambda a: np.where(np.arange(len(a)) == len(a) - 1, a ^ (3 << 59), a), "not an H3 cell at resolution 2"),
     ("hot/lat.npy", lambda a: np.where(np.arange(len(a)) == 7, 91.0, a), "outside [-90, 90]"),
     ("hot/lng.npy", lambda a: np.where(np.arange(len(a)) == 7, np.nan, a), "outside [-180, 180]"),
+    # a code past the value list answered IndexError mid-query (issue 38: every file, one line)
+    ("hot/place.npy", lambda a: np.where(np.arange(len(a)) == 7, 10**6, a), "a code outside 0.."),
 ])
 def test_structural_checks_without_checksums(copy, name, damage, words):
     """What a file too large to checksum at open would hide: caught by the structure checks."""

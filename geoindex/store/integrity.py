@@ -3,7 +3,8 @@ at open would break, caught before the first query instead of answered as wrong 
 
 Checked (each reads the arrays once, in slices; ~0.1 s for a res-7 index's 29M cells):
 ``hot/cell.npy`` strictly increasing and, for H3 galleries, valid H3 ids at the gallery's
-resolution; ``hot/lat.npy`` and ``hot/lng.npy`` finite and in range; the FAISS index's ``ntotal``
+resolution; ``hot/lat.npy`` and ``hot/lng.npy`` finite and in range; the string codes
+(``hot/country.npy``, ``admin1.npy``, ``place.npy``) inside their value lists; the FAISS index's ``ntotal``
 equal to the manifest's and the table's; for IVF indexes, the list sizes summing to ``ntotal`` and
 a sample of the lists' ids all present in the table (zeroed on-disk lists hold id 0 everywhere).
 The full SHA-256 of every file is :func:`geoindex.store.manifest.verify_checksum`'s job.
@@ -53,6 +54,11 @@ def check_table(index_dir: IndexDir, table) -> None:
             bad = start + int(np.argmin(_valid_h3(cell, res)))
             raise _corrupt(index_dir, "hot/cell.npy", f"row {bad:,} holds {int(cell[bad - start])}, not an H3 "
                                                       f"cell at resolution {res}")
+        for name, codes in table.codes.items():  # a code past its values answers IndexError mid-query
+            chunk = np.asarray(codes[start:stop])
+            if len(chunk) and (int(chunk.min()) < 0 or int(chunk.max()) >= len(table.values[name])):
+                raise _corrupt(index_dir, f"hot/{name}.npy", f"a code outside 0..{len(table.values[name]) - 1} "
+                                                            f"near row {start:,}")
         for name, column, limit in (("lat", table.lat, 90.0), ("lng", table.lng, 180.0)):
             values = np.asarray(column[start:stop])
             if not np.all(np.abs(values) <= limit):  # NaN fails this too
