@@ -303,6 +303,24 @@ def search_path() -> str:
               "(`benchmarks/results/search_path.json`).*")
 
 
+def archive() -> str:
+    """The archive command end to end against the encoder alone and the decoding alone (bench_archive.py)."""
+    d = load("archive")
+    m = d["machine"]
+    rows = [[r["model"], num(r["photos"]), d["batch"], r["e2e_photos_per_s"], r["encoder_photos_per_s"],
+             r["decode_photos_per_s"], f"{r['e2e_over_encoder']:.3f}",
+             f"{r['rss_start_mb']:.0f} / {r['rss_end_mb']:.0f} / {r['rss_peak_mb']:.0f}"] for r in d["runs"]]
+    k = d["kill_and_resume"]
+    load_avg = ", ".join(f"{v:.1f}" for v in m.get("load_average_at_start", [])[:1] + m.get("load_average_at_end", [])[:1])
+    return (md_table(["model", "photos", "batch", "end to end photos/s", "encoder alone", "decoding alone",
+                      "end to end / encoder", "RSS MB start / end / peak"], rows, "-rrrrrrr")
+            + f"\n\n*kill -9 and resume ({num(k['photos'])} photos): killed after {num(k['rows_saved_before_kill'])} "
+              f"rows were committed; the same command added {num(k['second_run_new'])}; {num(k['rows'])} rows, "
+              f"{num(k['unique_paths'])} distinct paths. Image tower: {d['backend']}. {m.get('cpu', '?')}, "
+              f"{m.get('date', '?')[:10]}, load average {load_avg} (start, end): {d['note']} "
+              "(`benchmarks/results/archive.json`).*")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "recall.codecs": recall_codecs, "recall.defaults": recall_defaults, "recall.goal": recall_goal,
     "recall.compact": recall_compact, "recall.spectrum": recall_spectrum, "quantizer": quantizer, "build": build,
@@ -310,9 +328,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "serve_memory": serve_memory, "fidelity": fidelity, "refine": refine, "vs_reference": vs_reference,
     "train.features": train_features, "train.steps": train_steps, "train.queue": train_queue,
     "scale.compare": scale_compare, "scale.serve": scale_serve, "scale.plan": scale_plan, "scale.driver": scale_driver,
-    "images.backends": images_backends, "search_path": search_path,
+    "images.backends": images_backends, "search_path": search_path, "archive": archive,
 }
-OWN_PROVENANCE = {"images.backends", "search_path"}  # tables whose own last line says where and when (a busy machine)
+OWN_PROVENANCE = {"images.backends", "search_path", "archive"}  # tables whose own last line says where and when (a busy machine)
 SOURCES = {"recall": "recall", "encoder": "build", "query": "query_res5-land", "store": "store",
            "train": "train", "scale": "scale"}  # table-name prefix -> results file, for the provenance line
 

@@ -61,8 +61,10 @@ def test_auto_is_onnx_on_the_cpu_and_bad_choices_are_refused():
 def test_export_is_cached_and_a_tampered_file_is_refused(fresh_cache):
     enc = load_image_encoder("tiny-test", device="cpu", backend="onnx")
     [graph] = fresh_cache.glob("*.onnx")
-    record = json.loads(graph.with_suffix(".json").read_text())
+    [record_path] = fresh_cache.glob("*.json")
+    record = json.loads(record_path.read_text())
     assert record["check"]["cosine_min"] >= onnx_tower.COSINE_MIN and record["opset"] == onnx_tower.OPSET
+    assert record["file"] == graph.name and graph.name.startswith(record_path.stem)
     before = graph.stat().st_mtime_ns
     assert load_image_encoder("tiny-test", device="cpu", backend="onnx").backend == "onnx"
     assert graph.stat().st_mtime_ns == before  # read from the cache, not exported again

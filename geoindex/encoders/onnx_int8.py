@@ -8,17 +8,23 @@ stays fp32 (ONNX Runtime's ConvInteger is slower than its fp32 Conv).
 
 int8 error depends on the weights, so it is only used behind a self-check on the weights and the
 index in use (:mod:`geoindex.locate.int8_check`). The quantized graph is cached beside the fp32
-one (``<key>-int8.onnx`` + record, same atomic writes and SHA-256 check).
+one (``<fp32 file>-int8-<sha16>.onnx`` + its record, the same writes and SHA-256 check).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-from geoindex.atomic import atomic_path, write_json
-from geoindex.encoders.onnx_tower import DamagedCacheError, OnnxTower, file_sha256, onnxruntime
+from geoindex.encoders.onnx_tower import (
+    DamagedCacheError,
+    OnnxTower,
+    onnxruntime,
+    private_tmp,
+    publish,
+    read_cached,
+    write_record,
+)
 from geoindex.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -43,22 +49,24 @@ def quantize(src: Path, dst: Path) -> None:
 
 def int8_tower(fp32: OnnxTower, threads: int | None = None) -> OnnxTower:
     """The int8 graph of the cached fp32 ``fp32`` tower (quantized on first use, then cached)."""
-    path = fp32.path.with_name(fp32.path.stem + "-int8.onnx")
-    record_path = path.with_suffix(".json")
-    if path.is_file() and record_path.is_file():
-        record = json.loads(record_path.read_text())
-        actual = file_sha256(path)
-        if actual != record.get("sha256") or record.get("from_sha256") != fp32.record.get("sha256"):
-            raise DamagedCacheError(
-                f"cached int8 tower {path} has SHA-256 {actual[:16]}..., not its record's: the file was changed or "
-                f"damaged; delete {path} and its .json (the next run quantizes again), or use --precision fp32")
-        return OnnxTower(path, record, threads)
+    stem = Path(fp32.record["file"]).stem + "-int8"
+    record_path = fp32.path.with_name(f"{stem}.json")
+    cached = read_cached(record_path, "int8 tower", "--precision fp32")
+    if cached is not None:
+        if cached[1].get("from_sha256") != fp32.record.get("sha256"):
+            raise DamagedCacheError(f"the int8 record {record_path} was not made from {fp32.path.name}: delete it "
+                                    "(the next run quantizes again), or use --precision fp32")
+        return OnnxTower(*cached, threads)
     log.warning("quantizing %s to int8 (once per weights)", fp32.path.name)
-    with atomic_path(path) as tmp:
+    tmp = private_tmp(fp32.path.parent, stem)
+    try:
         quantize(fp32.path, tmp)
-        sha = file_sha256(tmp)
-    record = {**fp32.record, "precision": "int8", "sha256": sha, "from_sha256": fp32.record.get("sha256"),
+        path, sha = publish(tmp, stem)
+    finally:
+        tmp.unlink(missing_ok=True)
+    record = {**fp32.record, "precision": "int8", "file": path.name, "sha256": sha,
+              "from_sha256": fp32.record.get("sha256"),
               "quantization": {"kind": "dynamic", "weights": "QInt8", "ops": OP_TYPES}}
     record.pop("check", None)  # the fp32 export check does not speak for int8
-    write_json(record_path, record)
+    write_record(record_path, record)
     return OnnxTower(path, record, threads)

@@ -4,11 +4,12 @@ Measured (issue 36, ViT-L/14 shape, 2-core AMD): ONNX Runtime fp32 runs the towe
 at batch 1 with the same output (cosine 1 - 1e-12). The tower and the head are exported together,
 once per (model, weights digest, opset), into the user's cache (:func:`cache_dir`):
 
-    <cache>/onnx/<model>-<digest>-opset<N>.onnx   the graph, pixels (n, 3, S, S) -> (n, 512) L2-normalised
-    <cache>/onnx/<model>-<digest>-opset<N>.json   its SHA-256, the export check's numbers, versions
+    <cache>/onnx/<model>-<digest>-opset<N>-<sha16>.onnx   the graph, pixels (n, 3, S, S) -> (n, 512) L2-normalised
+    <cache>/onnx/<model>-<digest>-opset<N>.json           its file name and SHA-256, the export check, versions
 
-Each file is written under a temporary name and renamed into place, the graph before its record, so
-a reader sees both or neither. At export the graph is run against torch on a fixed probe batch and
+Each file is written under a private temporary name and renamed into place, the graph (named by its
+own SHA-256) before the record that names it, so a reader sees a whole pair or none, even while
+another process exports the same tower. At export the graph is run against torch on a fixed probe batch and
 refused below :data:`COSINE_MIN` (its numbers in the error); a cached graph whose SHA-256 is not its
 record's is refused (the fix: delete it, the next run exports it again). ``backend``:
 
@@ -26,6 +27,7 @@ import json
 import logging
 import os
 import re
+import threading
 import warnings
 from pathlib import Path
 
@@ -33,7 +35,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from geoindex.atomic import atomic_path, write_json
 from geoindex.errors import BackendError, InvalidArgumentError, MissingDependencyError
 
 log = logging.getLogger(__name__)
@@ -185,20 +186,15 @@ def load_tower(clip: nn.Module, head: nn.Module, model: str, size: int, threads:
     digest = weights_digest(clip, head)
     folder = cache_dir() / "onnx"
     key = cache_key(model, digest)
-    path, record_path = folder / f"{key}.onnx", folder / f"{key}.json"
-    if record_path.is_file() and path.is_file():
-        record = json.loads(record_path.read_text())
-        actual = file_sha256(path)
-        if actual != record.get("sha256"):
-            raise DamagedCacheError(
-                f"cached ONNX tower {path} has SHA-256 {actual[:16]}..., its record {record_path.name} says "
-                f"{str(record.get('sha256'))[:16]}...: the file was changed or damaged; delete {path} and "
-                "its .json (the next run exports it again), or use --backend torch")
-        log.info("ONNX tower %s (export check: cosine min %.7f)", path, record["check"]["cosine_min"])
-        return OnnxTower(path, record, threads)
+    record_path = folder / f"{key}.json"
+    cached = read_cached(record_path, "ONNX tower", "--backend torch")
+    if cached is not None:
+        log.info("ONNX tower %s (export check: cosine min %.7f)", cached[0], cached[1]["check"]["cosine_min"])
+        return OnnxTower(*cached, threads)
     folder.mkdir(parents=True, exist_ok=True)
-    log.warning("exporting the %s image tower to ONNX (once per weights): %s", model, path)
-    with atomic_path(path) as tmp:
+    log.warning("exporting the %s image tower to ONNX (once per weights) into %s", model, folder)
+    tmp = private_tmp(folder, key)
+    try:
         try:
             export(module, tmp, size)
         except Exception as e:  # exporter versions differ in what they cannot trace
@@ -210,13 +206,64 @@ def load_tower(clip: nn.Module, head: nn.Module, model: str, size: int, threads:
                 f"the ONNX export of {model} disagrees with torch on the probe batch: cosine min "
                 f"{check['cosine_min']:.7f} < {COSINE_MIN} (max abs diff {check['max_abs_diff']:.2e}); "
                 "refusing --backend onnx: use --backend torch")
-        sha = file_sha256(tmp)
-    record = {"model": model, "weights_sha256": digest, "opset": OPSET, "sha256": sha, "check": check,
-              "torch": torch.__version__, "onnxruntime": onnxruntime().__version__}
-    write_json(record_path, record)
+        path, sha = publish(tmp, key)
+    finally:
+        tmp.unlink(missing_ok=True)
+    record = {"model": model, "weights_sha256": digest, "opset": OPSET, "file": path.name, "sha256": sha,
+              "check": check, "torch": torch.__version__, "onnxruntime": onnxruntime().__version__}
+    write_record(record_path, record)
     log.warning("ONNX tower checked against torch: cosine min %.7f, max abs diff %.2e (%d probes)",
                 check["cosine_min"], check["max_abs_diff"], check["probes"])
     return OnnxTower(path, record, threads)
+
+
+# -- the cache: graphs named by their own SHA-256, records pointing at them ----------------------------
+# Two processes exporting at once (two archives, serve workers) each write a private temporary and
+# publish the graph under a name that holds its digest, then the record naming it: a reader always
+# finds a record and the very file it describes, whichever writer renamed last.
+def private_tmp(folder: Path, stem: str) -> Path:
+    return folder / f".{stem}.{os.getpid()}-{threading.get_ident()}.tmp"
+
+
+def publish(tmp: Path, stem: str) -> tuple[Path, str]:
+    """Rename ``tmp`` to ``<stem>-<sha16>.onnx`` beside it; (that path, its SHA-256)."""
+    sha = file_sha256(tmp)
+    path = tmp.with_name(f"{stem}-{sha[:16]}.onnx")
+    os.replace(tmp, path)
+    return path, sha
+
+
+def write_record(record_path: Path, record: dict) -> None:
+    tmp = private_tmp(record_path.parent, record_path.stem)
+    try:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(tmp, record_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_cached(record_path: Path, what: str, fix: str) -> tuple[Path, dict] | None:
+    """(graph path, record) from the cache, its SHA-256 checked; None when there is no record.
+
+    Raises:
+        DamagedCacheError: the record is unreadable, its file is missing, or the file's SHA-256
+            is not the record's.
+    """
+    if not record_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+        path = record_path.parent / record["file"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DamagedCacheError(f"the cache record {record_path} is unreadable ({e}): delete it (the next run "
+                                f"exports again), or use {fix}") from e
+    actual = file_sha256(path) if path.is_file() else "missing"
+    if actual != record.get("sha256"):
+        raise DamagedCacheError(
+            f"cached {what} {path} has SHA-256 {actual[:16]}..., its record {record_path.name} says "
+            f"{str(record.get('sha256'))[:16]}...: the file was changed or damaged; delete {path} and "
+            f"{record_path.name} (the next run exports it again), or use {fix}")
+    return path, record
 
 
 def verify(module: nn.Module, path: Path, size: int, threads: int | None = None) -> dict:

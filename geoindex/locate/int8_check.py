@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geoindex.atomic import write_json
+from geoindex.encoders.onnx_tower import write_record
 from geoindex.errors import BackendError, InvalidArgumentError
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def guard(encoder, geolocator, probe_images, min_agreement: float = MIN_AGREEMEN
                 f"--precision int8 checks itself on at least {MIN_PROBES} photos, and {len(images)} were given: "
                 f"pass --int8-probe DIR with {MIN_PROBES}-{PROBES} photos like yours")
         check = {**measure(encoder, int8, geolocator, images), "int8_sha256": int8.record.get("sha256")}
-        write_json(path, check)
+        write_record(path, check)
     numbers = (f"top-1 cell agreement {check['top1_agreement']:.3f} on {check['probes']} probe photos, "
                f"median {check['median_km_moved']:.1f} km moved (max {check['max_km_moved']:.0f}), "
                f"cosine to fp32 min {check['cosine_min']:.4f} / median {check['cosine_median']:.4f}")
