@@ -98,7 +98,8 @@ class Engine:
         buf = io.BytesIO()
         Image.effect_noise((320, 240), 64).convert("RGB").save(buf, "JPEG")
         data = buf.getvalue()
-        image = self.decode_pool.submit(decode_small, data, max_pixels=self.settings.max_pixels, name="warm-up").result()
+        image = self.decode_pool.submit(decode_small, data, max_pixels=self.settings.max_pixels,
+                                        name="warm-up").result()
         exif = read_exif(data)
         geo = self.geolocator
         point = np.array([[float(geo.table.lat[0]), float(geo.table.lng[0])]])

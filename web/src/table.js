@@ -83,7 +83,8 @@ export function renderTable(table, result, trueLatLng, onHover) {
 export function radiusLine(result) {
   const radius = result?.radius_km ?? result?.predictions?.[0]?.radius_km;
   if (radius == null) return "";
-  const confidence = result.confidence_region?.properties?.confidence ?? result.confidence ?? null;
+  // the share radius_km holds: the answer's own word for it, else the asked confidence
+  const confidence = result.radius_confidence ?? result.confidence_region?.properties?.confidence ?? null;
   return `${confidence != null ? `${Math.round(confidence * 100)}%` : "The confidence mass is"} within `
     + `${km(radius)} km of the best guess`;
 }
