@@ -124,3 +124,12 @@ def test_res3_global_and_regional_au_no(tmp_path):
                        "--no-progress", "-q"]) == 0
     regional = read_cells(out)
     assert set(regional.cell) == set(cells[cells.country.isin(["AU", "NO"])].cell) and regional.lat.min() > -60
+
+
+def test_inspect_lookup_shows_the_labels(built_r2, capsys):
+    from geoindex.cli.inspect import main as inspect_main
+
+    assert inspect_main([str(built_r2), "--lookup=-75,120", "--lookup=78.5,16.5", "-k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"labels: version {LABEL_VERSION}" in out
+    assert "lookup -75.0000, 120.0000: AQ / -- / --" in out and "lookup 78.5000, 16.5000: SJ / Svalbard /" in out
