@@ -77,7 +77,7 @@ REFUSALS = [
     (["--resolution", "2", "--cells", "sea"], "is not land, all or an H3 cell id"),
     (["--resolution", "2", "--cells", "land", "--cells", "all"], "contradict"),
     (["--resolution", "1", "--cells", "831fb4fffffffff"], "finer than the gallery's"),
-    (["--resolution", "2", "--country", "QQ"], "no GeoNames place"),
+    (["--resolution", "2", "--country", "QQ"], "has no land in the admin-0 boundaries"),
     (["--resolution", "2", "--country", "FR", "--search", "nprobe=4"], "give --factory too"),
     (["--resolution", "2", "--bbox", "1,2,3"], "bbox"),
     (["--resolution", "2", "--store", "fp8"], "--store 'fp8' is not one of"),
