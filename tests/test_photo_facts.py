@@ -90,6 +90,7 @@ def test_single_photo_locate_reports_its_exif(flat_r2, tmp_path, capsys):
     tower, plain = json.loads(capsys.readouterr().out)
     top = tower["predictions"][0]
     assert tower["exif_lat"] == TOWER[0] and tower["taken_at"] == "2024-01-02T03:04:05"
+    assert (tower["exif_country"], tower["exif_admin1"]) == ("FR", "Île-de-France") and tower["exif_place"]
     assert tower["km_from_exif"] == float(haversine_km(top["lat"], top["lng"], *TOWER))
     assert (plain["exif_lat"], plain["km_from_exif"], plain["taken_at"]) == (None, None, None)
     assert geolocate(argv) == 0

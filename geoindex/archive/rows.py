@@ -121,12 +121,20 @@ def _km(a_lat, a_lng, b_lat, b_lng) -> float | None:
 
 
 def exif_fields(exif: PhotoExif, result: LocateResult) -> dict:
-    """The EXIF columns of one answer as JSON values (the HTTP answer for an uploaded photo):
-    ``exif_lat``, ``exif_lng``, ``km_from_exif`` (from the top prediction), ``taken_at`` (ISO 8601)."""
+    """The EXIF columns of one answer as JSON values (the HTTP answer for an uploaded photo, a
+    single photo's JSON): ``exif_lat``, ``exif_lng``, ``km_from_exif`` (from the top prediction),
+    ``taken_at`` (ISO 8601), and the EXIF position's own labels ``exif_country``, ``exif_admin1``,
+    ``exif_place`` (by the rule every point follows; null without a position)."""
     top = result.predictions[0] if result.predictions else None
+    labels = {"exif_country": None, "exif_admin1": None, "exif_place": None}
+    if exif.has_gps:
+        from geoindex.cells.geocode import reverse_geocode
+
+        geo = reverse_geocode([exif.lat], [exif.lng])
+        labels = {"exif_country": geo.country[0], "exif_admin1": geo.admin1[0], "exif_place": geo.place[0]}
     return {"exif_lat": exif.lat, "exif_lng": exif.lng,
             "km_from_exif": None if top is None else _km(top.lat, top.lng, exif.lat, exif.lng),
-            "taken_at": None if exif.taken_at is None else exif.taken_at.isoformat()}
+            "taken_at": None if exif.taken_at is None else exif.taken_at.isoformat(), **labels}
 
 
 def region_radius_km(region: dict, lat: float, lng: float) -> float:
