@@ -124,3 +124,26 @@ def test_res3_global_and_regional_au_no(tmp_path):
                        "--no-progress", "-q"]) == 0
     regional = read_cells(out)
     assert set(regional.cell) == set(cells[cells.country.isin(["AU", "NO"])].cell) and regional.lat.min() > -60
+
+
+def test_inspect_lookup_shows_the_labels(built_r2, capsys):
+    from geoindex.cli.inspect import main as inspect_main
+
+    assert inspect_main([str(built_r2), "--lookup=-75,120", "--lookup=78.5,16.5", "-k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"labels: version {LABEL_VERSION}" in out
+    assert "lookup -75.0000, 120.0000: AQ / -- / --" in out and "lookup 78.5000, 16.5000: SJ / Svalbard /" in out
+
+
+@pytest.mark.slow
+def test_a_csv_gallery_is_labelled_by_the_same_rule(tmp_path):
+    points = [(-75.0, 120.0), (78.5, 16.5), (-33.86, 151.33), (0.0, -30.0), (42.66, 21.16)]
+    csv = tmp_path / "g.csv"
+    csv.write_text("lat,lng\n" + "".join(f"{a},{b}\n" for a, b in points))
+    out = tmp_path / "csv-idx"
+    assert build_main(["--gallery-csv", str(csv), "--out", str(out), "--no-progress", "-q"]) == 0
+    cells = read_cells(out)
+    stored = [c if isinstance(c, str) else None for c in cells.country]
+    lat, lng = np.array(points).T
+    assert stored == reverse_geocode(lat, lng).country.tolist()  # a CSV row is a loose point: 5 km offshore
+    assert stored == ["AQ", "SJ", "AU", None, "XK"] and not isinstance(cells.place[0], str)

@@ -62,8 +62,18 @@ def test_archive_rows_carry_the_facts_read_by_duckdb_and_pandas(flat_r2, tmp_pat
     assert broken.error and pd.isna(broken.source) and pd.isna(broken.radius_km) and pd.isna(broken.width)
     con = duckdb.connect()
     got = con.execute(f"SELECT count(*) FILTER (WHERE source = ''), count(*) FILTER (WHERE sha256 IS NOT NULL), "
-                      f"max(width) FROM read_parquet('{out}')").fetchone()
-    assert got == (0, 3, 96)
+                      f"max(width), count(DISTINCT run_id), count(run_id) FROM read_parquet('{out}')").fetchone()
+    assert got == (0, 3, 96, 1, 3)
+    import json
+
+    import pyarrow.parquet as pq
+
+    meta = json.loads(pq.read_schema(out).metadata[b"geoindex.provenance"])
+    assert meta["run_id"] == frame.run_id.iloc[0] and meta["index"] == str(idx)
+    assert meta["index_manifest_sha256"] == hashlib.sha256((idx / "manifest.json").read_bytes()).hexdigest()
+    assert meta["clip_model"] == "tiny-test" and meta["location_weights_sha256"] and meta["geoindex_version"]
+    kv = con.execute(f"SELECT value FROM parquet_kv_metadata('{out}') WHERE key = 'geoindex.provenance'").fetchone()
+    assert json.loads(kv[0])["run_id"] == meta["run_id"]
 
 
 def test_single_photo_locate_reports_its_exif(flat_r2, tmp_path, capsys):
@@ -80,6 +90,7 @@ def test_single_photo_locate_reports_its_exif(flat_r2, tmp_path, capsys):
     tower, plain = json.loads(capsys.readouterr().out)
     top = tower["predictions"][0]
     assert tower["exif_lat"] == TOWER[0] and tower["taken_at"] == "2024-01-02T03:04:05"
+    assert (tower["exif_country"], tower["exif_admin1"]) == ("FR", "Île-de-France") and tower["exif_place"]
     assert tower["km_from_exif"] == float(haversine_km(top["lat"], top["lng"], *TOWER))
     assert (plain["exif_lat"], plain["km_from_exif"], plain["taken_at"]) == (None, None, None)
     assert geolocate(argv) == 0

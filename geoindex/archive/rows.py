@@ -28,6 +28,9 @@ Columns (Arrow types; every format writes the same names):
 ``width``, ``height``     int32: pixels, from the image header
 ``source``                string: ``model``, or ``exif`` (``--exif trust``: the model skipped); null on failure
 ``error``                 string: empty when the photo was located, else why it was not
+``run_id``                string: joins the row to the provenance in the Parquet file's key-value
+                          metadata (key ``geoindex.provenance``: index, its manifest's SHA-256,
+                          models, weights hashes, geoindex version, options)
 ========================  ==============================================================
 """
 
@@ -48,8 +51,47 @@ TOP_K_TYPE = pa.list_(pa.struct([
 ]))
 
 
-def schema(with_confidence: bool) -> pa.Schema:
-    """The results table's Arrow schema; ``confidence_km`` only when ``--confidence`` was given."""
+PROVENANCE_KEY = b"geoindex.provenance"
+
+
+def provenance(settings: dict) -> dict:
+    """Where rows come from: the run's settings (index, models, options) with the index manifest's
+    SHA-256, the location encoder's weights hash, the label version and the geoindex version;
+    ``run_id``: the first 16 hex digits of the SHA-256 of the settings (a resumed run, which must
+    have the same settings, keeps it)."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from geoindex import __version__
+    from geoindex.cells.countries import LABEL_VERSION
+
+    out = {**settings, "geoindex_version": __version__, "label_version": LABEL_VERSION}
+    manifest = Path(str(settings.get("index", ""))) / "manifest.json"
+    try:
+        raw = manifest.read_bytes()
+        out["index_manifest_sha256"] = hashlib.sha256(raw).hexdigest()
+        out["location_weights_sha256"] = json.loads(raw).get("encoder", {}).get("weights_sha256")
+    except (OSError, ValueError):
+        out["index_manifest_sha256"] = out["location_weights_sha256"] = None
+    out["run_id"] = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return out
+
+
+def stamp(rows: list[dict], table_schema: pa.Schema) -> list[dict]:
+    """Set each row's ``run_id`` from the schema's provenance (rows built before it is known)."""
+    import json
+
+    meta = table_schema.metadata or {}
+    run_id = json.loads(meta[PROVENANCE_KEY])["run_id"] if PROVENANCE_KEY in meta else None
+    for row in rows:
+        row["run_id"] = run_id
+    return rows
+
+
+def schema(with_confidence: bool, provenance: dict | None = None) -> pa.Schema:
+    """The results table's Arrow schema; ``confidence_km`` only when ``--confidence`` was given;
+    ``provenance`` (:func:`provenance`) as key-value metadata, which Parquet keeps."""
     fields = [("path", pa.string()), ("lat", pa.float64()), ("lng", pa.float64()), ("probability", pa.float64()),
               ("cell", pa.string()), ("country", pa.string()), ("admin1", pa.string()), ("place", pa.string()),
               ("top_k", TOP_K_TYPE)]
@@ -59,8 +101,13 @@ def schema(with_confidence: bool) -> pa.Schema:
                ("exif_lat", pa.float64()), ("exif_lng", pa.float64()), ("km_from_exif", pa.float64()),
                ("taken_at", pa.timestamp("ms")), ("exif_altitude_m", pa.float64()), ("exif_direction_deg", pa.float64()),
                ("camera_make", pa.string()), ("camera_model", pa.string()), ("sha256", pa.string()),
-               ("width", pa.int32()), ("height", pa.int32()), ("source", pa.string()), ("error", pa.string())]
-    return pa.schema(fields)
+               ("width", pa.int32()), ("height", pa.int32()), ("source", pa.string()), ("error", pa.string()),
+               ("run_id", pa.string())]
+    if provenance is None:
+        return pa.schema(fields)
+    import json
+
+    return pa.schema(fields, metadata={PROVENANCE_KEY: json.dumps(provenance, sort_keys=True, default=str).encode()})
 
 
 def _cell_text(cell: int, cell_h3: str | None) -> str:
@@ -74,12 +121,20 @@ def _km(a_lat, a_lng, b_lat, b_lng) -> float | None:
 
 
 def exif_fields(exif: PhotoExif, result: LocateResult) -> dict:
-    """The EXIF columns of one answer as JSON values (the HTTP answer for an uploaded photo):
-    ``exif_lat``, ``exif_lng``, ``km_from_exif`` (from the top prediction), ``taken_at`` (ISO 8601)."""
+    """The EXIF columns of one answer as JSON values (the HTTP answer for an uploaded photo, a
+    single photo's JSON): ``exif_lat``, ``exif_lng``, ``km_from_exif`` (from the top prediction),
+    ``taken_at`` (ISO 8601), and the EXIF position's own labels ``exif_country``, ``exif_admin1``,
+    ``exif_place`` (by the rule every point follows; null without a position)."""
     top = result.predictions[0] if result.predictions else None
+    labels = {"exif_country": None, "exif_admin1": None, "exif_place": None}
+    if exif.has_gps:
+        from geoindex.cells.geocode import reverse_geocode
+
+        geo = reverse_geocode([exif.lat], [exif.lng])
+        labels = {"exif_country": geo.country[0], "exif_admin1": geo.admin1[0], "exif_place": geo.place[0]}
     return {"exif_lat": exif.lat, "exif_lng": exif.lng,
             "km_from_exif": None if top is None else _km(top.lat, top.lng, exif.lat, exif.lng),
-            "taken_at": None if exif.taken_at is None else exif.taken_at.isoformat()}
+            "taken_at": None if exif.taken_at is None else exif.taken_at.isoformat(), **labels}
 
 
 def region_radius_km(region: dict, lat: float, lng: float) -> float:
@@ -98,7 +153,7 @@ def _base(path: str, exif: PhotoExif, with_confidence: bool) -> dict:
     row.update(radius_km=None, place_km=None, exif_lat=exif.lat, exif_lng=exif.lng, km_from_exif=None,
                taken_at=exif.taken_at, exif_altitude_m=exif.altitude_m, exif_direction_deg=exif.direction_deg,
                camera_make=exif.camera_make, camera_model=exif.camera_model, sha256=exif.sha256,
-               width=exif.width, height=exif.height, source="model", error="")
+               width=exif.width, height=exif.height, source="model", error="", run_id=None)
     return row
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from geoindex.archive.parts import PartStore
 from geoindex.archive.pipeline import Decoded, ahead, decode, decoded_batches, model_sized
-from geoindex.archive.rows import error_row, exif_row, located_row, schema
+from geoindex.archive.rows import error_row, exif_row, located_row, provenance, schema, stamp
 from geoindex.archive.walk import find_photos
 from geoindex.archive.writers import assemble, check_ours, check_writable
 from geoindex.errors import GeoindexError
@@ -141,7 +141,7 @@ def run_archive(config: ArchiveConfig, settings: dict, open_geolocator: Callable
     check_writable(config.out)
     check_ours(config.out, config.overwrite)
     photos = [str(p) for p in find_photos(config.inputs, config.from_list)]
-    table_schema = schema(options.confidence is not None)
+    table_schema = schema(options.confidence is not None, provenance(settings))
     counts, interrupted, stop = _Counts(), False, None
     with PartStore(config.out, settings, restart=config.restart) as store:
         done = store.done_paths()
@@ -176,6 +176,7 @@ def _locate_all(config: ArchiveConfig, todo: list[str], done_before: int, store:
     bar = _bar(config, len(todo), done_before)
     try:
         for rows in ahead(decoded_batches(todo, read, config.batch_size, config.workers), batcher.rows):
+            rows = stamp(rows, table_schema)
             bad = next((i for i, r in enumerate(rows) if r["error"]), None)
             if bad is not None and config.strict:
                 pending += rows[:bad]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from geoindex.errors import InvalidArgumentError
 
-SETTINGS_VERSION = 1
+SETTINGS_VERSION = 2  # 2: the columns of issue 34 (facts, radius_km, run_id): older parts cannot join them
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,7 +51,7 @@ def _settings(args, options) -> dict:
         created = None
     region = options.region
     return {"version": SETTINGS_VERSION, "index": os.path.abspath(args.index), "index_created": created,
-            "clip_model": args.clip_model, "weights": None if args.weights is None else os.path.abspath(args.weights),
+            "clip_model": args.clip_model, "clip_checkpoint": args.clip_checkpoint, "weights": None if args.weights is None else os.path.abspath(args.weights),
             "top_k": options.k, "candidates": options.candidates, "search": str(options.search),
             "aggregate_res": options.aggregate_res, "confidence": options.confidence, "exif": args.exif,
             "region": repr((region.countries, region.bboxes, region.cells)),

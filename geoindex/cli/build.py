@@ -52,8 +52,8 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="land (default: centre or a vertex on land) or all; an H3 cell id (repeatable) builds only "
                         "the cells below it")
     p.add_argument("--country", action="append", default=[], metavar="CC",
-                   help="build only the cells in this country (ISO alpha-2, repeatable; a cell's country is its "
-                        "nearest GeoNames place's, as in query filters)")
+                   help="build only the cells in this country (ISO alpha-2, repeatable; a cell is in it when its "
+                        "centre lies in its admin-0 polygon or within one cell's radius offshore, as in query filters)")
     p.add_argument("--bbox", action="append", default=[], metavar="W,S,E,N",
                    help="build only the cells whose centre is in this box (repeatable; --bbox=-5,41,10,51 when "
                         "west is negative). Region kinds combine with AND, values with OR")

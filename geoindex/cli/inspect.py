@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 
     import numpy as np
 
-    from geoindex.cells.geocode import haversine_km
+    from geoindex.cells.countries import LABEL_VERSION
+    from geoindex.cells.geocode import haversine_km, reverse_geocode
     from geoindex.cells.region import describe_region, region_from_dict
     from geoindex.encoders.location import encode_latlng, location_weights_sha256
     from geoindex.locate.geolocator import Geolocator
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
               f"{ix['factory']} [{str(idx.search) or 'exact'}], checksums ok")
         print(f"self-check at build: recall@10 {m['self_check']['recall_at_10']:.3f}, "
               f"self-hit@1 {m['self_check']['self_hit_at_1']:.3f} over {m['self_check']['queries']} cells")
+        print(f"labels: version {(m.get('labels') or {}).get('version', 1)}"
+              + ("" if (m.get("labels") or {}).get("version", 1) >= LABEL_VERSION else
+                 f" (older than {LABEL_VERSION}: rebuild to update its --country filters)"))
         if region := g.get("region"):
             print(f"region: {describe_region(region_from_dict(region))} (a regional build)")
         if not args.lookup:
@@ -76,13 +80,14 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         xq = encode_latlng(geo.encoder_reranker.model, latlng)
         results = geo.locate(xq, QueryOptions(k=min(args.k, geo.ntotal)))
         for (lat, lng), result in zip(args.lookup, results):
-            print(f"\nlookup {lat:.4f}, {lng:.4f}:")
+            own = reverse_geocode([lat], [lng])
+            print(f"\nlookup {lat:.4f}, {lng:.4f}: {_label(own.country[0], own.admin1[0], own.place[0], own.place_km[0])}")
             if note := geo.outside_note(lat, lng):
                 print(f"  note: {note}")
             for p in result.predictions:
                 km = haversine_km(lat, lng, p.lat, p.lng)
                 print(f"  {p.cell:x}  {p.lat:8.3f} {p.lng:9.3f}  {km:8,.1f} km away  score {p.score:.4f}  "
-                      f"{p.country or '--'} / {p.admin1 or '--'} / {p.place or '--'}")
+                      f"{_label(p.country, p.admin1, p.place, p.place_km)}")
     except GeoindexError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
@@ -129,6 +134,12 @@ def _inspect_photos(args) -> int:
                 km = haversine_km(lat, lng, r.lat, r.lng)
                 print(f"  photo {r.id}  {r.lat:8.3f} {r.lng:9.3f}  {km:8,.1f} km away  score {score:.4f}  {r.image}")
     return 0
+
+
+def _label(country, admin1, place, place_km) -> str:
+    """``FR / Île-de-France / Paris (3.1 km)``: a point's labels (docs/querying.md)."""
+    km = "" if place is None or place_km is None or place_km != place_km else f" ({place_km:,.1f} km)"
+    return f"{country or '--'} / {admin1 or '--'} / {place or '--'}{km}"
 
 
 if __name__ == "__main__":

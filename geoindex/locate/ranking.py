@@ -89,11 +89,25 @@ def rank(scores: np.ndarray, ids: np.ndarray, options: QueryOptions, table: Cell
     return LocateResult(preds, region, radius_km=round(radius, 3), radius_confidence=confidence)
 
 
+_LABELS: dict[tuple[float, float, float], tuple] = {}  # (lat, lng, snap_km) -> labels: cell centres repeat
+LABEL_CACHE = 200_000
+
+
 def label_predictions(preds: list[Prediction], snap_km) -> None:
-    """Set each prediction's country, admin1, place and place_km from its own lat, lng."""
-    if not preds:
-        return
-    geo = reverse_geocode(np.array([p.lat for p in preds]), np.array([p.lng for p in preds]), snap_km=snap_km)
-    for p, country, admin1, place, km in zip(preds, geo.country, geo.admin1, geo.place, geo.place_km):
-        p.country, p.admin1, p.place = country, admin1, place
-        p.place_km = None if np.isnan(km) else round(float(km), 3)
+    """Set each prediction's country, admin1, place and place_km from its own lat, lng (labels of
+    points seen before come from a bounded cache: ~1 ms a query saved on a busy server)."""
+    snap = np.broadcast_to(np.asarray(snap_km, dtype=np.float64), (len(preds),))
+    keys = [(p.lat, p.lng, float(s)) for p, s in zip(preds, snap)]
+    labels = [_LABELS.get(key) for key in keys]  # read once: another thread may clear the cache
+    missing = [i for i, found in enumerate(labels) if found is None]
+    if missing:
+        geo = reverse_geocode(np.array([preds[i].lat for i in missing]), np.array([preds[i].lng for i in missing]),
+                              snap_km=snap[missing])
+        if len(_LABELS) + len(missing) > LABEL_CACHE:
+            _LABELS.clear()
+        for j, i in enumerate(missing):
+            km = geo.place_km[j]
+            labels[i] = _LABELS[keys[i]] = (geo.country[j], geo.admin1[j], geo.place[j],
+                                            None if np.isnan(km) else round(float(km), 3))
+    for p, label in zip(preds, labels):
+        p.country, p.admin1, p.place, p.place_km = label

@@ -236,7 +236,7 @@ METADATA_ROWS = 262_144  # photos geocoded and inserted into DuckDB at a time
 
 def _metadata(path: Path, rows, kept: np.ndarray) -> None:
     """``photos`` table: id (the FAISS id), image (as written), path (resolved), lat, lng, line,
-    place, admin1, country (the nearest GeoNames place's, as cells get theirs, without the open-ocean rule),
+    place, admin1, country (labelled as cells are: the admin-0 polygon, then its nearest place),
     cell (H3 res 15, for cell filters), metadata (JSON). Written :data:`METADATA_ROWS` photos at a
     time, in id order: the build never holds a frame of every photo's strings."""
     import duckdb

@@ -86,7 +86,10 @@ class Result(BaseModel):
     exif_lat: float | None = Field(None, description="uploaded photos: the EXIF GPS latitude (null when none)")
     exif_lng: float | None = Field(None, description="uploaded photos: the EXIF GPS longitude (null when none)")
     km_from_exif: float | None = Field(None, description="uploaded photos: km from the top prediction to the EXIF position")
-    taken_at: str | None = Field(None, description="uploaded photos: EXIF DateTimeOriginal, ISO 8601, camera clock")
+    taken_at: str | None = Field(None, description="uploaded photos: EXIF DateTimeOriginal (else DateTime), ISO 8601, camera clock")
+    exif_country: str | None = Field(None, description="uploaded photos: the EXIF position's country (admin-0 polygon)")
+    exif_admin1: str | None = Field(None, description="uploaded photos: the EXIF position's first-level division")
+    exif_place: str | None = Field(None, description="uploaded photos: the nearest place of that country to the EXIF position")
 
 
 class LocateResponse(BaseModel):

@@ -21,7 +21,7 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 
 @router.get("/v1/photos", summary="What the reference photo gallery is")
 async def photos_summary(engine: EngineDep):
-    return {**engine.geolocator.photos.summary(), "images_served": engine.photos_root is not None}
+    return {**engine.photos.gallery.summary(), "images_served": engine.photos_root is not None}
 
 
 @router.get("/v1/photos/{photo_id}/image", summary="A reference photo's image (only from --photos-root)",
@@ -32,7 +32,7 @@ async def photo_image(photo_id: Annotated[int, Path(ge=0, le=2**62, description=
     if root is None:
         return error_response(404, "NotFound", "this server serves no reference photo images: restart it "
                                                "with --photos-root DIR")
-    gallery = engine.geolocator.photos
+    gallery = engine.photos.gallery
     records = await asyncio.get_running_loop().run_in_executor(engine.search_pool, gallery.records, [photo_id])
     found = photo_file(root, records[0].image) if records else None
     if found is None:
