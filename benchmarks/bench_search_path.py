@@ -113,9 +113,7 @@ def http_parts(geo, xq, bodies) -> dict:
     import orjson
 
     from geoindex.locate.options import validate_embeddings
-    from geoindex.serve.schema import request_models
-
-    _, _, request = request_models(100, 4096, geo.resolution, 512, 64, 256)
+    from geoindex.serve.requests import EmbeddingRequest as request
     results = [geo.locate(q[None]) for q in xq]
     parse, answer = [], []
     for body, result in zip(bodies, results):
@@ -138,14 +136,14 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     import torch
 
-    from geoindex import BuildConfig, Geolocator, build_index
+    from geoindex import BuildConfig, Geolocator, build_gallery
     from geoindex.encoders.location import encode_latlng, load_location_encoder
 
     with tempfile.TemporaryDirectory(prefix="bench-search-path-") as tmp:
         index = args.index
         if index is None:
             index = Path(tmp) / "r3"
-            build_index(BuildConfig(out=index, resolution=3, progress=False))
+            build_gallery(BuildConfig(out=index, resolution=3, progress=False))
         geo = Geolocator(index)
         xq = noisy(encode_latlng(load_location_encoder(), photo_locations(args.queries, seed=36)), 0.9)
         load = os.getloadavg()

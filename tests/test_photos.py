@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,28 @@ def test_an_exact_copy_puts_the_top1_at_its_place():
     assert (top.lat, top.lng) == (60.0, 5.0) and top.score == pytest.approx(0.9995)
     assert top.probability >= max(p.probability for p in out.predictions[1:])
     assert out.neighbours[0].km_from_top == 0
+
+
+def test_the_radius_and_the_labels_follow_the_fused_answer():
+    """When the photos move the top-1, radius_km is measured around the new top over the fused mass
+    (the cells' radius was around another point), and a photo place is labelled from its own point."""
+    from geoindex.cells.geocode import reverse_geocode
+    from geoindex.locate.radius import mass_radius_km
+
+    cells = replace(CELLS, radius_km=4000.0, radius_confidence=0.9)
+    nbs = [_nb(7, 48.8584, 2.2945, 0.9995), _nb(1, 48.86, 2.30, 0.99), _nb(2, 48.85, 2.29, 0.99)]
+    out = fuse(cells, nbs, FusionSettings(), 3, floor_km=1.0)
+    top = out.predictions[0]
+    assert (top.lat, top.lng) == (48.8584, 2.2945)
+    # the radius is the distance from the new top to one of the fused candidates (cells, photo places)
+    cand = [(p.lat, p.lng) for p in CELLS.predictions] + [(n.lat, n.lng) for n in nbs]
+    assert min(abs(out.radius_km - haversine_km(top.lat, top.lng, a, b)) for a, b in cand) < 1e-3
+    probs = np.array([p.probability for p in out.predictions])
+    pts = np.array([[p.lat, p.lng] for p in out.predictions])
+    assert out.radius_km >= mass_radius_km(top.lat, top.lng, pts, probs, 0.9, 1.0) - 1e-3  # fused pool >= shown k
+    own = reverse_geocode(np.array([top.lat]), np.array([top.lng]))
+    assert (top.country, top.place) == ("FR", own.place[0]) and top.place_km is not None
+    assert fuse(cells, nbs, FusionSettings(weight=0), 3).radius_km == cells.radius_km  # cells alone: unchanged
 
 
 def test_dissimilar_neighbours_do_not_vote():

@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         from geoindex.maps.draw import check_map_outs  # never over a file it did not draw (--overwrite: explicitly)
 
         if args.map is not None and args.embedding is None:  # before any model loads
-            check_map_outs(map_paths(args.map, len(args.images) + len(args.text)), args.overwrite)
+            check_map_outs(map_paths(args.map, 1 if args.joint else len(args.images) + len(args.text)), args.overwrite)
         labels, xq = _queries(args, geolocator)
         if args.joint:
             from dataclasses import replace as replace_options

@@ -42,7 +42,7 @@ def results_to_geojson(results: list[LocateResult], labels: list[str] | None = N
     Returns:
         A FeatureCollection dict: a Point per prediction ([lng, lat] degrees; properties: query,
         rank, cell, probability, score, country, admin1, place, place_km, cell_h3, and the answer's
-        radius_km and radius_confidence) and, where asked for, each query's confidence region (a
+        radius_km, radius_confidence and warnings) and, where asked for, each query's confidence region (a
         MultiPolygon Feature).
     """
     features = []
@@ -50,7 +50,8 @@ def results_to_geojson(results: list[LocateResult], labels: list[str] | None = N
         label = labels[q] if labels else q
         for rank, p in enumerate(res.predictions, 1):
             props = {k: v for k, v in p.to_dict().items() if k not in ("lat", "lng")}
-            props.update(query=label, rank=rank, radius_km=res.radius_km, radius_confidence=res.radius_confidence)
+            props.update(query=label, rank=rank, radius_km=res.radius_km, radius_confidence=res.radius_confidence,
+                         warnings=res.warnings)
             features.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [p.lng, p.lat]},
                              "properties": props})
         if res.confidence_region is not None:

@@ -38,7 +38,10 @@ class PhotoEvidence:
         return neighbours_of(self.gallery, xq, self.fusion.k, region)
 
     def fuse(self, result, neighbours: list[Neighbour], k: int, resolution: int | None):
-        return fuse(result, neighbours, self.fusion, k, _cell_of(resolution))
+        from geoindex.cells.countries import cell_radius_km
+
+        floor = 0.0 if resolution is None else cell_radius_km(resolution)
+        return fuse(result, neighbours, self.fusion, k, _cell_of(resolution), floor)
 
 
 def open_photos(path: str | Path, weights: str | Path | None = None, fusion: FusionSettings | None = None,

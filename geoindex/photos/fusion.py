@@ -89,10 +89,12 @@ def _kernel(lat1, lng1, lat2, lng2, h_km: float) -> np.ndarray:
 
 
 def fuse(result: LocateResult, neighbours: list[Neighbour], settings: FusionSettings, k: int,
-         cell_of=None) -> LocateResult:
+         cell_of=None, floor_km: float = 0.0) -> LocateResult:
     """One query's cell result (its ``pool`` best predictions) and neighbours (best first) -> the
     fused result with ``k`` predictions and the neighbours attached (km measured from the new top-1).
-    ``cell_of(lat, lng)``: the cell id holding a point and its hex form (None for CSV galleries)."""
+    ``cell_of(lat, lng)``: the cell id holding a point and its hex form (None for CSV galleries).
+    When the photos take part, ``radius_km`` is measured again around the fused top-1 over the fused
+    mass (never below ``floor_km``, one cell's radius): the cells' radius was around another point."""
     preds = result.predictions
     voters = [n for n in neighbours if n.similarity >= settings.min_similarity]
     exact = neighbours[0] if neighbours and neighbours[0].similarity >= settings.exact else None
@@ -135,11 +137,23 @@ def fuse(result: LocateResult, neighbours: list[Neighbour], settings: FusionSett
     top_lat, top_lng = out[0].lat, out[0].lng
     for n in neighbours:
         n.km_from_top = float(haversine_km(top_lat, top_lng, n.lat, n.lng))
-    return replace(result, predictions=out, neighbours=neighbours)
+    radius = result.radius_km
+    if w > 0 and result.radius_confidence is not None:
+        from geoindex.locate.radius import mass_radius_km
+
+        radius = round(mass_radius_km(top_lat, top_lng, np.column_stack((cand_lat, cand_lng)), fused / total,
+                                      result.radius_confidence, floor_km), 3)
+    return replace(result, predictions=out, neighbours=neighbours, radius_km=radius)
 
 
 def _photo_prediction(n: Neighbour, probability: float, cell_of) -> Prediction:
+    """A reference photo's place as a prediction, labelled from its own point as every point is."""
+    from geoindex.cells.countries import POINT_SNAP_KM
+    from geoindex.locate.ranking import label_predictions
+
     cell, cell_h3 = cell_of(n.lat, n.lng) if cell_of is not None else (-1, None)
-    return Prediction(cell=cell, lat=n.lat, lng=n.lng, probability=probability, country=n.country,
-                      admin1=n.admin1, place=n.place, score=n.similarity, cell_h3=cell_h3)
+    pred = Prediction(cell=cell, lat=n.lat, lng=n.lng, probability=probability, country=None,
+                      admin1=None, place=None, score=n.similarity, cell_h3=cell_h3)
+    label_predictions([pred], POINT_SNAP_KM)
+    return pred
 

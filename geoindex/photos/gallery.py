@@ -4,7 +4,7 @@
 ``photos.duckdb`` (lat, lng, H3 cell, country code: 26 B a photo; image paths and metadata are read per
 answer), and :meth:`PhotoGallery.search` returns each query's k nearest photos by cosine similarity,
 re-scored exactly from the fp16 store when the index is compressed. A region filter keeps only
-photos inside it, by the rule cells follow: the country of the nearest place, bounding boxes, and H3
+photos inside it, by the rule cells follow: the country whose admin-0 polygon holds it, bounding boxes, and H3
 ancestry (a photo is inside an H3 filter cell when its res-15 cell descends from it); a filtered
 search scans every list, so its answer is the exact top-k of the filtered set.
 """

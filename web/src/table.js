@@ -102,6 +102,7 @@ export function summaryText(result, trueLatLng, trueName = "the true location") 
   const radius = radiusLine(result);
   if (radius) text += ` ${radius}.`;
   if (trueLatLng) text += ` The best guess is ${km(distanceKm(trueLatLng, [p.lat, p.lng]))} km from ${trueName}.`;
+  for (const warning of result.warnings ?? []) text += ` Note: ${warning}`;  // e.g. filter countries with no cells here
   return text;
 }
 
