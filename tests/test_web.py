@@ -62,7 +62,7 @@ def test_page_and_static_files_served(app):
     assert topo["type"] == "Topology" and len(topo["objects"]["countries"]["geometries"]) > 200
     assert client.get("/config.json").json() == {
         "tiles": None, "max_top_k": 100, "max_images": 16, "max_request_bytes": 64 * 2**20,
-        "images": True, "texts": True, "embeddings": True, "photos": False, "reason": None}
+        "max_decoded_bytes": 2**30, "max_pixels": 64_000_000, "images": True, "texts": True, "embeddings": True, "photos": False, "reason": None}
     missing = client.get("/static/nope.js")
     assert missing.status_code == 404 and missing.json()["error"]["status"] == 404
     paths = client.get("/openapi.json").json()["paths"]

@@ -624,3 +624,75 @@ def test_a_200_photo_batch_does_not_freeze_the_page(page, server):
     assert page.inner_text("#status").startswith("200 results,")
     print(f"200-photo batch: longest main-thread stall {worst:.0f} ms")
     assert worst < 1000, f"the page froze for {worst:.0f} ms"
+
+
+def image_bytes(color, fmt: str, w: int, h: int) -> bytes:
+    img = Image.new("RGB", (w, h), color)
+    for x in range(0, w, 16):  # some structure, so the photos embed apart
+        for y in range(h // 2, h, 4):
+            img.putpixel((x, y), (255 - color[0], 255 - color[1], 255 - color[2]))
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+PIXELS = 640 * 480 * 4  # what one 640x480 PNG or TIFF decodes to on the server
+
+
+@pytest.fixture(scope="module")
+def small_decode_server(settings):
+    from dataclasses import replace
+
+    from geoindex.serve.app import create_app
+
+    with running(create_app(replace(settings, max_decoded_bytes=int(3.5 * PIXELS)))) as url:
+        yield url
+
+
+def test_a_batch_over_the_decoded_bytes_limit_is_split_and_no_photo_is_lost(browser, small_decode_server):
+    """--max-decoded-bytes 3.5 photos' worth: the page budgets the PNGs from their headers (3 a
+    request, never refused); TIFFs, whose size the page does not read, go with them, are refused
+    (413) and sent again in halves; a photo over the limit alone is its own error entry. Every photo
+    has an entry, in order, and the others are located exactly as sent one by one."""
+    server = small_decode_server
+    config = httpx.get(server + "/config.json").json()
+    assert config["max_decoded_bytes"] == int(3.5 * PIXELS) and config["max_pixels"] > 0
+    photos = [(f"png-{i}.png", "image/png", image_bytes((i * 40, 90, 200 - i * 20), "PNG", 640, 480)) for i in range(8)]
+    photos += [(f"tif-{i}.tif", "image/tiff", image_bytes((200, i * 50, 30), "TIFF", 640, 480)) for i in range(4)]
+    photos += [("huge.png", "image/png", image_bytes((10, 200, 10), "PNG", 1400, 1000))]  # 5.6 MB decoded
+    context = browser.new_context(viewport={"width": 1360, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: m.type == "error" and "413" not in m.text and errors.append(m.text))
+    # each locate request's (status, photos in it), from the page's own fetch
+    pg.add_init_script("""(() => { const f = window.fetch; window.__answers = [];
+        window.fetch = async (url, init) => { const r = await f(url, init);
+            if (String(url).startsWith("/v1/locate") && init?.body instanceof FormData)
+                window.__answers.push([r.status, init.body.getAll("images").length]);
+            return r; }; })()""")
+    try:
+        pg.goto(server + "/")
+        pg.wait_for_selector("body[data-ready=true]")
+        pg.set_input_files("#files", [{"name": n, "mimeType": t, "buffer": b} for n, t, b in photos])
+        pg.wait_for_function(f"() => document.querySelectorAll('#result-list button[data-result]').length === {len(photos)}")
+        pg.wait_for_function("() => document.body.dataset.state === 'idle'")
+        assert pg.locator("#error").is_hidden()
+        labels = pg.eval_on_selector_all("#result-list .label", "els => els.map(e => e.textContent)")
+        assert labels == [n for n, _, _ in photos]
+        # PNGs 3 + 3; then 2 PNGs + 4 TIFFs refused and halved; the huge PNG alone, refused
+        answers = [tuple(a) for a in pg.evaluate("() => window.__answers")]
+        assert answers == [(200, 3), (200, 3), (413, 6), (200, 3), (200, 3), (413, 1)], answers
+        results = pg.evaluate("() => window.geoindex.state.entries.map(e => e.result)")
+        assert "413" in results[-1]["error"] and results[-1]["predictions"] == []
+        assert "413" in pg.inner_text('#result-list button[data-result="12"]')
+        for (name, mime, data), result in zip(photos[:-1], results[:-1]):
+            expected = httpx.post(server + "/v1/locate", files=[("images", (name, data, mime))],
+                                  data={"top_k": "5", "confidence": "0.9"}, timeout=60).json()["results"][0]
+            assert [p["cell_h3"] for p in result["predictions"]] == [p["cell_h3"] for p in expected["predictions"]], name
+        pg.click('#result-list button[data-result="12"]')
+        assert "413" in pg.inner_text("#summary")
+    finally:
+        context.close()
+    assert not errors, errors

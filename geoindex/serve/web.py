@@ -76,7 +76,9 @@ class Page:
     @classmethod
     def of(cls, settings, capabilities: dict | None = None) -> Page:
         config = {"tiles": settings.tiles, "max_top_k": settings.max_top_k, "max_images": settings.max_images,
-                  "max_request_bytes": settings.max_request_bytes, **(capabilities or {})}
+                  "max_request_bytes": settings.max_request_bytes,
+                  "max_decoded_bytes": settings.max_decoded_bytes, "max_pixels": settings.max_pixels,
+                  **(capabilities or {})}
         return cls(STATIC_DIR, content_security_policy(settings.tiles), orjson.dumps(config))
 
 

@@ -1,7 +1,7 @@
 // The page: photos (picked or dropped) or a text -> POST /v1/locate[/text|/embedding] with the
 // filters -> the selected result on the map and in the table; the true location by a click.
 import { ApiError, getJson, locate } from "./api.js";
-import { chunk, toCsv, toGeoJson, toKml } from "./export.js";
+import { chunk, decodedCosts, toCsv, toGeoJson, toKml } from "./export.js";
 import { parseCoordinates, plural, safeStem } from "./geo.js";
 import { createMap } from "./map.js";
 import { renderNeighbours, renderResultList, renderTable, summaryText } from "./table.js";
@@ -106,31 +106,53 @@ async function run(query) {
 
 /**
  * Photos in as many requests as the server's limits need (--max-images files, about
- * --max-request-bytes each), one after another, the progress shown; the answers' texts joined as one
- * (int64 cell ids stay text). null when a newer query replaced this one.
+ * --max-request-bytes uploaded and --max-decoded-bytes decoded each, the decoded size read from each
+ * file's header), one after another, the progress shown; the answers' texts joined as one (int64
+ * cell ids stay text). A request of several photos the server still refuses as too large (413) is
+ * split in halves and sent again; one photo refused so is that photo's error entry. null when a
+ * newer query replaced this one.
  */
 async function locateBatch(query, filters, id) {
   const maxBytes = Math.max(1, (state.config.max_request_bytes ?? 64 * 2 ** 20) * 0.9);
-  const parts = chunk(query.files, state.config.max_images, maxBytes);
+  const maxDecoded = Math.max(1, (state.config.max_decoded_bytes ?? 2 ** 30) * 0.95);
+  const costs = await decodedCosts(query.files);
+  if (id !== state.run) return null;
+  const parts = chunk(query.files, state.config.max_images, maxBytes, costs, maxDecoded);
   const arrays = [];
   const progress = $("batch-progress");
   progress.max = query.files.length;
   progress.value = 0;
   progress.hidden = parts.length < 2;
-  let done = 0;
+  let done = 0, requests = 0;
+  async function send(files) {
+    if (parts.length > 1 || requests) setStatus(`Locating photos: ${done} of ${query.files.length} done...`, true);
+    let raw;
+    try {
+      requests += 1;
+      raw = await locate({ kind: "images", files }, filters);
+    } catch (e) {
+      if (!(e instanceof ApiError) || e.status !== 413 || query.files.length < 2) throw e;
+      if (id !== state.run) return false;
+      if (files.length > 1) {
+        const half = Math.ceil(files.length / 2);
+        return (await send(files.slice(0, half))) && send(files.slice(half));
+      }
+      raw = `{"results":[${JSON.stringify({ predictions: [], error: `${e.status} ${e.type}: ${e.message}` })}]}`;
+    }
+    if (id !== state.run) return false;
+    arrays.push(raw.slice(raw.indexOf("[") + 1, raw.lastIndexOf("]")).trim());
+    done += files.length;
+    progress.value = done;
+    return true;
+  }
   try {
     for (const files of parts) {
-      if (parts.length > 1) setStatus(`Locating photos: ${done} of ${query.files.length} done...`, true);
-      const raw = await locate({ kind: "images", files }, filters);
-      if (id !== state.run) return null;
-      arrays.push(raw.slice(raw.indexOf("[") + 1, raw.lastIndexOf("]")).trim());
-      done += files.length;
-      progress.value = done;
+      if (!(await send(files))) return null;
     }
   } finally {
     progress.hidden = true;
   }
-  query.requests = parts.length;
+  query.requests = requests;
   return `{"results":[${arrays.filter(Boolean).join(",")}]}`;
 }
 

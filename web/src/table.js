@@ -17,7 +17,8 @@ export function renderResultList(ol, entries, selected, onSelect) {
     const top = entry.result.predictions[0];
     button.innerHTML = `${entry.thumb ? `<img src="${entry.thumb}" alt="" loading="lazy" decoding="async">` : `<span class="thumb-text">Aa</span>`}
       <span><span class="label">${escapeHtml(entry.label)}</span>
-      <span class="muted small">${top ? `${escapeHtml(where(top))} &middot; ${pct(top.probability)}` : "no cells"}</span>
+      <span class="muted small">${top ? `${escapeHtml(where(top))} &middot; ${pct(top.probability)}`
+    : entry.result.error ? `<span class="photo-error">${escapeHtml(entry.result.error)}</span>` : "no cells"}</span>
       ${facts(entry.result)}
       </span>`;
     button.addEventListener("click", () => onSelect(i));
@@ -91,6 +92,7 @@ export function radiusLine(result) {
 
 /** One line under the map: the best guess, its region, and how far off it is. */
 export function summaryText(result, trueLatLng, trueName = "the true location") {
+  if (result?.error) return `Not located: ${result.error}`; // a photo the server refused (e.g. 413)
   if (!result || !result.predictions.length) return "";
   const p = result.predictions[0];
   let text = `Best guess: ${where(p)} (${pct(p.probability)}).`;
