@@ -250,6 +250,22 @@ def test_text_query_country_and_box_filters(page, server):
     assert {p["country"] for p in expected["predictions"]} == {"FR"}
     assert_table_matches(page, expected)
     assert page.locator("#map path.geoindex-region").count() >= 1
+    assert "Note:" not in page.inner_text("#summary")
+
+    # a filter country with no cells in this index (the Vatican, at res 2): the answer's warning is
+    # shown in the summary, the answer comes from France
+    with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate/text")) as answer:
+        page.fill("#country", "fr, va")
+        page.press("#country", "Enter")
+    assert json.loads(answer.value.request.post_data)["country"] == ["FR", "VA"]
+    [warning] = answer.value.json()["results"][0]["warnings"]
+    assert "VA" in warning and "FR" in warning
+    page.wait_for_function("w => document.getElementById('summary').textContent.includes(w)", arg=warning)
+    assert page.locator("#summary").is_visible() and f"Note: {warning}" in page.inner_text("#summary")
+    with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate/text")):
+        page.fill("#country", "fr")
+        page.press("#country", "Enter")
+    page.wait_for_function("() => !document.getElementById('summary').textContent.includes('Note:')")
 
     # no confidence: no region (a change of a control re-runs the query)
     with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate/text")) as answer:
@@ -462,10 +478,16 @@ def test_the_map_fits_the_answer_and_links_to_openstreetmap(page, server):
     summary = page.inner_text("#summary")
     cells = len(result["confidence_region"]["properties"]["cells"])
     assert f"confidence region: {cells} cell{'s' if cells != 1 else ''} (" in summary and "1 cells" not in summary
-    radius = result.get("radius_km")
-    assert page.locator("#map path.geoindex-radius").count() == (1 if radius is not None else 0)
-    if radius is not None:
-        assert "90% within" in summary
+    # the radius circle and the "90% within X km" line, from the answer's radius_km / radius_confidence
+    radius, share = result["radius_km"], result["radius_confidence"]
+    assert radius > 0 and share == pytest.approx(0.9)
+    assert page.locator("#map path.geoindex-radius").count() == 1
+    drawn = page.evaluate("""() => { const out = []; window.geoindex.view.map.eachLayer(l => {
+        if (l.options?.className === "geoindex-radius") out.push([l.getRadius(), l.getLatLng().lat, l.getLatLng().lng]); });
+        return out; }""")
+    assert drawn == [[pytest.approx(radius * 1000), pytest.approx(top["lat"]), pytest.approx(top["lng"])]], drawn
+    shown = f"{radius:.1f}" if radius < 10 else f"{int(radius + 0.5):,}"  # as the page rounds (half up)
+    assert f"{round(share * 100)}% within {shown} km of the best guess" in summary, summary
     page.wait_for_function("() => [...document.querySelectorAll('.geoindex-place')].some(e => e.textContent === 'Paris')")
     with page.expect_download() as download:
         page.click("#download-json")
