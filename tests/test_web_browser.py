@@ -2,8 +2,8 @@
 running server with the tiny test CLIP model. Marker ``browser``: ``pytest -m browser``.
 
 These tests skip when /usr/bin/chromium, playwright or the built page is absent, unless
-GEOINDEX_REQUIRE_BROWSER=1 (CI sets it), which turns those skips into failures. The screenshot
-is kept as ``test-artifacts/web-page.png``.
+GEOINDEX_REQUIRE_BROWSER=1 (CI sets it), which turns those skips into failures. Screenshots are
+kept in ``test-artifacts/``: web-radius.png is docs/web-page.png, web-batch.png docs/web-batch.png.
 """
 
 import base64
@@ -496,6 +496,24 @@ def test_the_map_fits_the_answer_and_links_to_openstreetmap(page, server):
     page.screenshot(path=str(ARTIFACTS / "web-single.png"), full_page=True)
 
 
+def test_a_few_cell_answer_with_its_radius_circle(page, server):
+    """A point between res-2 cells in central France: a confidence region of a few cells, outlined,
+    and the radius circle around the best guess; the screenshot is docs/web-page.png."""
+    page.fill("#top-k", "5")
+    page.fill("#confidence", "0.9")
+    page.fill("#text", "47.0, 3.0")
+    with page.expect_response(lambda r: r.url.startswith(server + "/v1/locate/embedding")) as answer:
+        page.click("#text-go")
+    result = answer.value.json()["results"][0]
+    wait_answer(page)
+    cells = len(result["confidence_region"]["properties"]["cells"])
+    assert cells > 1 and page.locator("#map path.geoindex-region").count() >= 1
+    assert page.locator("#map path.geoindex-radius").count() == 1
+    assert f"{cells} cells" in page.inner_text("#summary") and "90% within" in page.inner_text("#summary")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-radius.png"), full_page=True)
+
+
 def test_a_new_query_clears_the_last_one_unless_pinned(page, server):
     """A lat, lng query's point is its true location; the next (text) query drops it, its marker
     and the 'to true' column. A location pinned on the map stays across queries. Plurals: 1 result."""
@@ -611,6 +629,9 @@ def test_a_batch_of_20_photos_yields_20_grid_items_and_a_20_row_csv(page, server
     expected = httpx.post(server + "/v1/locate", files=[("images", photos[17][:1] + (photos[17][1], "image/jpeg"))],
                           data={"top_k": "5", "confidence": "0.9"}, timeout=60).json()["results"][0]
     assert [r["cell"] for r in table_rows(page)] == [p["cell_h3"] for p in expected["predictions"]]
+    # a radius of thousands of km is only the summary's line: on a flat map its circle is a false oval
+    assert "% within" in page.inner_text("#summary")
+    assert page.locator("#map path.geoindex-radius").count() == (1 if expected["radius_km"] <= 3000 else 0)
 
     with page.expect_download() as download:
         page.click("#export-csv")

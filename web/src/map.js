@@ -4,6 +4,8 @@
 // Uses the globals of the vendor scripts: L (leaflet), h3 (h3-js), topojson (topojson-client).
 import { boxToBboxes, colorAt, colorStops, ringToPolygons, unwrapGeometry } from "./geo.js";
 
+export const MAX_CIRCLE_KM = 3000;
+
 const BASEMAP_URL = "/static/vendor/countries-50m.json";
 
 export function createMap(element, config) {
@@ -169,8 +171,10 @@ export function createMap(element, config) {
         }),
       }).addTo(cellsLayer);
     });
+    // the radius circle, up to a size a flat map still draws as a circle: a radius of thousands of km
+    // (a vague answer) is a distorted oval across half the world, so then only the summary line says it
     const radius = result.radius_km ?? null;
-    if (radius != null && preds.length) {
+    if (radius != null && radius <= MAX_CIRCLE_KM && preds.length) {
       L.circle([preds[0].lat, preds[0].lng], {
         radius: radius * 1000, className: "geoindex-radius", interactive: false, color: "#1f4e9c", weight: 1.5,
         dashArray: "6 4", fill: false,
