@@ -63,7 +63,7 @@ def provenance(settings: dict) -> dict:
     import json
     from pathlib import Path
 
-    from geoindex import __version__
+    from geoindex.constants import __version__
     from geoindex.cells.countries import LABEL_VERSION
 
     out = {**settings, "geoindex_version": __version__, "label_version": LABEL_VERSION}
