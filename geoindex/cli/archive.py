@@ -36,10 +36,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--commit-every", type=int, default=256, metavar="N",
                    help="save rows every N photos (and every 30 s): what a killed run can lose (default 256)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    g.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                   help="locate on a Ray cluster: actors decode, encode and search shards of --commit-every photos, "
+                        "this process writes the rows (default: off; no ADDRESS: $RAY_ADDRESS, else a local cluster)")
 
 
 def wanted(args) -> bool:
-    return args.out is not None or args.from_list is not None
+    return args.out is not None or args.from_list is not None or args.ray is not None
 
 
 def _settings(args, options) -> dict:
@@ -60,7 +63,9 @@ def _settings(args, options) -> dict:
 
 def _check(args) -> None:
     if args.out is None:
-        raise InvalidArgumentError("--from-list needs --out FILE (.parquet, .csv, .jsonl or .geojson)")
+        flag = "--from-list" if args.from_list is not None else "--ray"
+        raise InvalidArgumentError(f"{flag} needs --out FILE (.parquet, .csv, .jsonl or .geojson): it writes a results "
+                                   "table of photos")
     if not args.images and args.from_list is None:
         raise InvalidArgumentError("--out needs photos: give folders or photo files, or --from-list FILE")
     others = [flag for flag, given in (("--text", args.text), ("--embedding", args.embedding), ("--map", args.map),
@@ -106,7 +111,12 @@ def run(args, options, prog: str) -> int:
                    lambda: find_photos(args.images, args.from_list))
         return encoder
 
-    summary = run_archive(config, _settings(args, options), open_geolocator, load_encoder, options)
+    located = None
+    if args.ray is not None:  # joins the cluster now: an address that cannot be reached is refused before any work
+        from geoindex.archive.distributed import located_on_ray
+
+        located = located_on_ray(config, open_geolocator, load_encoder, options, args.ray, args.device)
+    summary = run_archive(config, _settings(args, options), open_geolocator, load_encoder, options, located)
     print(json.dumps(summary.to_dict()))
     if summary.interrupted:
         print(f"{prog}: stopped: {summary.photos:,} photos saved in {summary.out}; run the same command to continue",
