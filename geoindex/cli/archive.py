@@ -81,6 +81,16 @@ def _check(args) -> None:
                                    f"{args.commit_every} must each be at least 1")
 
 
+def _absolute(args) -> argparse.Namespace:
+    """A copy of ``args`` with every path that names a file or folder here made absolute."""
+    def here(value):
+        return value if value is None or not os.path.exists(value) else type(value)(os.path.abspath(value))
+
+    return argparse.Namespace(**{**vars(args), "index": here(args.index), "weights": here(args.weights),
+                                 "clip_checkpoint": here(args.clip_checkpoint), "from_list": here(args.from_list),
+                                 "int8_probe": here(args.int8_probe), "images": [here(p) for p in args.images]})
+
+
 def run(args, options, prog: str) -> int:
     """The archive run for parsed ``args`` and built QueryOptions; GeoindexError propagates."""
     from geoindex.archive.runner import ArchiveConfig, run_archive
@@ -93,11 +103,12 @@ def run(args, options, prog: str) -> int:
                            progress=not args.no_progress and sys.stderr.isatty())
 
     opened = {}
+    there = args if args.ray is None else _absolute(args)  # Ray actors call these in other working folders
 
     def open_geolocator():
         from geoindex.locate.geolocator import Geolocator
 
-        opened["geolocator"] = Geolocator(args.index, weights=args.weights)
+        opened["geolocator"] = Geolocator(there.index, weights=there.weights)
         return opened["geolocator"]
 
     def load_encoder():
@@ -105,10 +116,10 @@ def run(args, options, prog: str) -> int:
         from geoindex.cli.locate import guard_int8
         from geoindex.encoders.clip import load_image_encoder
 
-        encoder = load_image_encoder(args.clip_model, args.clip_checkpoint, args.device, batch_size=args.batch_size,
-                                     weights=args.weights, backend=args.backend, precision=args.precision)
-        guard_int8(args, encoder, opened.get("geolocator") or open_geolocator(),
-                   lambda: find_photos(args.images, args.from_list))
+        encoder = load_image_encoder(there.clip_model, there.clip_checkpoint, there.device, batch_size=there.batch_size,
+                                     weights=there.weights, backend=there.backend, precision=there.precision)
+        guard_int8(there, encoder, opened.get("geolocator") or open_geolocator(),
+                   lambda: find_photos(there.images, there.from_list))
         return encoder
 
     located = None
