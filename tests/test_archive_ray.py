@@ -70,8 +70,11 @@ def test_killed_actor_is_retried_and_a_resumed_run_does_only_the_rest(cluster, i
 @pytest.mark.parametrize("extra, message", [
     ([], "--ray needs --out"),
     (["--out", "x.parquet", "--joint"], "--joint"),
+    (["127.0.0.1:9", "--out", "x.parquet"], "nothing answers there"),  # ray.init would wait for it without end
 ])
-def test_ray_refusals_come_before_any_work(index, photos, tmp_path, capsys, extra, message):
-    assert main([str(photos), "--index", str(index), "--ray", *extra]) == 2
+def test_ray_refusals_come_before_any_work(photos, tmp_path, capsys, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)  # no index is opened, no model loaded: a missing one is not reached
+    assert main([str(photos), "--index", str(tmp_path / "no-index"), "--ray", *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert not (tmp_path / "x.parquet").exists()

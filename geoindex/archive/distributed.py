@@ -18,9 +18,30 @@ import logging
 from collections.abc import Callable, Iterator
 
 from geoindex.archive.runner import ArchiveConfig
+from geoindex.errors import InvalidArgumentError
 from geoindex.pipeline.distributed import ACTOR_RESTARTS, actor_plan, connect, maybe_die
 
 log = logging.getLogger(__name__)
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse a cluster address (``host:port`` or ``ray://host:port``; ``auto``: ``$RAY_ADDRESS`` if
+    set) whose port does not answer within ``timeout_s``: ``ray.init`` would wait for it without end."""
+    import os
+    import socket
+
+    target = os.environ.get("RAY_ADDRESS", "") if address == "auto" else address
+    hostport = target.removeprefix("ray://")
+    if not hostport or hostport in ("auto", "local") or ":" not in hostport:
+        return  # a new local cluster, or the one this machine runs: Ray finds it
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as e:
+        raise InvalidArgumentError(
+            f"--ray {target!r}: nothing answers there ({e}): start the cluster with `ray start --head`, give its "
+            "address (--ray HOST:6379, or ray://HOST:10001), or drop --ray") from None
 
 
 def shards_of(paths: list[str], size: int) -> list[tuple[str, list[str]]]:
@@ -67,6 +88,7 @@ def located_on_ray(config: ArchiveConfig, open_geolocator: Callable, load_encode
     the actors start only when there are photos to do. ``shard_size``: photos a shard (default
     ``config.commit_rows``: a shard is about one committed part). The callables and ``options``
     are sent to every actor, which calls them there."""
+    check_reachable(address)
     resources = connect(address)
     actors, kind = actor_plan(resources, device)
     size = max(1, shard_size or config.commit_rows)
