@@ -78,3 +78,13 @@ def test_ray_refusals_come_before_any_work(photos, tmp_path, capsys, monkeypatch
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "x.parquet").exists()
+
+
+@pytest.mark.ray
+def test_an_actor_refusal_is_the_one_line_error_of_one_process(cluster, photos, tmp_path, capsys):
+    """The driver opens no index: a missing one is found by the actors, and their error is raised as is."""
+    out = tmp_path / "ray.parquet"
+    assert main([str(photos), "--index", str(tmp_path / "no-index"), "--out", str(out), "--clip-model", "tiny-test",
+                 *SHARD, "--ray"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "no-index' does not exist: build one" in last and "Ray" not in last

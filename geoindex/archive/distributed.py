@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 from geoindex.archive.runner import ArchiveConfig
-from geoindex.errors import InvalidArgumentError
+from geoindex.errors import GeoindexError, InvalidArgumentError
 from geoindex.pipeline.distributed import ACTOR_RESTARTS, actor_plan, connect, maybe_die
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,22 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         raise InvalidArgumentError(
             f"--ray {target!r}: nothing answers there ({e}): start the cluster with `ray start --head`, give its "
             "address (--ray HOST:6379, or ray://HOST:10001), or drop --ray") from None
+
+
+def geoindex_cause(error: BaseException) -> GeoindexError | None:
+    """The GeoindexError an actor raised, out of the Ray error that carries it (a failed task's
+    RayTaskError has it as ``cause``; a failed constructor's ActorDiedError has that RayTaskError
+    as its first argument)."""
+    for _ in range(4):
+        if isinstance(error, GeoindexError) and not hasattr(error, "cause"):
+            return error
+        inner = getattr(error, "cause", None)
+        if inner is None and getattr(error, "args", None) and isinstance(error.args[0], BaseException):
+            inner = error.args[0]
+        if inner is None:
+            return None
+        error = inner
+    return None
 
 
 def shards_of(paths: list[str], size: int) -> list[tuple[str, list[str]]]:
@@ -110,6 +126,11 @@ def located_on_ray(config: ArchiveConfig, open_geolocator: Callable, load_encode
             pool = ActorPool(handles)
             for _key, rows in pool.map_unordered(lambda actor, shard: actor.rows.remote(*shard), shards):
                 yield rows
+        except ray.exceptions.RayError as e:  # an actor refused (no index, bad options): its own one-line error
+            cause = geoindex_cause(e)
+            if cause is None:
+                raise
+            raise cause from None
         finally:
             for actor in handles:
                 ray.kill(actor)
