@@ -130,13 +130,15 @@ class _Counts:
 
 
 def run_archive(config: ArchiveConfig, settings: dict, open_geolocator: Callable, load_encoder: Callable,
-                options) -> ArchiveSummary:
+                options, located: Callable | None = None) -> ArchiveSummary:
     """Locate every photo of ``config`` not yet in ``config.out`` and (re)assemble it.
 
     ``settings``: what makes rows comparable (index, models, options; saved beside the parts: a
     later run with other settings is refused); ``open_geolocator()`` -> Geolocator;
     ``load_encoder()`` -> ImageEncoder (called once, only if a photo needs the model). Ctrl-C
-    returns with ``interrupted`` set; ``--strict`` raises StrictStop; both after saving."""
+    returns with ``interrupted`` set; ``--strict`` raises StrictStop; both after saving.
+    ``located(todo)`` -> iterator of row lists for those paths, in any order: where the rows are
+    made (:func:`geoindex.archive.distributed.located_on_ray`); None: in this process."""
     t0 = time.perf_counter()
     check_writable(config.out)
     check_ours(config.out, config.overwrite)
@@ -148,8 +150,11 @@ def run_archive(config: ArchiveConfig, settings: dict, open_geolocator: Callable
         todo = [p for p in photos if p not in done]
         if todo:
             try:
-                _locate_all(config, todo, len(photos) - len(todo), store, table_schema, counts,
-                            _Batcher(config, open_geolocator(), options, load_encoder))
+                if located is None:
+                    rows = _located_here(config, todo, _Batcher(config, open_geolocator(), options, load_encoder))
+                else:
+                    rows = located(todo)
+                _commit_all(config, rows, len(todo), len(photos) - len(todo), store, table_schema, counts)
             except KeyboardInterrupt:
                 interrupted = True
             except StrictStop as e:
@@ -162,20 +167,30 @@ def run_archive(config: ArchiveConfig, settings: dict, open_geolocator: Callable
                           round(time.perf_counter() - t0, 3), rate, interrupted)
 
 
-def _locate_all(config: ArchiveConfig, todo: list[str], done_before: int, store: PartStore, table_schema,
-                counts: _Counts, batcher: _Batcher) -> None:
-    """The pipeline over ``todo``; rows committed as they come, and on any exit."""
+def reader(config: ArchiveConfig, batcher: _Batcher) -> Callable[[str], Decoded]:
+    """The decode step for ``config``; loads the model first when every photo needs it (``--exif
+    compare``), to decode to its size."""
     batcher.geolocator.check_options(batcher.options)
     shrink = None
     if config.exif != "trust":  # every photo needs the model: load it now, and decode to its size
         batcher.encoder = batcher.load_encoder()
         shrink = model_sized(batcher.encoder.preprocess)
-    read = partial(decode, max_pixels=config.max_pixels, shrink=shrink, skip_gps=config.exif == "trust")
+    return partial(decode, max_pixels=config.max_pixels, shrink=shrink, skip_gps=config.exif == "trust")
+
+
+def _located_here(config: ArchiveConfig, todo: list[str], batcher: _Batcher):
+    """Row lists for ``todo`` in this process, in order: decode, encode+search and the caller overlap."""
+    return ahead(decoded_batches(todo, reader(config, batcher), config.batch_size, config.workers), batcher.rows)
+
+
+def _commit_all(config: ArchiveConfig, located, todo: int, done_before: int, store: PartStore, table_schema,
+                counts: _Counts) -> None:
+    """Row lists as they come from ``located``, committed in parts, and on any exit."""
     pending: list[dict] = []
     started = last_commit = time.monotonic()
-    bar = _bar(config, len(todo), done_before)
+    bar = _bar(config, todo, done_before)
     try:
-        for rows in ahead(decoded_batches(todo, read, config.batch_size, config.workers), batcher.rows):
+        for rows in located:
             rows = stamp(rows, table_schema)
             bad = next((i for i, r in enumerate(rows) if r["error"]), None)
             if bad is not None and config.strict:
@@ -190,5 +205,7 @@ def _locate_all(config: ArchiveConfig, todo: list[str], done_before: int, store:
                 pending, last_commit = [], time.monotonic()
     finally:
         bar.close()
+        if hasattr(located, "close"):  # a generator: stop its workers (threads, Ray actors) now
+            located.close()
         store.commit(pending, table_schema)  # Ctrl-C and --strict too: what is done is saved
         counts.pipeline_s = time.monotonic() - started

@@ -36,10 +36,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--commit-every", type=int, default=256, metavar="N",
                    help="save rows every N photos (and every 30 s): what a killed run can lose (default 256)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    g.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                   help="locate on a Ray cluster: actors decode, encode and search shards of --commit-every photos, "
+                        "this process writes the rows (default: off; no ADDRESS: $RAY_ADDRESS, else a local cluster)")
 
 
 def wanted(args) -> bool:
-    return args.out is not None or args.from_list is not None
+    return args.out is not None or args.from_list is not None or args.ray is not None
 
 
 def _settings(args, options) -> dict:
@@ -60,7 +63,9 @@ def _settings(args, options) -> dict:
 
 def _check(args) -> None:
     if args.out is None:
-        raise InvalidArgumentError("--from-list needs --out FILE (.parquet, .csv, .jsonl or .geojson)")
+        flag = "--from-list" if args.from_list is not None else "--ray"
+        raise InvalidArgumentError(f"{flag} needs --out FILE (.parquet, .csv, .jsonl or .geojson): it writes a results "
+                                   "table of photos")
     if not args.images and args.from_list is None:
         raise InvalidArgumentError("--out needs photos: give folders or photo files, or --from-list FILE")
     others = [flag for flag, given in (("--text", args.text), ("--embedding", args.embedding), ("--map", args.map),
@@ -76,6 +81,16 @@ def _check(args) -> None:
                                    f"{args.commit_every} must each be at least 1")
 
 
+def _absolute(args) -> argparse.Namespace:
+    """A copy of ``args`` with every path that names a file or folder here made absolute."""
+    def here(value):
+        return value if value is None or not os.path.exists(value) else type(value)(os.path.abspath(value))
+
+    return argparse.Namespace(**{**vars(args), "index": here(args.index), "weights": here(args.weights),
+                                 "clip_checkpoint": here(args.clip_checkpoint), "from_list": here(args.from_list),
+                                 "int8_probe": here(args.int8_probe), "images": [here(p) for p in args.images]})
+
+
 def run(args, options, prog: str) -> int:
     """The archive run for parsed ``args`` and built QueryOptions; GeoindexError propagates."""
     from geoindex.archive.runner import ArchiveConfig, run_archive
@@ -88,11 +103,12 @@ def run(args, options, prog: str) -> int:
                            progress=not args.no_progress and sys.stderr.isatty())
 
     opened = {}
+    there = args if args.ray is None else _absolute(args)  # Ray actors call these in other working folders
 
     def open_geolocator():
         from geoindex.locate.geolocator import Geolocator
 
-        opened["geolocator"] = Geolocator(args.index, weights=args.weights)
+        opened["geolocator"] = Geolocator(there.index, weights=there.weights)
         return opened["geolocator"]
 
     def load_encoder():
@@ -100,13 +116,18 @@ def run(args, options, prog: str) -> int:
         from geoindex.cli.locate import guard_int8
         from geoindex.encoders.clip import load_image_encoder
 
-        encoder = load_image_encoder(args.clip_model, args.clip_checkpoint, args.device, batch_size=args.batch_size,
-                                     weights=args.weights, backend=args.backend, precision=args.precision)
-        guard_int8(args, encoder, opened.get("geolocator") or open_geolocator(),
-                   lambda: find_photos(args.images, args.from_list))
+        encoder = load_image_encoder(there.clip_model, there.clip_checkpoint, there.device, batch_size=there.batch_size,
+                                     weights=there.weights, backend=there.backend, precision=there.precision)
+        guard_int8(there, encoder, opened.get("geolocator") or open_geolocator(),
+                   lambda: find_photos(there.images, there.from_list))
         return encoder
 
-    summary = run_archive(config, _settings(args, options), open_geolocator, load_encoder, options)
+    located = None
+    if args.ray is not None:  # joins the cluster now: an address that cannot be reached is refused before any work
+        from geoindex.archive.distributed import located_on_ray
+
+        located = located_on_ray(config, open_geolocator, load_encoder, options, args.ray, args.device)
+    summary = run_archive(config, _settings(args, options), open_geolocator, load_encoder, options, located)
     print(json.dumps(summary.to_dict()))
     if summary.interrupted:
         print(f"{prog}: stopped: {summary.photos:,} photos saved in {summary.out}; run the same command to continue",
