@@ -2,7 +2,8 @@
 #   make demo   install, build a res-3 land index of the globe and a res-5 one of France + Australia,
 #               verify both, answer two landmark lookups, say how to open the page
 #   make test   install, run the fast test loop (no slow, ray, browser or gpu tests; docs/testing.md)
-#   make test-all  install, run every test a machine without a GPU can (what CI runs)
+#   make test-all  install, run every test a machine without a GPU can (what CI runs), but the nightly ones
+#   make test-nightly  the tests too slow for CI (the full ViT-L/14 parity)
 #   make docs   the documentation site, offline, into site/ (mkdocs build --strict)
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,7 +16,7 @@ DEMO_DIR ?= indexes/res$(DEMO_RES)-land
 DEMO_REGION_DIR ?= indexes/res5-fr-au
 WEB_BUILT := geoindex/serve/static/index.html geoindex/maps/basemap/countries-50m.json geoindex/maps/basemap/countries-10m.json
 
-.PHONY: install demo test test-all docs bench-build clean
+.PHONY: install demo test test-all test-nightly docs bench-build clean
 
 $(VENV)/.installed: pyproject.toml tools/pick_torch.py | $(WEB_BUILT)
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +45,10 @@ test: install
 	$(PY) -m pytest -q
 
 test-all: install
-	$(PY) -m pytest -q -m 'not gpu'
+	$(PY) -m pytest -q -m 'not gpu and not nightly'
+
+test-nightly: install
+	$(PY) -m pytest -q -m nightly
 
 # The site: docs/*.md, the measured tables rendered from benchmarks/results/*.json by
 # docs/gen_benchmarks.py, the API reference from docstrings. Nothing is fetched (font: false).

@@ -229,6 +229,7 @@ def test_locate_command_uses_the_hub_cache(small, photos, built_r2, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.nightly  # ~1.5-2.5 min of ViT-L/14 on 2 cores: out of CI (make test-nightly); the tiny-model parity runs there
 def test_full_vit_l14_folder_and_hub_cache_match_reference(photos, tmp_path, monkeypatch):
     """The done-when: a random full-size ViT-L/14 written by CLIPModel.save_pretrained, as
     --clip-checkpoint and as openai/clip-vit-large-patch14 in an offline hub cache (~4 GB peak)."""
