@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from contextlib import closing
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -92,49 +93,43 @@ def decode(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, shrink=None, skip
         return Decoded(path, None, exif, f"{path!r} could not be decoded ({type(e).__name__}: {e})")
 
 
+def _in_order(pool: ThreadPoolExecutor, work: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
+    """``work(item)`` for each item on ``pool``, at most ``window`` submitted ahead of the consumer;
+    results in order. An exception in ``work`` is raised where its result is taken; on exit (the end,
+    an error, Ctrl-C) queued items are cancelled, the running ones waited for, and the pool shut down."""
+    pending: deque[Future] = deque()
+    it = iter(items)
+    try:
+        while True:
+            while len(pending) < window:
+                item = next(it, None)
+                if item is None:
+                    break
+                pending.append(pool.submit(work, item))
+            if not pending:
+                break
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def decoded_batches(paths: Iterable[str], read: Callable[[str], Decoded], batch_size: int,
                     workers: int) -> Iterator[list[Decoded]]:
     """``read`` each path on ``workers`` threads; yield lists of ``batch_size`` Decoded, in path order."""
     pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="decode")
-    window: deque[Future] = deque()
-    it = iter(paths)
-    ahead = 2 * batch_size + workers
-    try:
-        batch: list[Decoded] = []
-        while True:
-            while len(window) < ahead:
-                path = next(it, None)
-                if path is None:
-                    break
-                window.append(pool.submit(read, path))
-            if not window:
-                break
-            batch.append(window.popleft().result())
+    batch: list[Decoded] = []
+    with closing(_in_order(pool, read, paths, 2 * batch_size + workers)) as decoded:  # closed with this one
+        for one in decoded:
+            batch.append(one)
             if len(batch) == batch_size:
                 yield batch
                 batch = []
-        if batch:
-            yield batch
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    if batch:
+        yield batch
 
 
 def ahead(items: Iterable[T], work: Callable[[T], R], depth: int = 1) -> Iterator[R]:
     """``work(item)`` for each item on one background thread, up to ``depth`` items ahead of the
     consumer; results in order. An exception in ``work`` is raised where its result is taken; on
     exit (the end, an error, Ctrl-C) queued items are cancelled and the running one is waited for."""
-    pool = ThreadPoolExecutor(1, thread_name_prefix="encode")
-    window: deque[Future] = deque()
-    it = iter(items)
-    try:
-        while True:
-            while len(window) <= depth:
-                item = next(it, None)
-                if item is None:
-                    break
-                window.append(pool.submit(work, item))
-            if not window:
-                break
-            yield window.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    yield from _in_order(ThreadPoolExecutor(1, thread_name_prefix="encode"), work, items, depth + 1)
