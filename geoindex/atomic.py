@@ -65,10 +65,8 @@ def write_error(path: str | Path, e: BaseException, fix: str | None = None) -> W
     short = isinstance(e, OSError) and code is None and " requested and " in text and " written" in text
     if code in DISK_FULL or short or "No space left on device" in text or "Disk quota exceeded" in text:
         where = Path(path).parent
-        try:
-            free = f"{free_bytes(where):,} bytes free"
-        except OSError:
-            free = "free space unknown"
+        free = _free_text(where)
+        free = "free space unknown" if free is None else f"{free} bytes free"
         return WriteError(f"the disk is full writing {path} ({os.strerror(errno.ENOSPC)}; {free} on {where}): "
                           f"{fix or f'free space on the disk of {where} (df -h {where}), or write elsewhere'}")
     if code in NOT_ALLOWED:
@@ -97,13 +95,18 @@ def free_bytes(folder: str | Path) -> int:
     return min(free, int(fake)) if fake else free
 
 
+def _free_text(folder: Path) -> str | None:
+    """:func:`free_bytes` of ``folder`` with thousands separators, or None when it cannot be read."""
+    try:
+        return f"{free_bytes(folder):,}"
+    except OSError:
+        return None
+
+
 def disk_full(path: str | Path, needed: int, fix: str | None = None) -> DiskFullError:
     """The one line of a full disk: the file, the bytes it needs, the bytes free, the fix."""
     where = Path(path).parent
-    try:
-        free = f"{free_bytes(where):,}"
-    except OSError:
-        free = "unknown"
+    free = _free_text(where) or "unknown"
     return DiskFullError(f"the disk is full: {path} needs {needed:,} bytes and {free} are free on {where} "
                          f"({os.strerror(errno.ENOSPC)}): "
                          f"{fix or 'free space on that disk (df -h ' + str(where) + '), or write elsewhere'}",
