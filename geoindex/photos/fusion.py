@@ -128,12 +128,18 @@ def fuse(result: LocateResult, neighbours: list[Neighbour], settings: FusionSett
         order.remove(top)
         order.insert(0, top)
     total = fused.sum() or 1.0
-    out = []
+    out, places = [], []
     for j in order[:k]:
         if j < len(preds):
             out.append(replace(preds[j], probability=float(fused[j] / total)))
         else:
-            out.append(_photo_prediction(photo_pts[j - len(preds)], float(fused[j] / total), cell_of))
+            places.append(_photo_prediction(photo_pts[j - len(preds)], float(fused[j] / total), cell_of))
+            out.append(places[-1])
+    if places:  # labelled from their own points, as every point is: one call for all of them
+        from geoindex.cells.countries import POINT_SNAP_KM
+        from geoindex.locate.ranking import label_predictions
+
+        label_predictions(places, POINT_SNAP_KM)
     top_lat, top_lng = out[0].lat, out[0].lng
     for n in neighbours:
         n.km_from_top = float(haversine_km(top_lat, top_lng, n.lat, n.lng))
@@ -147,13 +153,8 @@ def fuse(result: LocateResult, neighbours: list[Neighbour], settings: FusionSett
 
 
 def _photo_prediction(n: Neighbour, probability: float, cell_of) -> Prediction:
-    """A reference photo's place as a prediction, labelled from its own point as every point is."""
-    from geoindex.cells.countries import POINT_SNAP_KM
-    from geoindex.locate.ranking import label_predictions
-
+    """A reference photo's place as a prediction; its labels are set by the caller."""
     cell, cell_h3 = cell_of(n.lat, n.lng) if cell_of is not None else (-1, None)
-    pred = Prediction(cell=cell, lat=n.lat, lng=n.lng, probability=probability, country=None,
+    return Prediction(cell=cell, lat=n.lat, lng=n.lng, probability=probability, country=None,
                       admin1=None, place=None, score=n.similarity, cell_h3=cell_h3)
-    label_predictions([pred], POINT_SNAP_KM)
-    return pred
 
