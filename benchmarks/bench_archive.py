@@ -140,21 +140,33 @@ def build_index() -> Path:
     return idx
 
 
-def measure(label: str, model: str, photos_dir: Path, paths: list[Path], index: Path, work: Path, batch: int) -> dict:
-    out = work / f"{label}.parquet"
-    e2e = run_sampled(locate_cmd(photos_dir, out, index, model, "--batch-size", str(batch), "--commit-every",
-                                 str(max(batch, len(paths) // 10))), out)
-    alone = encoder_alone(model, paths, batch)
-    n = e2e["summary"]["photos"]
+def measure(label: str, model: str, photos_dir: Path, paths: list[Path], index: Path, work: Path, batch: int,
+            rounds: int = 1) -> dict:
+    """The command end to end and the encoder alone, ``rounds`` times in alternating order (ABBA...),
+    so a machine whose load drifts weighs on both alike; medians of each."""
+    e2e_runs, alone_runs = [], []
+    for r in range(rounds):
+        for step in ("e2e", "alone") if r % 2 == 0 else ("alone", "e2e"):
+            if step == "alone":
+                alone_runs.append(encoder_alone(model, paths, batch))
+                continue
+            out = work / f"{label}-{r}.parquet"
+            e2e_runs.append(run_sampled(locate_cmd(photos_dir, out, index, model, "--batch-size", str(batch),
+                                                   "--commit-every", str(max(batch, len(paths) // 10))), out))
+    n = e2e_runs[0]["summary"]["photos"]
     # photos/s once the index and the models are loaded (imports alone take 10-30 s here); the
     # command's whole time and the wall clock (Python's start too) are reported beside
-    pps = e2e["summary"]["photos_per_s"]
-    return {"run": label, "model": model, "photos": n, "e2e_photos_per_s": round(pps, 2),
-            "encoder_photos_per_s": round(alone["encoder_photos_per_s"], 2),
-            "decode_photos_per_s": round(alone["decode_photos_per_s"], 2),
-            "e2e_over_encoder": round(pps / alone["encoder_photos_per_s"], 3),
-            "command_s": round(e2e["summary"]["seconds"], 1), "wall_s": round(e2e["wall_s"], 1),
-            "rss_start_mb": e2e["rss_start_mb"], "rss_end_mb": e2e["rss_end_mb"], "rss_peak_mb": e2e["rss_peak_mb"]}
+    pps = float(np.median([e["summary"]["photos_per_s"] for e in e2e_runs]))
+    enc = float(np.median([a["encoder_photos_per_s"] for a in alone_runs]))
+    dec = float(np.median([a["decode_photos_per_s"] for a in alone_runs]))
+    last = e2e_runs[-1]
+    return {"run": label, "model": model, "photos": n, "rounds": rounds, "e2e_photos_per_s": round(pps, 2),
+            "encoder_photos_per_s": round(enc, 2), "decode_photos_per_s": round(dec, 2),
+            "e2e_over_encoder": round(pps / enc, 3),
+            "e2e_over_encoder_each_round": [round(e["summary"]["photos_per_s"] / a["encoder_photos_per_s"], 3)
+                                            for e, a in zip(e2e_runs, alone_runs)],
+            "command_s": round(last["summary"]["seconds"], 1), "wall_s": round(last["wall_s"], 1),
+            "rss_start_mb": last["rss_start_mb"], "rss_end_mb": last["rss_end_mb"], "rss_peak_mb": last["rss_peak_mb"]}
 
 
 def kill_and_resume(photos_dir: Path, n: int, index: Path, work: Path) -> dict:
@@ -178,26 +190,29 @@ def main(argv=None) -> int:
     ap.add_argument("--large-photos", type=int, default=50, help="photos for the ViT-L/14 shape (0: skip)")
     ap.add_argument("--index", type=Path, default=None, help="an index (default: a res-1 Flat one, built once)")
     ap.add_argument("--batch", type=int, default=8, help="photos per CLIP batch, both runs (default 8)")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="end-to-end and encoder-alone runs per model, alternating order (default 2; medians)")
     ap.add_argument("--busy", action="store_true", help="label the numbers as measured on a shared, busy machine")
     args = ap.parse_args(argv)
     index = args.index or build_index()
     rows: list[dict] = []
     note = ("measured on a shared, busy machine (2 cores, other engineers' jobs running): the end-to-end run and "
-            "the encoder alone ran one after the other, so their ratio carries the load's drift") if args.busy else \
-        "quiet machine"
+            "the encoder alone ran in alternating order, medians of the rounds, yet their ratio still carries the load's "
+            "drift") if args.busy else "quiet machine"
     result = {"machine": {**machine(), "load_average_at_start": os.getloadavg()}, "note": note, "batch": args.batch,
               "backend": "auto (ONNX Runtime fp32 on this CPU)", "runs": rows, "kill_and_resume": None,
               "index": str(index)}
     with tempfile.TemporaryDirectory(prefix="bench-archive-") as tmp:
         work = Path(tmp)
         paths = make_photos(work / "photos", args.photos)
-        rows.append(measure("tiny", "tiny-test", work / "photos", paths, index, work, args.batch))
+        rows.append(measure("tiny", "tiny-test", work / "photos", paths, index, work, args.batch, args.rounds))
         save("archive.json", result)  # after each stage: a long run that stops keeps what it measured
         result["kill_and_resume"] = resume = kill_and_resume(work / "photos", args.photos, index, work)
         save("archive.json", result)
         if args.large_photos:
             large = make_photos(work / "large", args.large_photos, seed=1)
-            rows.append(measure("vit-l-14", "ViT-L-14-random", work / "large", large, index, work, args.batch))
+            rows.append(measure("vit-l-14", "ViT-L-14-random", work / "large", large, index, work, args.batch,
+                                args.rounds))
     result["machine"]["load_average_at_end"] = os.getloadavg()
     print(table(rows, list(rows[0])))
     print("kill -9 and resume:", json.dumps(resume))
