@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO
+
+ROOT = REPO
 PACKAGE = ROOT / "geoindex"
 
 # Lowest first. The first three layers are the top-level modules every layer may use: they import

@@ -22,6 +22,7 @@ from geoindex.pipeline.pipeline import work_dir_for
 from geoindex.errors import IndexDirError
 from geoindex.encoders.location import encode_latlng, location_weights_sha256
 from geoindex.store.manifest import open_index_dir
+from tests.helpers import REPO
 
 
 def sha(path):
@@ -248,7 +249,7 @@ def test_hnsw_quantizer_build_answers_like_the_flat_one(built_r2, tmp_path, enco
     from geoindex import Geolocator, QueryOptions
     from geoindex.encoders.location import encode_latlng
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(REPO / "benchmarks"))
     from common import photo_locations
 
     out = tmp_path / "r2-hnsw"

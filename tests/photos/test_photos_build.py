@@ -21,8 +21,8 @@ import pytest
 from geoindex.errors import InvalidArgumentError
 from geoindex.index.search import SearchSettings
 from geoindex.photos import photo_index
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 N_PHOTOS = 300  # >= 256: PQ codes can be trained
 
 
@@ -326,7 +326,7 @@ def test_locate_and_serve_open_an_on_disk_gallery_with_clean_stdout(gallery, tmp
                  "--out", str(ref), "--no-progress", "-q"]) == 0
     assert (ref / "lists.ivfdata").is_file()
     image = gallery["csv"].parent / "000003.png"
-    from tests.cli_output import assert_clean_stdout
+    from tests.helpers.cli_output import assert_clean_stdout
 
     argv = ["geoindex", "locate", str(image), "--index", str(tmp_path / "cells"), "--photos", str(ref),
             "--clip-model", "tiny-test", "--neighbours", "3", "--format"]

@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from geoindex.train.synthetic import write_photos
-from tests.test_web import _need_built_page, _skip_or_fail
-from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, running
+from tests.serve.test_web import _need_built_page, _skip_or_fail
+from tests.serve.test_web_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, running
 
 
 @pytest.fixture(scope="module")

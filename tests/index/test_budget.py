@@ -2,7 +2,6 @@
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -10,6 +9,7 @@ from geoindex.cli.build import main as build_main
 from geoindex.errors import InvalidArgumentError
 from geoindex.index import budget
 from geoindex.index.budget import Measured, parse_size
+from tests.helpers import REPO
 
 
 def test_parse_size():
@@ -85,7 +85,7 @@ def test_budget_refusals(fake_table, tmp_path, capsys):
 
 def test_measured_table_is_what_the_benchmarks_measured():
     """budget.MEASURED must be recall_rules.budget_candidates of benchmarks/results/recall.json."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(REPO / "benchmarks"))
     import recall_rules
     from common import RESULTS
 

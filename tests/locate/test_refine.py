@@ -2,7 +2,6 @@
 truth than cell centres on real photo locations, and the knob's edges (CLI, HTTP, bad values)."""
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,9 @@ from geoindex.encoders.location import encode_latlng, load_location_encoder
 from geoindex.errors import GeoindexError, InvalidArgumentError
 from geoindex.cells.geocode import haversine_km
 from geoindex.locate.refine import Refiner, RefineSettings, move, to_latlng, to_xyz
+from tests.helpers import REPO
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 from common import noisy, photo_locations  # noqa: E402
 
 

@@ -20,14 +20,15 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.test_web import _need_built_page, _skip_or_fail, app, settings  # noqa: F401 (the page's fixtures)
+from tests.serve.test_web import _need_built_page, _skip_or_fail, app, settings  # noqa: F401 (the page's fixtures)
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARTIFACTS = REPO / "test-artifacts"
 EARTH_RADIUS_KM = 6371.0088
 TIMEOUT_MS = 20_000
 

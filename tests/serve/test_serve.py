@@ -170,7 +170,7 @@ def test_bad_images(client):
 
 
 def _bomb() -> bytes:
-    from tests.test_images import _png_header_only
+    from tests.encoders.test_images import _png_header_only
 
     return _png_header_only(50_000, 50_000)
 

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("ray")
 
 from geoindex.cli.locate import main  # noqa: E402
-from tests.test_archive import archive, colour, index, jpeg_bytes, locate, write  # noqa: E402,F401
+from tests.archive.test_archive import archive, colour, index, jpeg_bytes, locate, write  # noqa: E402,F401
 
 SHARD = ["--commit-every", "4", "--no-progress"]  # 15 photos: 4 shards of up to 4
 

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.cli_output import assert_clean_stdout, run
+from tests.helpers.cli_output import assert_clean_stdout, run
 
 FORMATS = ("json", "geojson")
 

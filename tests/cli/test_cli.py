@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from geoindex.cli import ALIASES, COMMANDS, main
+from tests.helpers import REPO
 
 BIN = Path(sys.executable).parent
 
@@ -96,5 +97,5 @@ def test_factory_flag_and_its_older_name_refused(capsys, tmp_path):
 def test_only_the_front_doors_are_top_level_packages():
     import tomllib
 
-    config = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert config["tool"]["setuptools"]["packages"]["find"]["include"] == ["geoindex*", "build_index*", "query*"]

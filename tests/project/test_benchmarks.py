@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from tests.helpers import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import bench_accuracy  # noqa: E402
 from common import haversine_km, noisy  # noqa: E402

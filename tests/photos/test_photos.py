@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,8 +24,8 @@ from geoindex.locate.regions import make_filter
 from geoindex.photos.evidence import open_photos
 from geoindex.photos.fusion import FusionSettings, Neighbour, fuse
 from geoindex.train.synthetic import write_grid, write_photos
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 # -- the fusion rule alone (fast) -------------------------------------------------------------------

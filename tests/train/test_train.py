@@ -23,8 +23,8 @@ from geoindex.train.features import FeatureCache, cache_features
 from geoindex.train.fit import FitConfig, GPSQueue, fit
 from geoindex.train.photos import read_photos
 from geoindex.train.synthetic import photo, write_grid, write_photos
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

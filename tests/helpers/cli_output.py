@@ -18,6 +18,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.helpers import REPO
+
 BIN = Path(sys.executable).parent
 
 
@@ -55,7 +57,7 @@ def command(name: str) -> str:
 
 def run(argv: list[str], timeout: float = 300, cwd: str | Path | None = None) -> subprocess.CompletedProcess:
     """Run ``argv`` (argv[0] an installed command name) with this checkout on PYTHONPATH."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([command(argv[0]), *argv[1:]], capture_output=True, text=True, timeout=timeout,
                           env=env, cwd=cwd)
 

@@ -29,8 +29,8 @@ from geoindex.archive.walk import find_photos, walk_folder
 from geoindex.cells.geocode import haversine_km
 from geoindex.cli.locate import main
 from geoindex.errors import InvalidArgumentError
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TOWER = (48.8584, 2.2945)
 OPERA = (-33.8568, 151.2153)
