@@ -1,6 +1,6 @@
 """``geoindex locate DIR --out FILE --ray``: the archive on a local Ray cluster gives the rows the
 one-process run gives; a killed actor's shard is retried, and a run resumed from another's parts
-does only the rest. Tiny random CLIP, res-1 Flat index, a small photo folder (tests/test_archive.py)."""
+does only the rest. Tiny random CLIP, res-1 Flat index, a small photo folder (tests/helpers/archive.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("ray")
 
 from geoindex.cli.locate import main  # noqa: E402
-from tests.archive.test_archive import archive, colour, index, jpeg_bytes, locate, write  # noqa: E402,F401
+from tests.helpers.archive import archive, colour, jpeg_bytes, locate, write  # noqa: E402
 
 SHARD = ["--commit-every", "4", "--no-progress"]  # 15 photos: 4 shards of up to 4
 

@@ -11,7 +11,7 @@ from PIL.TiffImagePlugin import IFDRational
 
 from geoindex.archive import exif as exif_mod
 from geoindex.archive.exif import read_exif
-from tests.archive.test_archive import TOWER, gps_ifd, locate, write
+from tests.helpers.archive import TOWER, gps_ifd, locate, write
 
 
 def photo(size=(96, 64), gps=None, datetime_only=None, make=None, model=None) -> bytes:

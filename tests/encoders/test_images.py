@@ -2,10 +2,8 @@
 
 import io
 import os
-import struct
 import subprocess
 import sys
-import zlib
 
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ from geoindex.errors import (
     InvalidQueryError,
     WeightsNotFoundError,
 )
+from tests.helpers.images import png_header_only
 
 
 def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -85,16 +84,9 @@ def test_missing_file(tmp_path):
         load_image(tmp_path / "nope.jpg")
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    def chunk(kind, payload):
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
-
-
 def test_decompression_bomb_is_refused_before_decoding():
     with pytest.raises(ImageTooLargeError, match="pixels"):
-        load_image(_png_header_only(100_000, 100_000), name="bomb.png")
+        load_image(png_header_only(100_000, 100_000), name="bomb.png")
     with pytest.raises(ImageTooLargeError, match="over the limit of 100"):
         load_image(_bytes(Image.new("RGB", (20, 20)), "PNG"), max_pixels=100)
 

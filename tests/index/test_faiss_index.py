@@ -9,7 +9,7 @@ from geoindex.errors import InvalidArgumentError
 from geoindex.index import factory as faiss_index
 from geoindex.index.builder import IndexBuilder
 from geoindex.index.search import SearchSettings, apply_search_settings, per_call_params
-from tests.conftest import brute_force_topk, recall_at
+from tests.helpers.search import brute_force_topk, recall_at
 
 
 def test_nlist_rule():

@@ -17,7 +17,7 @@ import pytest
 
 from geoindex.cli.build import main
 from geoindex.store.cell_table import hot_files
-from tests.conftest import stop_at_shard_write
+from tests.helpers.build import stop_at_shard_write
 from geoindex.pipeline.pipeline import work_dir_for
 from geoindex.errors import IndexDirError
 from geoindex.encoders.location import encode_latlng, location_weights_sha256
@@ -243,7 +243,6 @@ def test_hnsw_quantizer_build_answers_like_the_flat_one(built_r2, tmp_path, enco
     """IVFH3_HNSW32: the same lists and codes as IVFH3, the lists to probe found by an HNSW graph
     over the centroids (written, read back and searched through the Geolocator)."""
     import sys
-    from pathlib import Path
 
     from geoindex.cli.build import main
     from geoindex import Geolocator, QueryOptions

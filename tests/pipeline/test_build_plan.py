@@ -17,7 +17,7 @@ import pytest
 
 from geoindex.pipeline import BuildConfig, build, make_plan, work_dir_for
 from geoindex.cli.build import main
-from tests.conftest import stop_at_shard_write
+from tests.helpers.build import stop_at_shard_write
 
 
 def sha(path: Path) -> str:

@@ -14,7 +14,7 @@ ray = pytest.importorskip("ray")
 from geoindex.cli.build import main  # noqa: E402
 from geoindex.pipeline import distributed, work_dir_for  # noqa: E402
 from geoindex.store.manifest import open_index_dir  # noqa: E402
-from tests.conftest import stop_at_shard_write  # noqa: E402
+from tests.helpers.build import stop_at_shard_write  # noqa: E402
 
 
 def sha(path):

@@ -1,5 +1,5 @@
 """The page with a reference photo gallery: neighbours as thumbnails (served from --photos-root) and as
-pins on the map, in a real headless browser (skipped as tests/test_web.py's browser tests are)."""
+pins on the map, in a real headless browser (skipped as tests/serve/test_web_browser.py's tests are)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import shutil
 import pytest
 
 from geoindex.train.synthetic import write_photos
-from tests.serve.test_web import _need_built_page, _skip_or_fail
-from tests.serve.test_web_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, running
+from tests.helpers.web import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, need_built_page, running, skip_or_fail
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +32,12 @@ def server(tmp_path_factory):
 @pytest.mark.browser
 def test_neighbours_as_thumbnails_and_pins(server):
     if not CHROMIUM.exists():
-        _skip_or_fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+        skip_or_fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _skip_or_fail("playwright is missing: pip install -e '.[dev]'")
-    _need_built_page()
+        skip_or_fail("playwright is missing: pip install -e '.[dev]'")
+    need_built_page()
     url, root = server
     query = root / "query.png"
     shutil.copy(root / "photos" / "000004.png", query)

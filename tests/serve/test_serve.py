@@ -170,9 +170,9 @@ def test_bad_images(client):
 
 
 def _bomb() -> bytes:
-    from tests.encoders.test_images import _png_header_only
+    from tests.helpers.images import png_header_only
 
-    return _png_header_only(50_000, 50_000)
+    return png_header_only(50_000, 50_000)
 
 
 def test_text_errors(client):

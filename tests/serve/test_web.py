@@ -1,49 +1,24 @@
 """The web page served at ``/`` from the build of ``web/`` (without a browser: the routes, the CSP,
 the tiles setting, the 503 before the page is built). The page in a real browser is
-tests/test_web_browser.py (marker ``browser``).
+tests/serve/test_web_browser.py (marker ``browser``).
 
 The tests skip when the built page is absent, unless GEOINDEX_REQUIRE_BROWSER=1 (CI sets it), which
 turns those skips into failures.
 """
 
-import os
 import re
 from dataclasses import replace
 
-import pytest
 from fastapi.testclient import TestClient
 
 import geoindex.serve.web as serve_web
 from geoindex.serve.app import create_app
-from geoindex.serve.settings import ServeSettings
-
-REQUIRE_BROWSER = os.environ.get("GEOINDEX_REQUIRE_BROWSER") == "1"
-
-
-def _skip_or_fail(reason: str):
-    if REQUIRE_BROWSER:
-        pytest.fail(f"{reason} (GEOINDEX_REQUIRE_BROWSER=1)")
-    pytest.skip(reason)
-
-
-def _need_built_page():
-    if not (serve_web.STATIC_DIR / "index.html").is_file():
-        _skip_or_fail(f"the page is not built ({serve_web.STATIC_DIR}): run `{serve_web.BUILD_HINT}`")
-
-
-@pytest.fixture(scope="module")
-def settings(built_r2):
-    return ServeSettings(index=str(built_r2), clip_model="tiny-test")
-
-
-@pytest.fixture(scope="module")
-def app(settings):
-    return create_app(settings)
+from tests.helpers.web import need_built_page
 
 
 # -- without a browser ---------------------------------------------------------------------------
 def test_page_and_static_files_served(app):
-    _need_built_page()
+    need_built_page()
     client = TestClient(app)  # no lifespan: the engine stays open for the other tests
     r = client.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
@@ -70,7 +45,7 @@ def test_page_and_static_files_served(app):
 
 
 def test_tiles_setting_reaches_the_page(app, settings):
-    _need_built_page()
+    need_built_page()
     tiles = "https://{s}.tile.example.org/{z}/{x}/{y}.png"
     client = TestClient(create_app(replace(settings, tiles=tiles), engine=app.state.engine))
     assert client.get("/config.json").json()["tiles"] == tiles

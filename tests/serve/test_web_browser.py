@@ -7,30 +7,22 @@ kept in ``test-artifacts/``: web-radius.png is docs/web-page.png, web-batch.png 
 """
 
 import base64
-import contextlib
 import io
 import json
 import math
-import socket
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
-from tests.serve.test_web import _need_built_page, _skip_or_fail, app, settings  # noqa: F401 (the page's fixtures)
 from tests.helpers import REPO
+from tests.helpers.web import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, need_built_page, running, skip_or_fail
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 ARTIFACTS = REPO / "test-artifacts"
 EARTH_RADIUS_KM = 6371.0088
-TIMEOUT_MS = 20_000
 
 
 def jpeg(color, w=160, h=120) -> bytes:
@@ -50,30 +42,6 @@ def haversine_km(a, b) -> float:
 
 
 # -- in a browser ---------------------------------------------------------------------------------
-@contextlib.contextmanager
-def running(app, start_timeout_s: float = 30):
-    """``app`` on a free loopback port, served by uvicorn in a thread; yields its base URL."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + start_timeout_s
-    while not srv.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(10)
-
-
 @pytest.fixture(scope="module")
 def server(app):
     with running(app) as url:
@@ -83,12 +51,12 @@ def server(app):
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        _skip_or_fail(f"{CHROMIUM} is missing: apt-get install -y chromium (never a downloaded browser)")
+        skip_or_fail(f"{CHROMIUM} is missing: apt-get install -y chromium (never a downloaded browser)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _skip_or_fail("playwright is missing: pip install -e '.[dev]'")
-    _need_built_page()
+        skip_or_fail("playwright is missing: pip install -e '.[dev]'")
+    need_built_page()
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         yield b
