@@ -15,7 +15,7 @@ full disks, each run as a user runs it (``geoindex ...`` in a subprocess).
   run again once there is room and resumes.
 
 Slow: ~2 min of CPU (the shared fixtures' builds included), 5-7 min wall on the shared 2-core
-machine: ``pytest -m slow tests/test_fault_injection.py``.
+machine: ``pytest -m slow tests/cli/test_fault_injection.py``.
 """
 
 from __future__ import annotations
@@ -268,7 +268,7 @@ def test_photo_build_onto_a_full_tmpfs_is_one_line_and_keeps_its_work(small_disk
                                "--no-progress"))
     assert "ref.partial" in line and "run the same command again" in line
     assert not (disk / "ref").exists() and (disk / "ref.partial").is_dir()  # the encoded features, kept to resume
-    _no_temporaries(disk)  # (the resume itself: tests/test_photos.py; a rerun here would cost a second build)
+    _no_temporaries(disk)  # (the resume itself: tests/photos/test_photos.py; a rerun here would cost a second build)
 
 
 def test_archive_onto_a_full_tmpfs_is_one_line(small_disk, built_r2, tmp_path):
@@ -286,4 +286,4 @@ def test_archive_onto_a_full_tmpfs_is_one_line(small_disk, built_r2, tmp_path):
     assert str(disk) in line
     assert not (disk / "r.parquet").exists()
     _no_temporaries(disk)
-    # (resuming an archive is tests/test_archive.py's; a rerun here would cost a second CLIP run)
+    # (resuming an archive is tests/archive/test_archive.py's; a rerun here would cost a second CLIP run)

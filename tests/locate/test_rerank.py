@@ -19,7 +19,7 @@ NLIST_R0 = 122  # res-0 cells: IVFH3 lists of a res-2 gallery
 @pytest.fixture(scope="module")
 def pq_r2(tmp_path_factory):
     """Res 2, all 5,882 cells, 8-byte codes (PQ16x4): a deliberately lossy index, re-ranking on,
-    with the encoder (no exact store: tests/test_store.py re-ranks from one)."""
+    with the encoder (no exact store: tests/store/test_store.py re-ranks from one)."""
     out = tmp_path_factory.mktemp("pq") / "r2"
     assert build_main(["--resolution", "2", "--cells", "all", "--out", str(out), "--factory", "IVFH3,PQ16x4",
                        "--search", f"nprobe={NLIST_R0},rerank=100", "--store", "none", "--no-progress", "-q"]) == 0
