@@ -9,7 +9,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)
@@ -112,33 +111,6 @@ def index_copy(tmp_path):
         return Path(shutil.copytree(src, tmp_path / (name or f"{src.name}-copy")))
 
     return copy
-
-
-def stop_at_shard_write(monkeypatch, n: int) -> None:
-    """Make the n-th shard write raise KeyboardInterrupt, as a Ctrl-C'd build would; the earlier
-    shards are written. ``monkeypatch.undo()`` restores the real write."""
-    from geoindex.store.shards import ShardFile
-
-    real_write, calls = ShardFile.write, {"n": 0}
-
-    def dying_write(self, vectors, meta):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise KeyboardInterrupt
-        real_write(self, vectors, meta)
-
-    monkeypatch.setattr(ShardFile, "write", dying_write)
-
-
-def brute_force_topk(xq: np.ndarray, xb: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
-    scores = xq @ xb.T
-    top = np.argsort(-scores, axis=1)[:, :k]
-    return ids[top]
-
-
-def recall_at(I: np.ndarray, gt: np.ndarray) -> float:
-    k = gt.shape[1]
-    return float(np.mean([len(set(a[:k]) & set(b)) / k for a, b in zip(I, gt)]))
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ SIGBUS or a traceback, and nothing half-written left (issue 38, items 3 and 5).
 Files written through a memory map are allocated whole first (``posix_fallocate``); these tests
 make that allocation meet a small disk through ``GEOINDEX_TEST_DISK_FREE``, which makes it fail
 with the ``ENOSPC`` a real full disk gives (the same handling after it). The same cases on a real
-small tmpfs are in ``tests/test_fault_injection.py`` (slow, skipped where mounting is not allowed).
+small tmpfs are in ``tests/cli/test_fault_injection.py`` (slow, skipped where mounting is not allowed).
 """
 
 from __future__ import annotations
