@@ -360,7 +360,7 @@ def test_a_ray_encoded_gallery_is_the_one_process_gallery(gallery, cluster, tmp_
 
     from geoindex.cli.build import main
 
-    monkeypatch.setattr("geoindex.photos.build.FEATURE_SHARD_ROWS", 64)
+    monkeypatch.setattr("geoindex.photos.source.FEATURE_SHARD_ROWS", 64)
     (cluster / "photos00002.kill").touch()  # the actor handed shard 2 dies: Ray restarts it and retries
     flags = ["--photos", str(gallery["csv"]), "--clip-model", "tiny-test", "--no-progress", "-q"]
     assert main([*flags, "--out", str(tmp_path / "one")]) == 0
@@ -410,10 +410,10 @@ def test_the_metadata_table_written_in_parts_equals_one_part(gallery, tmp_path, 
     ids and types as written in one part."""
     import duckdb
 
-    from geoindex.photos import build as photo_build
+    from geoindex.photos import source
 
     _build(gallery, tmp_path / "one")
-    monkeypatch.setattr(photo_build, "METADATA_ROWS", 64)
+    monkeypatch.setattr(source, "METADATA_ROWS", 64)
     _build(gallery, tmp_path / "parts")
 
     def table(ref):
