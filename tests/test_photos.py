@@ -254,7 +254,7 @@ def test_unreadable_photos_are_skipped_and_listed_and_a_failed_build_resumes(syn
     m = photo_build.build_photos(config)
     assert m["photos"] == 20 and m["skipped"] == 1 and not (tmp_path / "ref.partial").exists()
     assert "missing.png" in (out / "skipped.csv").read_text()
-    with pytest.raises(InvalidArgumentError, match="--overwrite"):
+    with pytest.raises(IndexDirError, match="--overwrite"):  # the check every gallery kind makes
         photo_build.build_photos(config)
 
 

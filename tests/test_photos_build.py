@@ -179,7 +179,7 @@ def test_an_out_that_is_a_file_is_refused(rows_csv, tmp_path, capsys, make):
     (tmp_path / "f").write_text("x")
     out = tmp_path / "f" if make == "file" else tmp_path / "f" / "ref"
     assert main(["--photos", str(rows_csv), "--out", str(out), "-q"]) == 2
-    assert "is or lies under a file" in capsys.readouterr().err and sorted(tmp_path.iterdir()) == [tmp_path / "f"]
+    assert "is a file, not a directory" in capsys.readouterr().err and sorted(tmp_path.iterdir()) == [tmp_path / "f"]
 
 
 @pytest.mark.slow

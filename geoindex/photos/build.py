@@ -2,8 +2,9 @@
 their places and metadata in DuckDB, built by the one gallery pipeline
 (:func:`geoindex.pipeline.skeleton.run`) with the photos as its source (:class:`~geoindex.photos.source.PhotoSource`).
 
-Every refusal that needs only the arguments (``--out``, ``--factory``, ``--search``,
-``--lists-on-disk``, ``--max-memory``), then every CSV row checked (:func:`geoindex.photos.rows.read_reference_rows`)
+Every refusal that needs only the arguments (``--out``, by the check every gallery kind makes:
+:func:`geoindex.pipeline.workdir.check_output`; ``--factory``, ``--search``, ``--lists-on-disk``,
+``--max-memory``), then every CSV row checked (:func:`geoindex.photos.rows.read_reference_rows`)
 and the refusals that need the row count (:mod:`geoindex.photos.photo_index`): all before any photo
 is opened. Then, as for a cell index: one builder per REF (the lock), the work dir ``REF.partial``
 resumed when its fingerprint matches (the features encoded so far) and emptied when not, the
@@ -23,6 +24,7 @@ from geoindex.index.search import SearchSettings
 from geoindex.photos import photo_index
 from geoindex.photos.source import FEATURE_SHARD_ROWS, PhotoSource
 from geoindex.pipeline.skeleton import run
+from geoindex.pipeline.workdir import check_output
 
 __all__ = ["FEATURE_SHARD_ROWS", "PhotoBuildConfig", "build_photos"]
 
@@ -74,13 +76,7 @@ def _check_args(config: PhotoBuildConfig) -> tuple[Path, int | None]:
     from geoindex.index.budget import parse_size
 
     out = Path(config.out).resolve()
-    above = next((p for p in out.parents if p.exists()), None)
-    if (out.exists() and not out.is_dir()) or (above is not None and not above.is_dir()):
-        raise InvalidArgumentError(f"--out {str(config.out)!r} is or lies under a file, not a folder: give a new "
-                                   "folder's path")
-    if out.exists() and any(out.iterdir()) and not config.overwrite:
-        raise InvalidArgumentError(f"--out {str(out)!r} exists and is not empty: pass --overwrite to replace it, "
-                                   "or give a new folder")
+    check_output(out, config.overwrite)
     if config.ray is not None and config.features is not None:
         raise InvalidArgumentError("--ray encodes the photos on a cluster, and with --photos-features nothing is "
                                    "encoded: drop --ray (or --photos-features to encode again)")

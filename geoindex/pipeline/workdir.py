@@ -31,9 +31,9 @@ def work_dir_for(out: Path) -> Path:
 
 def check_output(out: Path, overwrite: bool) -> None:
     """Refuse an ``--out`` that is a file or lies under one, or a non-empty directory without
-    ``overwrite``."""
+    ``overwrite``: the one check of every gallery kind's output (cells, CSV rows, photos)."""
     if out.exists() and not out.is_dir():
-        raise IndexDirError(f"--out {str(out)!r} is a file: give a directory path")
+        raise IndexDirError(f"--out {str(out)!r} is a file, not a directory: give a directory path")
     above = next((p for p in out.absolute().parents if p.exists()), None)
     if above is not None and not above.is_dir():
         raise IndexDirError(f"--out {str(out)!r} lies under {str(above)!r}, which is a file, not a directory: "
