@@ -204,7 +204,7 @@ def test_budget_takes_the_first_option_that_fits():
     assert photo_index.choose_for_budget(200 * 10**6, n).cost == "PQ8"
     need = photo_index.predict_resident("PQ8", n)  # the cell build's prediction (index/budget.py)
     tables = faiss.serialize_index(photo_index.probe("IVF4096_HNSW32,PQ8")).size  # the empty index: PQ tables
-    assert need == tables + n * (8 + 8) + 4096 * (512 * 4 + 2 * 64 * 4 + 32 + 16)  # + codes and ids + lists
+    assert need == tables + n * (8 + 8) + 4096 * (512 * 4 + 64 * 4 + 32 + 16)  # + codes and ids + lists
     with pytest.raises(InvalidArgumentError, match=f"needs {need:,} B resident; give --max-memory"):
         photo_index.choose_for_budget(need - 1, n)
     assert photo_index.choose_for_budget(need, n).cost == "PQ8"

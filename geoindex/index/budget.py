@@ -163,8 +163,8 @@ def predict_bytes(empty: faiss.Index, n: int, list_sizes: np.ndarray | None = No
         padding = (int(np.sum(-list_sizes % ivf.bbs)) if list_sizes is not None else nlist * ivf.bbs) * code
     quantizer = nlist * ivf.d * 4
     hnsw = faiss.downcast_index(ivf.quantizer)
-    if isinstance(hnsw, faiss.IndexHNSW):  # level 0 has 2M neighbours a node; upper levels add ~1/M of that
-        quantizer += nlist * (2 * hnsw.hnsw.nb_neighbors(0) * 4 + 32)
+    if isinstance(hnsw, faiss.IndexHNSW):  # level 0: 2M neighbours a node (nb_neighbors(0) is 2M), 4 B each;
+        quantizer += nlist * (hnsw.hnsw.nb_neighbors(0) * 4 + 32)  # + its level, offset, ~1/M nodes one level up
     return fixed + n * (code + 8) + padding + quantizer + nlist * 16
 
 
