@@ -10,7 +10,9 @@ a CSV gallery, a 300-photo gallery (tiny random CLIP), the same photos in an IVF
 and in an IVF with PQ codes re-ranked from the exact store. ``compare`` checks the SHA-256 of every
 index file (vectors.faiss, lists.ivfdata, the exact store, hot columns), every DuckDB table row for
 row, and the manifests with the fields that legitimately differ between two runs left out (timings,
-paths, dates, memory samples; a DuckDB file's checksum, as its bytes vary with identical rows).
+paths, dates, memory samples; a DuckDB file's checksum, as its bytes vary with identical rows). A key
+only the second build's manifest has (e.g. a photo gallery's ``self_check``, new with the one
+pipeline) is printed as a note, not counted as a difference; a key it lost is a difference.
 """
 
 from __future__ import annotations
@@ -101,8 +103,10 @@ def _tables(db: Path) -> dict[str, list]:
         con.close()
 
 
-def compare_one(a: Path, b: Path) -> list[str]:
-    problems = []
+def compare_one(a: Path, b: Path, notes: list[str] | None = None) -> list[str]:
+    """The differences between two builds of one gallery; what only the second one's manifest
+    records (a new key: nothing the first build wrote is changed) goes into ``notes``."""
+    problems, notes = [], notes if notes is not None else []
     files_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file()}
     files_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file()}
     if files_a != files_b:
@@ -116,6 +120,10 @@ def compare_one(a: Path, b: Path) -> list[str]:
                     problems.append(f"{rel}: table {t} rows differ ({len(ta.get(t) or [])} vs {len(tb.get(t) or [])})")
         elif rel.name == "manifest.json":
             ma, mb = (_strip(json.loads((d / rel).read_text())) for d in (a, b))
+            added = sorted(set(mb) - set(ma))  # a key the new build adds (reported, not a difference)
+            if added:
+                notes.append(f"{rel}: the second build's manifest adds {added}")
+                mb = {k: v for k, v in mb.items() if k not in added}
             if ma != mb:
                 keys = sorted(k for k in set(ma) | set(mb) if ma.get(k) != mb.get(k))
                 problems.append(f"{rel}: manifests differ in {keys}")
@@ -132,13 +140,16 @@ def compare(base: Path, new: Path) -> int:
             print(f"{name}: missing ({a.is_dir()=}, {b.is_dir()=})")
             bad += 1
             continue
-        problems = compare_one(a, b)
+        notes: list[str] = []
+        problems = compare_one(a, b, notes)
         vectors = _sha(a / "vectors.faiss")
         print(f"{name}: {'SAME' if not problems else 'DIFFERENT'}  vectors.faiss {vectors[:16]}"
               + ("" if problems else "  (" + ", ".join(sorted(str(p.relative_to(a)) for p in a.rglob('*')
                                                                if p.is_file())) + ")"))
         for p in problems:
             print(f"    {p}")
+        for note in notes:
+            print(f"    note: {note}")
         bad += bool(problems)
     return 1 if bad else 0
 

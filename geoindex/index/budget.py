@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass
 import faiss
 import numpy as np
 
-from geoindex.constants import EMBED_DIM
 from geoindex.errors import InvalidArgumentError
 from geoindex.index.factory import DEFAULT_SEARCH, list_resolution_of, new_index, resolve, with_list_depth
 from geoindex.index.search import SearchSettings
@@ -129,11 +128,9 @@ def candidates_for(resolution: int) -> tuple[int, list[Measured]]:
 
 
 def predict_resident(factory: str, n: int, resolution: int, parents_at: Callable[[int], int | np.ndarray]) -> int:
-    """Bytes the index for ``factory`` over ``n`` vectors takes in RAM: the empty index as written
-    (codec tables, headers) + codes and 8-byte ids per vector + the fast-scan blocks' padding + the
-    coarse quantizer (flat centroids, plus the graph for an HNSW one). ``parents_at(r)``: the
-    gallery's list sizes at H3 resolution r (children per parent: exact padding), or only their
-    count (worst-case padding: one block a list)."""
+    """Bytes the cell index for ``factory`` over ``n`` vectors takes in RAM (:func:`predict_bytes` of
+    its empty index). ``parents_at(r)``: the gallery's list sizes at H3 resolution r (children per
+    parent: exact padding), or only their count (worst-case padding: one block a list)."""
     n_parents, sizes = None, None
     list_res = list_resolution_of(factory, resolution)
     if list_res is not None:
@@ -141,24 +138,52 @@ def predict_resident(factory: str, n: int, resolution: int, parents_at: Callable
         sizes = None if np.isscalar(at) else np.asarray(at)
         n_parents = int(at) if sizes is None else len(sizes)
     plan = resolve(factory, n, resolution, n_parents=n_parents)
-    empty = new_index(plan)
-    ivf = faiss.try_extract_index_ivf(empty)
+    return predict_bytes(new_index(plan), n, sizes)
+
+
+def predict_bytes(empty: faiss.Index, n: int, list_sizes: np.ndarray | None = None, ids: bool = True) -> int:
+    """Bytes an index like ``empty`` (made by its factory, untrained) takes resident once trained and
+    holding ``n`` vectors: the one prediction of every gallery kind (cells here, photos in
+    :mod:`geoindex.photos.photo_index`). The empty index as written (codec tables, headers) + what
+    training adds to its transforms (a PCA's matrices) + codes and 8-byte ids per vector (``ids``
+    False: a flat index whose ids are its row numbers) + the fast-scan blocks' padding + the coarse
+    quantizer (flat centroids, plus the graph for an HNSW one). ``list_sizes``: the vectors each list
+    will hold (exact padding); None: the worst case, one block a list."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "empty.faiss")
         faiss.write_index(empty, path)
-        fixed = os.path.getsize(path)
+        fixed = os.path.getsize(path) + _trained_transform_bytes(empty)
+    ivf = faiss.try_extract_index_ivf(empty)
     if ivf is None:
-        return fixed + n * (empty.sa_code_size() + 8)
+        return fixed + n * (empty.sa_code_size() + (8 if ids else 0))
     ivf = faiss.downcast_index(ivf)
     nlist, code = ivf.nlist, ivf.code_size
     padding = 0
     if isinstance(ivf, faiss.IndexIVFFastScan):  # lists are stored in blocks of bbs codes
-        padding = (int(np.sum(-sizes % ivf.bbs)) if sizes is not None else nlist * ivf.bbs) * code
-    quantizer = nlist * EMBED_DIM * 4
+        padding = (int(np.sum(-list_sizes % ivf.bbs)) if list_sizes is not None else nlist * ivf.bbs) * code
+    quantizer = nlist * ivf.d * 4
     hnsw = faiss.downcast_index(ivf.quantizer)
-    if isinstance(hnsw, faiss.IndexHNSW):  # level 0 has 2M neighbours a node; upper levels add ~1/M of that
-        quantizer += nlist * (2 * hnsw.hnsw.nb_neighbors(0) * 4 + 32)
+    if isinstance(hnsw, faiss.IndexHNSW):  # level 0: 2M neighbours a node (nb_neighbors(0) is 2M), 4 B each;
+        quantizer += nlist * (hnsw.hnsw.nb_neighbors(0) * 4 + 32)  # + its level, offset, ~1/M nodes one level up
     return fixed + n * (code + 8) + padding + quantizer + nlist * 16
+
+
+def _trained_transform_bytes(index: faiss.Index) -> int:
+    """What training adds to the written size of ``index``'s transforms: a PCA's projection, bias,
+    mean, eigenvalues and full d_in x d_in eigenvector matrix; another linear map's matrix and bias
+    (measured with FAISS 1.15: PCAR384 over 512 dimensions writes 1,840,640 B more once trained)."""
+    if isinstance(index, faiss.IndexIDMap):
+        index = faiss.downcast_index(index.index)
+    if not isinstance(index, faiss.IndexPreTransform):
+        return 0
+    total = 0
+    for i in range(index.chain.size()):
+        vt = faiss.downcast_VectorTransform(index.chain.at(i))
+        if isinstance(vt, faiss.PCAMatrix):
+            total += 4 * (vt.d_out * vt.d_in + vt.d_out + 2 * vt.d_in + vt.d_in * vt.d_in)
+        elif isinstance(vt, faiss.LinearTransform):
+            total += 4 * (vt.d_out * vt.d_in + (vt.d_out if vt.have_bias else 0))
+    return total
 
 
 def choose(max_memory: int, resolution: int, n: int, parents_at: Callable[[int], int | np.ndarray]) -> Choice:

@@ -33,6 +33,12 @@ def memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def lists_bytes(index: faiss.Index, n: int) -> int:
+    """What the inverted lists of ``index`` (an IVF index, maybe behind a transform) take for ``n``
+    vectors: their codes and 8-byte ids."""
+    return n * (faiss.extract_index_ivf(index).code_size + 8)
+
+
 def too_big_for_memory(lists_bytes: int) -> bool:
     """The auto rule: lists of ``lists_bytes`` (codes and 8-byte ids) go to disk when they would take
     over :data:`LISTS_IN_MEMORY_SHARE` of this machine's memory."""

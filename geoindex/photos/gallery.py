@@ -169,23 +169,13 @@ class PhotoGallery:
             params.sel = faiss.IDSelectorBatch(ids)
             if self.ivf is not None:
                 params.nprobe = self.ivf.nlist  # every list: the exact top-k of the filtered set
-        D, I = self.index.search(xq, want, params=params)
-        if depth:
-            D, I = self._rerank(xq, I)
+        D, I = search_reranked(self.index, self.store if depth else None, xq, want, params)
         D, I = D[:, :k], I[:, :k]
         if D.shape[1] < k:
             pad = k - D.shape[1]
             D = np.pad(D, ((0, 0), (0, pad)), constant_values=-np.inf)
             I = np.pad(I, ((0, 0), (0, pad)), constant_values=-1)
         return D, I
-
-    def _rerank(self, xq: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        D = np.full(I.shape, -np.inf, np.float32)
-        for q in range(len(xq)):
-            ok = I[q] >= 0
-            D[q, ok] = self.store.scores(I[q, ok], xq[q])  # fp16 scored without decoding
-        order = np.argsort(-D, axis=1, kind="stable")
-        return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
 
     def records(self, ids: np.ndarray) -> list[PhotoRecord]:
         """Photo ids -> their records (one DuckDB query)."""
@@ -210,3 +200,19 @@ class PhotoGallery:
         m = self.manifest
         return {"path": str(self.path), "photos": m["photos"], "skipped": m["skipped"], "factory": m["index"]["factory"],
                 "search": m["index"]["search"], "encoder": m["encoder"], "created": m["created"]}
+
+
+def search_reranked(index: faiss.Index, store, xq: np.ndarray, want: int,
+                    params: faiss.SearchParameters | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 512) float32 queries -> (D, I) (n, want): FAISS's ``want`` best photos, every one re-scored
+    exactly from the fp16 ``store`` (an :class:`~geoindex.store.exact_store.ExactStore`; None: FAISS's
+    scores) and sorted best first. How a gallery is searched: by readers and by the build's self-check."""
+    D, I = index.search(xq, want, params=params)
+    if store is None:
+        return D, I
+    D = np.full(I.shape, -np.inf, np.float32)
+    for q in range(len(xq)):
+        ok = I[q] >= 0
+        D[q, ok] = store.scores(I[q, ok], xq[q])  # fp16 scored without decoding
+    order = np.argsort(-D, axis=1, kind="stable")
+    return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)

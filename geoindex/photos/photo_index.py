@@ -11,10 +11,11 @@ are packed for SIMD and cannot be mapped from disk, so a gallery whose lists go 
 :data:`MAPPABLE_FACTORY` instead (PQ32 codes, lower recall: 0.73 at 1M as measured).
 
 ``--max-memory`` takes the first of :data:`OPTIONS` allowed for the gallery whose predicted resident
-bytes fit (:func:`predict_resident`, from the per-vector figures of :data:`COSTS`); the first option
-allowed is always the default rule's. Resident means the serialised index a reader holds in RAM (codes,
-ids, coarse quantizer, codec tables): the exact store (1,024 B a photo) is memory-mapped from disk and
-not counted.
+bytes fit (:func:`predict_resident`: the cell build's prediction,
+:func:`geoindex.index.budget.predict_bytes`, of the option's empty index); the first option allowed is
+always the default rule's. Resident means the serialised index a reader holds in RAM (codes, ids,
+coarse quantizer, codec tables, a PCA's matrices): the exact store (1,024 B a photo) is memory-mapped
+from disk and not counted.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 
 from geoindex.errors import InvalidArgumentError
 from geoindex.index import disk
+from geoindex.index.budget import predict_bytes
 from geoindex.index.disk import lists_mappable, unmappable_error
 from geoindex.index.search import SearchSettings, apply_search_settings
 
@@ -45,34 +47,9 @@ def compressed_search(n: int) -> str:
 
 
 @dataclass(frozen=True)
-class Cost:
-    """Resident bytes of a factory: ``per_vector`` (codes + 8-byte ids; Flat's ids are implicit),
-    ``per_list`` (a coarse centroid, its HNSW32 graph node or fast-scan block padding, and the
-    list's header), ``fixed`` (codec tables, the PCA matrix and headers)."""
-
-    per_vector: int
-    per_list: int
-    fixed: int
-
-
-# Serialised sizes measured with FAISS 1.15 on 512-d vectors, rounded up. IVF64/IVF128_HNSW32 at 20K
-# vectors: 40.03, 24.03, 16.03 B a vector for PQ32/16/8; 2,318 B a list; 524,649 B fixed.
-# PCAR384,IVF64/128,PQ96x4fs at 20K-40K: 56.2 B a vector, 2,176 B a list (a 1,536 B centroid and, on
-# average, half a 32-vector block of padding; 3,072 bounds the worst), 1.86 MB fixed (the PCA matrix);
-# at 10M with 4,096 lists this predicts 57.4 B a vector, bench_photos measured 57.1.
-COSTS: dict[str, Cost] = {
-    "Flat": Cost(per_vector=2048, per_list=0, fixed=1024),
-    "PQ96x4fs": Cost(per_vector=56, per_list=3072, fixed=1_900_000),
-    "PQ32": Cost(per_vector=32 + 8, per_list=2400, fixed=256 * DIM * 4 + 4096),
-    "PQ16": Cost(per_vector=16 + 8, per_list=2400, fixed=256 * DIM * 4 + 4096),
-    "PQ8": Cost(per_vector=8 + 8, per_list=2400, fixed=256 * DIM * 4 + 4096),
-}
-
-
-@dataclass(frozen=True)
 class Option:
-    """A ``--max-memory`` candidate: its :data:`COSTS` entry, factory pattern ({nlist}: :func:`nlist_for`),
-    whether its lists can be mapped from disk, and a note for the docs."""
+    """A ``--max-memory`` candidate: its name (its codes: ``Flat``, ``PQ96x4fs``, ...), factory pattern
+    ({nlist}: :func:`nlist_for`) and whether its lists can be mapped from disk."""
 
     cost: str
     pattern: str
@@ -93,6 +70,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("PQ16", "IVF{nlist}_HNSW32,PQ16", True),
     Option("PQ8", "IVF{nlist}_HNSW32,PQ8", True),
 )
+_OPTION = {o.cost: o for o in OPTIONS}
 
 
 def nlist_for(n: int) -> int:
@@ -106,9 +84,10 @@ def _allowed(option: Option, n: int, on_disk: bool | None) -> bool:
     return n <= FLAT_MAX if option.cost == "Flat" else n >= MIN_PHOTOS[option.cost]
 
 
-def lists_too_big(n: int, cost: str = "PQ96x4fs") -> bool:
-    """Whether ``n`` photos' codes and ids would take over half this machine's memory."""
-    return disk.too_big_for_memory(n * COSTS[cost].per_vector)
+def lists_too_big(n: int) -> bool:
+    """Whether the default compressed index's lists (codes and 8-byte ids) for ``n`` photos would
+    take over half this machine's memory."""
+    return disk.too_big_for_memory(disk.lists_bytes(probe(COMPRESSED_FACTORY.format(nlist=nlist_for(n))), n))
 
 
 def choose_factory(n: int, lists_on_disk: bool | None = None) -> tuple[str, str]:
@@ -122,14 +101,14 @@ def choose_factory(n: int, lists_on_disk: bool | None = None) -> tuple[str, str]
 
 
 def predict_resident(cost: str, n: int) -> int:
-    """Bytes the index of :data:`COSTS` entry ``cost`` takes resident for ``n`` photos."""
-    c = COSTS[cost]
-    return c.fixed + n * c.per_vector + (0 if cost == "Flat" else nlist_for(n) * c.per_list)
+    """Bytes the index of option ``cost`` (``Flat``, ``PQ96x4fs``, ``PQ32``, ...) takes resident for
+    ``n`` photos (:func:`geoindex.index.budget.predict_bytes`; a Flat index's ids are its row numbers)."""
+    return predict_bytes(probe(_OPTION[cost].pattern.format(nlist=nlist_for(n))), n, ids=False)
 
 
 @dataclass(frozen=True)
 class BudgetChoice:
-    """What ``--max-memory`` picked: the :data:`COSTS` entry, its factory pattern and search."""
+    """What ``--max-memory`` picked: the option, its factory pattern and search."""
 
     max_memory: int
     option: Option
@@ -150,7 +129,7 @@ class BudgetChoice:
 
     def to_dict(self, n: int) -> dict:
         return {"max_memory": self.max_memory, "factory": self.factory(n), "search": self.search(n),
-                "predicted_resident_bytes": predict_resident(self.cost, n), "costs": vars(COSTS[self.cost])}
+                "predicted_resident_bytes": predict_resident(self.cost, n)}
 
 
 def choose_for_budget(max_memory: int, n: int, lists_on_disk: bool | None = None) -> BudgetChoice:
@@ -217,4 +196,4 @@ def check_for_rows(factory: str, search: SearchSettings | None, lists_on_disk: b
 def lists_on_disk(asked: bool | None, index: faiss.Index, n: int) -> bool:
     """As asked, else (None) when an IVF index's codes and ids would take over half this machine's memory."""
     mappable = lists_mappable(index)
-    return disk.lists_on_disk(asked, mappable, n * (index.code_size + 8) if mappable else 0, type(index).__name__)
+    return disk.lists_on_disk(asked, mappable, disk.lists_bytes(index, n) if mappable else 0, type(index).__name__)

@@ -89,7 +89,7 @@ def _lists_on_disk(asked: bool | None, index_plan: IndexPlan, builder: IndexBuil
     lists' codes and ids would take more than half of the machine's memory."""
     ivf = builder.cpu_index
     mappable = disk.lists_mappable(ivf) and not builder.fast_scan
-    lists_bytes = n * (ivf.code_size + 8) if mappable else 0
+    lists_bytes = disk.lists_bytes(ivf, n) if mappable else 0
     return disk.lists_on_disk(asked, mappable, lists_bytes, index_plan.factory, MAPPABLE_EXAMPLE)
 
 

@@ -1,9 +1,10 @@
-"""The streaming, resumable index builder behind ``geoindex build``.
+"""The cell build behind ``geoindex build``: H3 cells or a CSV of coordinates as a gallery source
+(:class:`CellSource`) of the one gallery pipeline (:mod:`.skeleton`).
 
 Stages: plan (every argument checked and decided, :mod:`.plan`) -> gallery shards -> location
 encoder -> shard files (vectors + metadata, spilled to disk, :mod:`.encode`) -> the index chosen,
-trained on a sample and filled shard by shard (:mod:`.index_stage`, :mod:`.parts`) -> self-check
--> FAISS file, DuckDB ``cells``, hot columns, store, manifest (:mod:`.write`) -> publish.
+trained on a sample and filled shard by shard (:mod:`.index_stage`, :mod:`.parts`) -> hot columns,
+FAISS file, self-check -> DuckDB ``cells``, store, manifest (:mod:`.write`) -> publish.
 
 Everything is written under a hidden sibling ``.<name>.partial/`` of the output directory
 (:mod:`.workdir`); it becomes the index directory in one rename only when complete, so no reader
@@ -14,29 +15,30 @@ resumes from them and produces the same index (same shards, same seeded sample, 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
+from pathlib import Path
 
+import faiss
 import torch
 
-from geoindex.atomic import write_error
 from geoindex.pipeline import index_stage, parts, write
 from geoindex.pipeline.config import BuildConfig, BuildResult
 from geoindex.pipeline.encode import Timer, encode_shards
-from geoindex.pipeline.memory import StageMemory
 from geoindex.pipeline.plan import BuildPlan, make_plan
-from geoindex.pipeline.self_check import self_check
+from geoindex.pipeline.self_check import cell_check
 from geoindex.pipeline.shard_cells import ShardCells
-from geoindex.pipeline.workdir import WorkLock, fresh_staging, prepare_work_dir, publish, work_dir_for
+from geoindex.pipeline.skeleton import run
+from geoindex.pipeline.workdir import work_dir_for
 from geoindex.cells.region import describe_region, region_from_dict
 from geoindex.encoders.location import load_location_encoder
 from geoindex.errors import InvalidArgumentError
+from geoindex.index.search import SearchSettings
 from geoindex.store import manifest
 from geoindex.store.cell_table import load_cell_table
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BuildConfig", "BuildResult", "build", "summary_line", "work_dir_for"]
+__all__ = ["BuildConfig", "BuildResult", "CellSource", "build", "summary_line", "work_dir_for"]
 
 
 def build(config: BuildConfig) -> BuildResult:
@@ -63,76 +65,73 @@ def build(config: BuildConfig) -> BuildResult:
         WeightsNotFoundError: The GeoCLIP weights are not on disk.
         WriteError: The disk filled up, or a file cannot be written.
     """
-    t_total = time.perf_counter()
+    started = time.perf_counter()
     plan = make_plan(config)
     state = torch.load(plan.weights.location_encoder, map_location="cpu", weights_only=True)
     model = load_location_encoder(plan.device, plan.driver_precision, state=state)
-    lock = WorkLock(plan.work)
-    try:
-        return _build_locked(plan, model, state, lock, t_total)
-    except OSError as e:  # a full disk met outside the writes that name their file
-        error = write_error(plan.work, e, write.DISK_FULL_FIX)
-        if error is None:
-            raise
-        raise error from e
-    finally:
-        lock.release()
-
-
-def _build_locked(plan: BuildPlan, model, state: dict, lock: WorkLock, t_total: float) -> BuildResult:
-    memory = StageMemory()
-    try:
-        return _build_measured(plan, model, state, lock, t_total, Timer(memory))
-    finally:
-        memory.stop()
-
-
-def _build_measured(plan: BuildPlan, model, state: dict, lock: WorkLock, t_total: float, timer: Timer) -> BuildResult:
-    prepare_work_dir(plan.work, plan.fingerprint())
-    timer.begin("encode")
-    shards = encode_shards(plan, model, None if plan.ray_actors is None else state, timer)
-    cells = ShardCells(shards)
-    if len(cells) == 0:
-        where = f" in {describe_region(plan.region)}" if plan.region else ""
-        raise InvalidArgumentError(
-            f"the gallery is empty (resolution {plan.resolution}, cells={plan.cells}{where}): "
-            + ("widen the region, or use --cells all for sea cells too" if where else "use --cells all"))
-
-    t = timer.begin("train")
-    choice, builder = index_stage.choose_index(plan, cells)
-    trained = index_stage.train(plan, choice, builder, shards, cells.counts)
-    if trained is not None:
-        log.info("resuming: the trained index and %d filled parts in %s", parts.filled_parts(plan.work), plan.work)
-    timer.add("train", t)
-
-    staging = fresh_staging(plan.work)
-    try:
-        t = timer.begin("add")
-        index = index_stage.add_all(plan, choice, builder, trained, shards, cells.counts, staging, timer)
-        timer.add("add", t)
-        hot = write.write_hot(shards, cells, staging, timer)
-        facts = write.write_vectors(index, staging, timer) | {"hot": hot}
-        built_on_gpu = builder.on_gpu
-        if not choice.on_disk:  # the self-check reads the codes mapped from the file just written, not
-            del index           # from anonymous memory (169 MB at res 6, 1.1 GB at res 7): the kernel can drop them
-            index = write.reopen_mapped(staging, choice.search)
-        del builder, trained
-        t = timer.begin("self_check")
-        check = self_check(index, shards, cells, plan.seed, choice.search.rerank_depth, model,
-                           load_cell_table(staging / manifest.CELLS))
-        timer.add("self_check", t)
-        del index  # the codes leave memory before DuckDB runs
-        facts = write.write_metadata(choice, shards, cells, staging, timer, facts)
-        timer.seconds["total"] = time.perf_counter() - t_total
-        timer.begin("manifest")
-        man = write.make_manifest(plan, choice, facts, staging, check, timer.seconds, built_on_gpu,
-                                  timer.memory.record())
-        manifest.write_manifest(staging, man)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # no half-written index left (rebuilt on resume)
-        raise
-    publish(plan.work, staging, plan.out, lock)
+    man, check = run(CellSource(plan, model, state), started)
     return BuildResult(plan.out, man, check)
+
+
+class CellSource:
+    """H3 cells or a CSV of coordinates as a gallery source of :func:`geoindex.pipeline.skeleton.run`:
+    shard files of location-encoder vectors (:mod:`.encode`), the index of :mod:`.index_stage`, the
+    DuckDB ``cells`` table, hot columns and exact store (:mod:`.write`). ``plan``: every refusal made;
+    ``model``: the driver's location encoder; ``state``: its weights (for Ray's actors)."""
+
+    work_subdirs = ("shards",)
+    disk_full_fix = write.DISK_FULL_FIX
+
+    def __init__(self, plan: BuildPlan, model, state: dict):
+        self.plan, self.model, self.state = plan, model, state
+        self.out, self.work, self.seed = plan.out, plan.work, plan.seed
+
+    def fingerprint(self) -> dict:
+        return self.plan.fingerprint()
+
+    def encode(self, timer: Timer) -> None:
+        plan = self.plan
+        done = len(list((plan.work / "shards").glob("*.npz")))
+        if done:
+            log.info("resuming: %d finished shards in %s", done, plan.work)
+        timer.begin("encode")
+        self.shards = encode_shards(plan, self.model, None if plan.ray_actors is None else self.state, timer)
+        self.cells = ShardCells(self.shards)
+        if len(self.cells) == 0:
+            where = f" in {describe_region(plan.region)}" if plan.region else ""
+            raise InvalidArgumentError(
+                f"the gallery is empty (resolution {plan.resolution}, cells={plan.cells}{where}): "
+                + ("widen the region, or use --cells all for sea cells too" if where else "use --cells all"))
+
+    def train(self, timer: Timer) -> None:
+        t = timer.begin("train")
+        self.choice, self.builder = index_stage.choose_index(self.plan, self.cells)
+        self.trained = index_stage.train(self.plan, self.choice, self.builder, self.shards, self.cells.counts)
+        if self.trained is not None:
+            log.info("resuming: the trained index and %d filled parts in %s", parts.filled_parts(self.work), self.work)
+        timer.add("train", t)
+
+    def add(self, staging: Path, timer: Timer) -> tuple[faiss.Index, SearchSettings, bool]:
+        t = timer.begin("add")
+        index = index_stage.add_all(self.plan, self.choice, self.builder, self.trained, self.shards,
+                                    self.cells.counts, staging, timer)
+        timer.add("add", t)
+        self.hot = write.write_hot(self.shards, self.cells, staging, timer)
+        self.built_on_gpu = self.builder.on_gpu
+        self.builder = self.trained = None  # the index is the builder's: nothing else held
+        return index, self.choice.search, self.choice.on_disk
+
+    def check(self, index: faiss.Index, staging: Path):
+        return cell_check(index, self.shards, self.cells, self.choice.search.rerank_depth, self.model,
+                          load_cell_table(staging / manifest.CELLS))
+
+    def write_metadata(self, staging: Path, written: dict, timer: Timer) -> None:
+        self.facts = write.write_metadata(self.choice, self.shards, self.cells, staging, timer,
+                                          {**written, "hot": self.hot})
+
+    def manifest(self, staging: Path, written: dict, check: dict, timings: dict, memory: dict) -> dict:
+        return write.make_manifest(self.plan, self.choice, self.facts, staging, check, timings, self.built_on_gpu,
+                                   memory)
 
 
 def summary_line(result: BuildResult) -> str:

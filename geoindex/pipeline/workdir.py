@@ -1,10 +1,11 @@
-"""The build's work directory: ``.<name>.partial/`` beside the output, locked, resumable, published
-in one rename.
+"""The build's work directory beside the output (``.<name>.partial/`` for a cell index,
+``<name>.partial/`` for a photo gallery), locked, resumable, published in one rename.
 
-It holds ``build.json`` (the plan's fingerprint: what the shards depend on), ``shards/`` (finished
-shard files), the trained index and filled ``parts/`` of a build in parts, and ``staging/`` (the
-index directory being written). A build that dies leaves it behind; the same build (same
-fingerprint, :class:`geoindex.workstate.WorkState`) resumes from the finished shards.
+It holds ``build.json`` (the source's fingerprint: what the encoded shards depend on), the encoded
+shards (``shards/``: cells; ``features/``: photos), the trained index and filled ``parts/`` of a
+build in parts, and ``staging/`` (the index directory being written). A build that dies leaves it
+behind; the same build (same fingerprint, :class:`geoindex.workstate.WorkState`) resumes from the
+finished shards, and another one empties it first.
 
 Publishing leaves nothing behind even when the process is killed during it: the work dir is
 emptied of all but the index first, becomes the index directory, and the lock file is removed,
@@ -14,15 +15,12 @@ all before the one rename that publishes it.
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import shutil
 from pathlib import Path
 
 from geoindex.errors import IndexDirError
 from geoindex.workstate import WorkState
-
-log = logging.getLogger(__name__)
 
 STAMP = "build.json"
 
@@ -33,9 +31,9 @@ def work_dir_for(out: Path) -> Path:
 
 def check_output(out: Path, overwrite: bool) -> None:
     """Refuse an ``--out`` that is a file or lies under one, or a non-empty directory without
-    ``overwrite``."""
+    ``overwrite``: the one check of every gallery kind's output (cells, CSV rows, photos)."""
     if out.exists() and not out.is_dir():
-        raise IndexDirError(f"--out {str(out)!r} is a file: give a directory path")
+        raise IndexDirError(f"--out {str(out)!r} is a file, not a directory: give a directory path")
     above = next((p for p in out.absolute().parents if p.exists()), None)
     if above is not None and not above.is_dir():
         raise IndexDirError(f"--out {str(out)!r} lies under {str(above)!r}, which is a file, not a directory: "
@@ -108,17 +106,13 @@ def _busy(work: Path) -> bool:
         os.close(fd)
 
 
-def prepare_work_dir(work: Path, fingerprint: dict) -> int:
-    """Create or reuse the work dir; return how many finished shards it already holds. A work
-    dir of another fingerprint (or none: a publish killed half way) is emptied first."""
-    for old in work.parent.glob(f".{work.name[1:-len('.partial')]}.old-*"):  # a killed publish's old index
+def prepare_work_dir(work: Path, out: Path, fingerprint: dict, subdirs: tuple[str, ...] = ("shards",)) -> bool:
+    """Create or reuse the work dir of ``out``; True when it holds work of ``fingerprint`` (resume).
+    A work dir of another fingerprint (or none: a publish killed half way) is emptied first, and
+    what a killed publish left of an old ``out`` is removed."""
+    for old in out.parent.glob(f".{out.name}.old-*"):  # a killed publish's old index
         shutil.rmtree(old, ignore_errors=True)
-    if WorkState(work, STAMP).resume_or_restart(fingerprint, subdirs=("shards",)):
-        done = len(list((work / "shards").glob("*.npz")))
-        if done:
-            log.info("resuming: %d finished shards in %s", done, work)
-        return done
-    return 0
+    return WorkState(work, STAMP).resume_or_restart(fingerprint, subdirs=subdirs)
 
 
 def fresh_staging(work: Path) -> Path:

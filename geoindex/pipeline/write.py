@@ -33,11 +33,14 @@ DISK_FULL_FIX = ("free space on that disk and run the same command again: the fi
                  "and resumed from")
 
 
-def write_vectors(index: faiss.Index, staging: Path, timer) -> dict:
-    """Write the FAISS index into ``staging``; return what the manifest records of it (``ntotal``,
-    ``nlist``). The caller drops the index after: its codes leave memory before DuckDB runs."""
+def write_vectors(index: faiss.Index, staging: Path, timer, fix: str = DISK_FULL_FIX) -> dict:
+    """Write the FAISS index into ``staging`` (FAISS's notices on stderr); return what the manifest
+    records of it (``ntotal``, ``nlist``). The caller drops the index after: its codes leave memory
+    before DuckDB runs. ``fix``: what a full disk's message advises."""
+    from geoindex.index.io import stdout_to_stderr
+
     t = timer.begin("write_index")
-    with writing(staging / manifest.VECTORS, DISK_FULL_FIX):
+    with writing(staging / manifest.VECTORS, fix), stdout_to_stderr():
         faiss.write_index(index, str(staging / manifest.VECTORS))
     ivf = faiss.try_extract_index_ivf(index)
     timer.add("write_index", t)

@@ -239,18 +239,21 @@ def test_unreadable_photos_are_skipped_and_listed_and_a_failed_build_resumes(syn
     csv.write_text("\n".join([lines[0]] + [f"{synth['csv'].parent}/{ln}" for ln in lines[1:]]
                              + ["missing.png,1.0,2.0,camX"]) + "\n")
     out = tmp_path / "ref"
-    real_index = photo_build._index
-    monkeypatch.setattr(photo_build, "_index", lambda *a: (_ for _ in ()).throw(RuntimeError("disk full")))
+    from geoindex.photos import stream
+
+    real_fill = stream.fill
+    monkeypatch.setattr(stream, "fill", lambda *a: (_ for _ in ()).throw(RuntimeError("disk full")))
     config = photo_build.PhotoBuildConfig(csv=csv, out=out, clip_model="tiny-test", progress=False)
     with pytest.raises(RuntimeError, match="disk full"):
         photo_build.build_photos(config)
     assert not out.exists() and (tmp_path / "ref.partial").is_dir()
-    monkeypatch.setattr(photo_build, "_index", real_index)
+    assert not (tmp_path / "ref.partial" / "staging").exists()
+    monkeypatch.setattr(stream, "fill", real_fill)
     monkeypatch.setattr("geoindex.train.features.cache_features", lambda *a, **k: pytest.fail("encoded again"))
     m = photo_build.build_photos(config)
     assert m["photos"] == 20 and m["skipped"] == 1 and not (tmp_path / "ref.partial").exists()
     assert "missing.png" in (out / "skipped.csv").read_text()
-    with pytest.raises(InvalidArgumentError, match="--overwrite"):
+    with pytest.raises(IndexDirError, match="--overwrite"):  # the check every gallery kind makes
         photo_build.build_photos(config)
 
 

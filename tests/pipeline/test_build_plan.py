@@ -152,7 +152,7 @@ def test_library_and_cli_resume_each_other(tmp_path, monkeypatch, caplog):
     stop_at_shard_write(monkeypatch, 30)
     assert main(["--resolution", "2", *args, "--out", str(out)]) == 130
     monkeypatch.undo()
-    with caplog.at_level("INFO", logger="geoindex.pipeline.workdir"):
+    with caplog.at_level("INFO", logger="geoindex.pipeline"):
         build(BuildConfig(out=out, resolution="02", factory="IVFH3,SQ8", batch_size=512, progress=False))
     assert "resuming: 29 finished shards" in caplog.text
     caplog.clear()
@@ -162,7 +162,7 @@ def test_library_and_cli_resume_each_other(tmp_path, monkeypatch, caplog):
     with pytest.raises(KeyboardInterrupt):
         build(BuildConfig(out=back, resolution=2, factory="IVFH3,SQ8", progress=False))
     monkeypatch.undo()
-    with caplog.at_level("INFO", logger="geoindex.pipeline.workdir"):
+    with caplog.at_level("INFO", logger="geoindex.pipeline"):
         assert main(["--resolution", "2", *args, "--batch-size", "100", "--out", str(back)]) == 0
     assert "resuming: 19 finished shards" in caplog.text
     for built in (out, back):
@@ -180,7 +180,7 @@ def test_killed_res3_build_resumes_as_03_to_the_same_bytes(tmp_path, monkeypatch
     stop_at_shard_write(monkeypatch, 60)
     assert main(["--resolution", "3", "--out", str(out), "--no-progress", "-q"]) == 130
     monkeypatch.undo()
-    with caplog.at_level("INFO", logger="geoindex.pipeline.workdir"):
+    with caplog.at_level("INFO", logger="geoindex.pipeline"):
         assert main(["--resolution", "03", "--out", str(out), "--no-progress", "-q"]) == 0
     assert "resuming: 59 finished shards" in caplog.text
     assert sha(out / "vectors.faiss") == sha(clean.path / "vectors.faiss")
