@@ -10,6 +10,7 @@ from pathlib import Path
 
 from geoindex.cli.common import add_clip_model
 from geoindex.errors import GeoindexError, InvalidArgumentError, TrainingDataError
+from geoindex.pipeline.workdir import work_dir_for
 
 # cell-build flags a photo build does not take (refused when given at all; see given_dests)
 CELL_ONLY = ("cells", "country", "bbox", "store", "precision", "batch_size")
@@ -40,12 +41,12 @@ def add_photo_flags(p: argparse.ArgumentParser) -> None:
 
 def _write_error(out, e: Exception):
     """The one line of a full disk (or a path not ours to write) met while building ``out``: the
-    build removed its temporary folder; the encoded features in ``OUT.partial`` are kept."""
+    build removed its temporary folder; the encoded features in ``.OUT.partial`` are kept."""
     from geoindex.atomic import write_error
 
     where = getattr(e, "filename2", None) or getattr(e, "filename", None) or out
     return write_error(where, e, f"free space on that disk and run the same command again: the photos encoded so "
-                                 f"far are kept in {Path(out).resolve()}.partial and resumed from")
+                                 f"far are kept in {work_dir_for(Path(out).resolve())} and resumed from")
 
 
 def build_photos_main(args, prog: str, given: set[str] = frozenset()) -> int:
@@ -53,7 +54,7 @@ def build_photos_main(args, prog: str, given: set[str] = frozenset()) -> int:
     from geoindex.index.search import SearchSettings
     from geoindex.photos.build import PhotoBuildConfig, build_photos
 
-    partial = Path(args.out).resolve().with_name(Path(args.out).resolve().name + ".partial")  # the build's work dir
+    partial = work_dir_for(Path(args.out).resolve())  # the build's work dir
     fresh = not partial.exists()
     try:
         if args.photos is None:
@@ -85,7 +86,7 @@ def build_photos_main(args, prog: str, given: set[str] = frozenset()) -> int:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; encoded shards are kept in {Path(args.out).resolve()}.partial: run the same "
+        print(f"{prog}: interrupted; encoded shards are kept in {partial}: run the same "
               "command again to resume", file=sys.stderr)
         return 130
     lists = ", lists on disk" if manifest["index"]["lists"] == "disk" else ""

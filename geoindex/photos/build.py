@@ -6,7 +6,7 @@ Every refusal that needs only the arguments (``--out``, by the check every galle
 :func:`geoindex.pipeline.workdir.check_output`; ``--factory``, ``--search``, ``--lists-on-disk``,
 ``--max-memory``), then every CSV row checked (:func:`geoindex.photos.rows.read_reference_rows`)
 and the refusals that need the row count (:mod:`geoindex.photos.photo_index`): all before any photo
-is opened. Then, as for a cell index: one builder per REF (the lock), the work dir ``REF.partial``
+is opened. Then, as for a cell index: one builder per REF (the lock), the work dir ``.REF.partial``
 resumed when its fingerprint matches (the features encoded so far) and emptied when not, the
 index written into its ``staging/`` and checked against its own embeddings (the manifest's
 ``self_check``), and REF published whole: either the old gallery or the complete new one, the

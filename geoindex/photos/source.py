@@ -1,7 +1,7 @@
 """Geotagged reference photos as a gallery source of the one gallery pipeline
 (:func:`geoindex.pipeline.skeleton.run`): what a photo gallery does differently from a cell one.
 
-- **encode**: CLIP image features into ``REF.partial/features`` (the feature cache,
+- **encode**: CLIP image features into ``.REF.partial/features`` (the feature cache,
   :func:`geoindex.pipeline.image_features.cache_features`: shards written whole, so a killed build
   resumes where it stopped; unreadable photos are skipped and listed in ``REF/skipped.csv``), or a
   ``geoindex train features`` cache given with ``--photos-features`` (its CSV checksum and backbone
@@ -34,6 +34,7 @@ from geoindex.photos import photo_index, stream
 from geoindex.photos.gallery import search_reranked
 from geoindex.photos.layout import FORMAT, PHOTOS_DB, SKIPPED, VECTORS
 from geoindex.pipeline.self_check import CheckGallery
+from geoindex.pipeline.workdir import work_dir_for
 from geoindex.store.exact_store import STORE, open_store
 from geoindex.store.manifest import LISTS, file_entries, versions
 
@@ -56,7 +57,7 @@ class PhotoSource:
 
         self.config, self.out, self.rows, self.budget = config, out, rows, budget
         self.files, self.clip_model, self.encode_device = files, clip_model, encode_device
-        self.work = out.with_name(out.name + ".partial")
+        self.work = work_dir_for(out)  # one work-dir rule for every kind: .REF.partial
         self.seed = config.seed
         self.checkpoint = resolve_checkpoint(clip_model, config.clip_checkpoint)
         self.disk_full_fix = (f"free space on that disk and run the same command again: the photos encoded so far "

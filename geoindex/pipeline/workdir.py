@@ -1,5 +1,5 @@
-"""The build's work directory beside the output (``.<name>.partial/`` for a cell index,
-``<name>.partial/`` for a photo gallery), locked, resumable, published in one rename.
+"""The build's work directory beside the output (``.<name>.partial/``, for every gallery kind),
+locked, resumable, published in one rename.
 
 It holds ``build.json`` (the source's fingerprint: what the encoded shards depend on), the encoded
 shards (``shards/``: cells; ``features/``: photos), the trained index and filled ``parts/`` of a

@@ -266,8 +266,8 @@ def test_photo_build_onto_a_full_tmpfs_is_one_line_and_keeps_its_work(small_disk
     small_disk.require_tmpfs()
     line = _disk_full_line(run("build", "--photos", csv, "--clip-model", "tiny-test", "--out", disk / "ref",
                                "--no-progress"))
-    assert "ref.partial" in line and "run the same command again" in line
-    assert not (disk / "ref").exists() and (disk / "ref.partial").is_dir()  # the encoded features, kept to resume
+    assert ".ref.partial" in line and "run the same command again" in line
+    assert not (disk / "ref").exists() and (disk / ".ref.partial").is_dir()  # the encoded features, kept to resume
     _no_temporaries(disk)  # (the resume itself: tests/photos/test_photos.py; a rerun here would cost a second build)
 
 

@@ -87,15 +87,15 @@ def test_refusals_of_lists_on_disk_name_each_kinds_example(tmp_path, capsys):
 def test_a_photo_build_takes_the_work_dir_lock(tmp_path, capsys):
     """One builder per REF, with the cell build's lock (pipeline/workdir.py): a second is refused."""
     from geoindex.cli.build import main as build_main
-    from geoindex.pipeline.workdir import WorkLock
+    from geoindex.pipeline.workdir import WorkLock, work_dir_for
 
     csv = tmp_path / "photos.csv"
     csv.write_text("image,lat,lng\n" + "".join(f"{i}.png,{i}.5,{i}.25\n" for i in range(10)))
     out = tmp_path / "ref"
-    lock = WorkLock(tmp_path / "ref.partial", out)
+    lock = WorkLock(work_dir_for(out), out)  # the one work dir of every gallery kind
     try:
         assert build_main(["--photos", str(csv), "--out", str(out), "--clip-model", "tiny-test", "-q"]) == 2
         assert f"another build_index is writing {out}" in capsys.readouterr().err
     finally:
         lock.release()
-    assert not out.exists() and not (tmp_path / "ref.partial.lock").exists()
+    assert not out.exists() and not (tmp_path / ".ref.partial.lock").exists()

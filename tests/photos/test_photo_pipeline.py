@@ -46,7 +46,7 @@ def test_the_self_check_searches_as_a_reader_does(photos_ref, tmp_path):
 
 @pytest.mark.slow
 def test_a_photo_work_dir_resumes_only_its_own_fingerprint(photos_ref, tmp_path, monkeypatch, caplog):
-    """A build stopped after encoding keeps its features in REF.partial (stamped with what they
+    """A build stopped after encoding keeps its features in .REF.partial (stamped with what they
     depend on); the same build resumes them, and a build of another CSV empties the work dir and
     encodes afresh, as a cell build does with another plan's shards."""
     from geoindex.photos import stream
@@ -60,7 +60,7 @@ def test_a_photo_work_dir_resumes_only_its_own_fingerprint(photos_ref, tmp_path,
     monkeypatch.setattr(stream, "fill", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         build_photos(config)
-    stamp = json.loads((tmp_path / "ref.partial" / "build.json").read_text())
+    stamp = json.loads((tmp_path / ".ref.partial" / "build.json").read_text())
     assert stamp["kind"] == "photos" and stamp["clip_model"] == "tiny-test" and stamp["device_type"] == "cpu"
     monkeypatch.setattr(stream, "fill", real_fill)
 
@@ -71,7 +71,7 @@ def test_a_photo_work_dir_resumes_only_its_own_fingerprint(photos_ref, tmp_path,
     with caplog.at_level(logging.WARNING, logger="geoindex.workstate"):
         m = build_photos(PhotoBuildConfig(**{**vars(config), "csv": other, "image_root": Path(csv).parent}))
     assert "csv_sha256" in caplog.text and "starting afresh" in caplog.text
-    assert encoded == [other] and m["photos"] == 39 and not (tmp_path / "ref.partial").exists()
+    assert encoded == [other] and m["photos"] == 39 and not (tmp_path / ".ref.partial").exists()
 
     monkeypatch.setattr(stream, "fill", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):

@@ -246,12 +246,12 @@ def test_unreadable_photos_are_skipped_and_listed_and_a_failed_build_resumes(syn
     config = photo_build.PhotoBuildConfig(csv=csv, out=out, clip_model="tiny-test", progress=False)
     with pytest.raises(RuntimeError, match="disk full"):
         photo_build.build_photos(config)
-    assert not out.exists() and (tmp_path / "ref.partial").is_dir()
-    assert not (tmp_path / "ref.partial" / "staging").exists()
+    assert not out.exists() and (tmp_path / ".ref.partial").is_dir()
+    assert not (tmp_path / ".ref.partial" / "staging").exists()
     monkeypatch.setattr(stream, "fill", real_fill)
     monkeypatch.setattr("geoindex.train.features.cache_features", lambda *a, **k: pytest.fail("encoded again"))
     m = photo_build.build_photos(config)
-    assert m["photos"] == 20 and m["skipped"] == 1 and not (tmp_path / "ref.partial").exists()
+    assert m["photos"] == 20 and m["skipped"] == 1 and not (tmp_path / ".ref.partial").exists()
     assert "missing.png" in (out / "skipped.csv").read_text()
     with pytest.raises(IndexDirError, match="--overwrite"):  # the check every gallery kind makes
         photo_build.build_photos(config)

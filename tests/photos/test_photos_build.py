@@ -169,7 +169,7 @@ def test_argument_refusals_come_before_any_photo_is_read(rows_csv, tmp_path, mon
     err = capsys.readouterr().err
     assert rc == 2 and message in err and err.count("\n") == 1, err
     assert time.perf_counter() - t < 3
-    assert list(tmp_path.iterdir()) == []  # no REF, no REF.partial, no temporary folder
+    assert list(tmp_path.iterdir()) == []  # no REF, no .REF.partial, no temporary folder
 
 
 @pytest.mark.parametrize("make", ["file", "under_file"])
