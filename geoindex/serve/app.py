@@ -2,7 +2,8 @@
 the error handlers, the limits in the OpenAPI schema, and the middleware.
 
 Models and the index are loaded once (:class:`Engine`) and warmed before the app reports ready;
-inference and FAISS search run off the event loop in bounded thread pools; image and text encoding
+inference and FAISS search run off the event loop in bounded thread pools (a search known to take
+under a millisecond runs on the loop: :meth:`Engine.locate`); image and text encoding
 go through micro-batchers. Every bad input is a 4xx with a JSON body
 ``{"error": {"status", "type", "message"}}``; the server keeps serving.
 """
