@@ -14,6 +14,7 @@ import os
 
 from fastapi import FastAPI
 
+from geoindex.serve import fastpath
 from geoindex.serve.engine import Engine
 from geoindex.serve.errors import HANDLERS
 from geoindex.serve.http import BodyLimit, OrjsonRoute
@@ -53,6 +54,8 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
         app.include_router(photos.router)
     app.mount("/static", static_files(app.state.page), name="static")
     app.openapi = lambda: stamp_limits(FastAPI.openapi(app), engine.limits)
+    shortcut = next(r for r in locate.router.routes if r.path == fastpath.PATH)
+    app.add_middleware(fastpath.EmbeddingShortcut, engine=engine, route=shortcut)  # inside the body limit
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout=settings.body_timeout)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app
