@@ -54,7 +54,7 @@ def _active(h: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     """``(h, w)`` for ``h @ w``, or, for a small CPU pass whose ReLU output ``h`` (n, k) has at most
     SPARSE_SHARE of its k units above zero at any point, only those columns of ``h`` and rows of
     ``w`` (k, out): the same product without the terms that are exactly zero."""
-    if h.shape[0] > SPARSE_POINTS or h.device.type != "cpu":
+    if h.shape[0] > SPARSE_POINTS or h.device.type != "cpu" or h.dtype != torch.float32:  # not under autocast
         return h, w
     units = np.flatnonzero(h.detach().numpy().any(0))  # ReLU output: nonzero is active (numpy: ~4x less overhead)
     if len(units) > SPARSE_SHARE * h.shape[1]:
