@@ -154,7 +154,8 @@ class Engine:
         next submitted only when the last is done: another request's search queues between two
         chunks, so a small request waits at most about one chunk (``--search-chunk-s``) behind a
         large one. The chunk size starts at one query and adapts (at most doubling) to the time
-        chunks take, per request: requests of different costs do not share an estimate."""
+        chunks take, per request: requests of different costs do not share an estimate. A request
+        whose options took under ``INLINE_S`` a query the last time searches on the event loop."""
         self.require_intact()
         xq, options = joint_options(xq, options)  # one joint query: before the chunks split them
         work = options.search.refine_starts * len(xq)
@@ -171,7 +172,7 @@ class Engine:
             chunk = xq[start:start + size]
             results += await loop.run_in_executor(self.search_pool, self._timed_locate, chunk, options)
             start += len(chunk)
-            per_query = self._per_query[options]
+            per_query = self._per_query.get(options, INLINE_S)  # (another request's options may have evicted it)
             size = int(np.clip(min(2 * size, self.settings.search_chunk_s / max(per_query, 1e-6)), 1, MAX_CHUNK))
         return results
 
