@@ -23,9 +23,11 @@ Three ways to climb, measured side by side in ``benchmarks/bench_refine.py``:
   best, down ``levels`` resolutions (6 new points a level, the centre child shares its parent's
   centre). The climb holds the two slow branches (sigma 2^0, 2^4) at the start's value and
   evaluates only the fine one (sigma 2^8): a third of the encoder per point; over the few km a
-  climb covers the slow branches move ~5% as much as the fine one. One last full pass scores the
-  points reached exactly (~8 encoder points a start at the default 3 levels). Beyond ``POLAR_LAT``
-  every branch runs (near a pole the slow branches are not slow).
+  climb covers the slow branches move ~5% as much as the fine one. The slow branches held come
+  from the last level that ran every branch (a res-3 start's first level) when there was one, so
+  they cost no pass of their own. One last full pass scores the points reached exactly (~8 encoder
+  points a start at the default 3 levels). Beyond ``POLAR_LAT`` every branch runs (near a pole the
+  slow branches are not slow).
 - ``adam``: torch autograd through the encoder on the tangent offset, a fixed number of Adam steps
   (one forward and one backward pass each).
 
@@ -126,20 +128,25 @@ class Refiner:
         self._lock = threading.Lock()
         self.points_encoded = 0  # encoder points evaluated so far (benchmarks read it)
 
-    def scores(self, xq: np.ndarray, latlng: np.ndarray) -> np.ndarray:
-        """Exact cosines: (n, 512) unit queries, (n, p, 2) points -> (n, p) float64."""
+    def scores(self, xq: np.ndarray, latlng: np.ndarray, slow: bool = False):
+        """Exact cosines: (n, 512) unit queries, (n, p, 2) points -> (n, p) float64. With ``slow``
+        also the slow branches' sum at each point, (n, p, 512) torch, kept from the same pass (the
+        descent holds them from the point a full pass picked, :meth:`_coarse` without its pass)."""
         import torch
 
         model = self._model_of()
         n, p = latlng.shape[:2]
-        with torch.inference_mode():
+        # no_grad, not inference_mode, when the slow branches are kept: they are updated in place
+        with torch.no_grad() if slow else torch.inference_mode():
             pts = torch.as_tensor(latlng.reshape(-1, 2), dtype=torch.float32).to(model.w1.device)
-            f = torch.nn.functional.normalize(model(pts), dim=1).reshape(n, p, -1)
+            out, part = model.branches(pts, tuple(range(len(model.b))), partial=2)  # forward's operations
+            f = torch.nn.functional.normalize(out, dim=1).reshape(n, p, -1)
             q = torch.as_tensor(xq, dtype=torch.float32).to(f.device)
             s = torch.einsum("npd,nd->np", f, q)
         with self._lock:
             self.points_encoded += n * p
-        return s.cpu().numpy().astype(np.float64)
+        s = s.cpu().numpy().astype(np.float64)
+        return (s, part.reshape(n, p, -1)) if slow else s
 
     def _coarse(self, latlng: np.ndarray):
         """(n, m, 2) -> (n, m, 512) torch: the slow branches (sigma 2^0, 2^4) at each point."""
@@ -245,11 +252,13 @@ class Refiner:
         centre child has the same centre). With ``hold_coarse`` the levels score the fine branch
         only and one last full pass scores the points reached exactly."""
         import h3
+        import torch
 
         n, m = starts.shape[:2]
         best_pt = starts.astype(np.float64).copy()
         best = np.full((n, m), -np.inf)
         coarse, anchor = None, None  # the slow branches, and where they were evaluated
+        held = None  # the slow branches at the best points of a level that ran every branch
         fine_best, exact_known = None, np.zeros((n, m), bool)  # the best points' fine vectors
         current = cells.astype(np.int64).copy()
         last = min(15, resolution + self.settings.levels)
@@ -268,29 +277,35 @@ class Refiner:
                 pts = np.concatenate((best_pt[:, :, None, :], pts), axis=2)
                 kids = np.concatenate((current[:, :, None], kids), axis=2)
             hold = hold_coarse and cell_spacing_km(level) <= HOLD_KM
-            fine = None
+            fine = slow = None
             if hold:
                 # the slow branches anew where the climb has gone more than REANCHOR_KM from where
                 # they were evaluated (a res-4 or -5 start's first levels); a res-6 start keeps its own
                 stale = (np.ones((n, m), bool) if anchor is None
                          else geocode.haversine_km(anchor[..., 0], anchor[..., 1], best_pt[..., 0],
                                                     best_pt[..., 1]) > REANCHOR_KM)
-                if stale.all():
+                if anchor is None and held is not None:  # kept from the last level's full pass
+                    coarse, anchor = held, best_pt.copy()
+                elif stale.all():
                     coarse, anchor = self._coarse(best_pt), best_pt.copy()
                 elif stale.any():
                     coarse[on(stale, coarse)] = self._coarse(best_pt[stale][None])[0]
                     anchor[stale] = best_pt[stale]
                 sc, fine = self._held_scores(xq, pts, coarse)
+            elif hold_coarse:  # every branch runs: the slow ones' sum kept for the first level held
+                sc, slow = self.scores(xq, pts.reshape(n, -1, 2), slow=True)
+                sc, slow = sc.reshape(n, m, -1), None if slow is None else slow.reshape(n, m, pts.shape[2], -1)
             else:
                 sc = self.scores(xq, pts.reshape(n, -1, 2)).reshape(n, m, -1)
             if level == resolution + 1:
                 start_score = sc[:, :, 0].copy()  # exact: the slow branches are the start's own
             sc[kids < 0] = -np.inf
             best_pt, best, pick, better = _keep_best(best_pt, best, pts, sc)
+            if slow is not None:  # the slow branches at the best points so far (the first level has the starts)
+                now = torch.take_along_dim(slow, on(pick, slow)[:, :, None, None], dim=2)[:, :, 0]
+                held = now if held is None else torch.where(on(better, now)[..., None], now, held)
             exact_known = np.where(better, fine is None, exact_known)
             if fine is not None:
-                import torch
-
                 chosen = torch.take_along_dim(fine, on(pick, fine)[:, :, None, None], dim=2)[:, :, 0]
                 fine_best = chosen if fine_best is None else torch.where(on(better, chosen)[..., None], chosen, fine_best)
             # next level: the best child's cell, or the centre child when none beat the current point

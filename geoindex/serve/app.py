@@ -2,7 +2,8 @@
 the error handlers, the limits in the OpenAPI schema, and the middleware.
 
 Models and the index are loaded once (:class:`Engine`) and warmed before the app reports ready;
-inference and FAISS search run off the event loop in bounded thread pools; image and text encoding
+inference and FAISS search run off the event loop in bounded thread pools (a search known to take
+under a millisecond runs on the loop: :meth:`Engine.locate`); image and text encoding
 go through micro-batchers. Every bad input is a 4xx with a JSON body
 ``{"error": {"status", "type", "message"}}``; the server keeps serving.
 """
@@ -13,6 +14,7 @@ import os
 
 from fastapi import FastAPI
 
+from geoindex.serve import fastpath
 from geoindex.serve.engine import Engine
 from geoindex.serve.errors import HANDLERS
 from geoindex.serve.http import BodyLimit, OrjsonRoute
@@ -52,6 +54,8 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
         app.include_router(photos.router)
     app.mount("/static", static_files(app.state.page), name="static")
     app.openapi = lambda: stamp_limits(FastAPI.openapi(app), engine.limits)
+    shortcut = next(r for r in locate.router.routes if r.path == fastpath.PATH)
+    app.add_middleware(fastpath.EmbeddingShortcut, engine=engine, route=shortcut)  # inside the body limit
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout=settings.body_timeout)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

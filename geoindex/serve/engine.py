@@ -22,6 +22,11 @@ from geoindex.serve.settings import ServeSettings
 
 log = logging.getLogger("geoindex.serve")
 MAX_CHUNK = 64  # queries per search chunk at most (FAISS gains little from larger batches)
+# A request whose search took under this the last times (per query options) searches on the event
+# loop: the hop to the search thread and back cost ~0.1-0.3 ms of a ~1 ms request (issue 36), and a
+# loop held this long delays no other request by more than one such search.
+INLINE_S = 0.001
+TIMED_OPTIONS = 64  # the query options whose last time per query is kept
 
 
 class Engine:
@@ -51,6 +56,7 @@ class Engine:
                                      evidence=self.photos)
         self.limits = Limits.of(settings, self.geolocator.resolution)
         self.warmed = False
+        self._per_query: dict = {}  # QueryOptions -> seconds a query took the last time (Engine.locate)
         self.db = _connect(self.geolocator.dir.cells_path)
         self.encoder = None
         if self.photos is not None and not settings.embeddings_only:  # before loading CLIP
@@ -148,7 +154,8 @@ class Engine:
         next submitted only when the last is done: another request's search queues between two
         chunks, so a small request waits at most about one chunk (``--search-chunk-s``) behind a
         large one. The chunk size starts at one query and adapts (at most doubling) to the time
-        chunks take, per request: requests of different costs do not share an estimate."""
+        chunks take, per request: requests of different costs do not share an estimate. A request
+        whose options took under ``INLINE_S`` a query the last time searches on the event loop."""
         self.require_intact()
         xq, options = joint_options(xq, options)  # one joint query: before the chunks split them
         work = options.search.refine_starts * len(xq)
@@ -157,15 +164,29 @@ class Engine:
                 f"refine = {options.search.refine_starts} for {len(xq)} queries refines {work:,} candidates, over this "
                 f"server's limit of {self.settings.max_refine_work:,} per request (--max-refine-work; each costs about "
                 "as much as a whole unrefined query): send fewer queries per request or a smaller refine")
+        if len(xq) * self._per_query.get(options, INLINE_S) < INLINE_S:
+            return self._timed_locate(xq, options, inline=True)  # sub-ms: no hop to the search thread
         loop = asyncio.get_running_loop()
         results, start, size = [], 0, 1  # one query first: its time says how many fit in a chunk
         while start < len(xq):
             chunk = xq[start:start + size]
-            began = time.perf_counter()
-            results += await loop.run_in_executor(self.search_pool, self.geolocator.locate, chunk, options)
+            results += await loop.run_in_executor(self.search_pool, self._timed_locate, chunk, options)
             start += len(chunk)
-            per_query = (time.perf_counter() - began) / len(chunk)
+            per_query = self._per_query.get(options, INLINE_S)  # (another request's options may have evicted it)
             size = int(np.clip(min(2 * size, self.settings.search_chunk_s / max(per_query, 1e-6)), 1, MAX_CHUNK))
+        return results
+
+    def _timed_locate(self, xq: np.ndarray, options, inline: bool = False) -> list:
+        """``geolocator.locate``, its time per query remembered per options (the last TIMED_OPTIONS)."""
+        if inline:
+            import faiss
+
+            faiss.omp_set_num_threads(1)  # per thread: the loop's thread too searches on one thread
+        began = time.perf_counter()
+        results = self.geolocator.locate(xq, options)
+        if options not in self._per_query and len(self._per_query) >= TIMED_OPTIONS:
+            self._per_query.pop(next(iter(self._per_query)))
+        self._per_query[options] = (time.perf_counter() - began) / len(xq)
         return results
 
     async def decode(self, blobs: list[tuple[bytes, str]]) -> list:

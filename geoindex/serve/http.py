@@ -87,8 +87,9 @@ class BodyLimit:
             nonlocal seen, complete
             if complete:  # after the body, receive() waits for a disconnect: no deadline there
                 return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), self.timeout)
+            try:  # asyncio.timeout, not wait_for: no task created per receive (issue 36)
+                async with asyncio.timeout(self.timeout):
+                    message = await receive()
             except TimeoutError:
                 raise HTTPException(408, f"request body stalled: nothing arrived for {self.timeout:g} s after "
                                          f"{seen:,} bytes (this server's --body-timeout); send the whole body "

@@ -82,7 +82,7 @@ class Page:
         return cls(STATIC_DIR, content_security_policy(settings.tiles), orjson.dumps(config))
 
 
-def get_page(request: Request) -> Page:
+async def get_page(request: Request) -> Page:  # async: no thread hop (routes/__init__.py)
     return request.app.state.page
 
 

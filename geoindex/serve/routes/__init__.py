@@ -14,11 +14,13 @@ A router is tested alone by mounting it on a bare ``FastAPI()`` and overriding :
 from fastapi import Request
 
 
-def get_engine(request: Request):
+# The dependencies are ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, a
+# thread hop on every request for one attribute read (issue 36: ~0.1-0.3 ms of a 1 ms request).
+async def get_engine(request: Request):
     """The :class:`~geoindex.serve.engine.Engine` this app was assembled with (a dependency)."""
     return request.app.state.engine
 
 
-def get_metrics(request: Request):
+async def get_metrics(request: Request):
     """The app's :class:`~geoindex.serve.metrics.Metrics` (a dependency)."""
     return request.app.state.metrics

@@ -139,8 +139,18 @@ async def locate_text(request: Request, body: TextRequest, engine: EngineDep, fo
 
 @router.post("/v1/locate/embedding", summary="Geolocate GeoCLIP embeddings", responses=locate_responses())
 async def locate_embedding(request: Request, body: EmbeddingRequest, engine: EngineDep, format: Format = None):
+    xq, options = embedding_query(engine, body)
+    return await answer(engine, xq, options, list(range(len(xq))), wants_geojson(request, format))
+
+
+def embedding_query(engine: Engine, body: EmbeddingRequest):
+    """The embedding route's checks past the model: the (n, 512) queries and their QueryOptions."""
     from geoindex.locate.options import validate_embeddings
 
     options = options_of(engine, body)
-    xq = validate_embeddings(body.embeddings)
-    return await answer(engine, xq, options, list(range(len(xq))), wants_geojson(request, format))
+    return validate_embeddings(body.embeddings), options
+
+
+def embedding_request(engine: Engine, data: bytes):
+    """A JSON body as the embedding route takes it (orjson, then the model; :mod:`geoindex.serve.fastpath`)."""
+    return embedding_query(engine, EmbeddingRequest.model_validate(orjson.loads(data)))
