@@ -144,3 +144,19 @@ def test_a_chunked_body_over_the_limit_gets_413_in_the_routes_words(client, shor
     r = client.post("/v1/locate/embedding", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413 and "fewer embeddings" in r.json()["error"]["message"]
     assert client.get("/healthz").status_code == 200
+
+
+def test_the_route_asks_for_nothing_the_shortcut_skips():
+    """The shortcut answers without FastAPI's dependency solving: a dependency added to the route
+    later (a key check, a rate limit, a new query parameter) would be skipped silently for the
+    common request. This pins what the route asks for, so adding one fails here first: teach
+    ``serve/fastpath.py`` the new step (or make ``_takes`` leave such requests to the route)."""
+    from geoindex.serve import fastpath
+    from geoindex.serve.routes import locate
+
+    route = next(r for r in locate.router.routes if r.path == fastpath.PATH)
+    dependant = route.dependant
+    assert [d.call.__name__ for d in dependant.dependencies] == ["get_engine"]
+    assert sorted(p.name for p in dependant.query_params) == ["format"]  # any query string goes to the route
+    assert [p.name for p in dependant.body_params] == ["body"]
+    assert not dependant.header_params and not dependant.cookie_params and not route.dependencies
