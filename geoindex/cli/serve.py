@@ -16,7 +16,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
 
-from geoindex.cli.common import CLIP_MODEL_HELP, DEVICE_HELP, WEIGHTS_HELP, add_index
+from geoindex.cli.common import BACKEND_HELP, CLIP_MODEL_HELP, DEVICE_HELP, WEIGHTS_HELP, add_index
 from geoindex.errors import GeoindexError, WeightsNotFoundError
 from geoindex.serve.protocol import server_config, uvicorn_kwargs
 from geoindex.serve.settings import ENV_VAR, ServeSettings
@@ -58,7 +58,7 @@ HELP = {  # one line per setting: what it does, its unit; the default is appende
               "and fuses their places (docs/photos.md)",
     "photos_root": "folder the page's reference photo thumbnails are served from; no other file is ever read",
     "tiles": "the page's online tile layer, a {z}/{x}/{y} URL template (default: the offline basemap only)",
-    "backend": "image tower runtime: auto (ONNX Runtime on the CPU when installed, torch on CUDA), torch, onnx",
+    "backend": BACKEND_HELP,
 }
 
 
