@@ -192,11 +192,16 @@ def load_tower(clip: nn.Module, head: nn.Module, model: str, size: int, threads:
             the probe batch (the numbers in the message), or the cached file's SHA-256 is not its
             record's (damaged or replaced: delete it to export again).
     """
+    return load_graph(TowerHead(clip, head).eval(), weights_digest(clip, head), model, size, threads, backend)
+
+
+def load_graph(module: nn.Module, digest: str, model: str, size: int, threads: int | None = None,
+               backend: str = "onnx", part: str = "") -> OnnxTower | None:
+    """:func:`load_tower` for any ``module`` of pixels (n, 3, S, S): its weights' ``digest`` and the
+    cache key's ``part`` (``""`` for the tower + head, ``"-features"`` for the tower alone) name it."""
     onnxruntime()
-    module = TowerHead(clip, head).eval()
-    digest = weights_digest(clip, head)
     folder = cache_dir() / "onnx"
-    key = cache_key(model, digest)
+    key = cache_key(model, digest) + part
     record_path = folder / f"{key}.json"
     cached = read_cached(record_path, "ONNX tower", "--backend torch")
     if cached is not None:

@@ -60,6 +60,7 @@ class PhotoBuildConfig:
     clip_checkpoint: str | None = None
     weights: Path | None = None
     device: str = "auto"
+    backend: str = "auto"  # the image tower's runtime: auto, torch or onnx (geoindex.encoders.onnx_features)
     factory: str = "auto"
     search: SearchSettings | None = None
     max_memory: int | str | None = None  # resident budget in bytes, or a size ("30MB", "4GiB")
@@ -184,7 +185,8 @@ def _features(config: PhotoBuildConfig, rows, clip_model: str, work: Path):
     if not (folder / FEATURES_FILE).is_file():
         cache_features(config.csv, folder, clip_model=clip_model, clip_checkpoint=config.clip_checkpoint,
                        image_root=config.image_root, device=config.device, dtype="float32",
-                       shard_rows=FEATURE_SHARD_ROWS, progress=config.progress, ray=config.ray)
+                       shard_rows=FEATURE_SHARD_ROWS, progress=config.progress, ray=config.ray,
+                       backend=config.backend)
     return FeatureCache(folder), folder
 
 
