@@ -11,7 +11,8 @@ batch a round, medians over rounds), each checked against torch (cosine min, max
   ``vit``, num_heads/hidden_size of the tower; fused operator counts recorded);
 * ``onnx-static1``: exported with a fixed batch of 1 (every shape constant, folded), then fused;
   only timed at batch 1;
-* ``onnx-parallel``: ORT_PARALLEL execution mode.
+* ``onnx-parallel``: ORT_PARALLEL execution mode;
+* ``onnx-opset18``: exported at opset 18 (dynamic batch).
 
 Also (``load``): session load time of the raw graph against copies saved after ONNX Runtime's
 basic and extended optimizations (``optimized_model_filepath``), warm, alternating; and the
@@ -68,15 +69,16 @@ def fuse(src: Path, dst: Path, heads: int, hidden: int) -> dict:
     return {"fused": stats, "ops": dict(collections.Counter(n.op_type for n in model.model.graph.node).most_common(12))}
 
 
-def export_static(module, path: Path, size: int) -> None:
+def export_static(module, path: Path, size: int, opset: int = onnx_tower.OPSET, dynamic: bool = False) -> None:
     import torch
 
     was = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
+    axes = {"pixels": {0: "n"}, "embeddings": {0: "n"}} if dynamic else None
     try:
         with torch.no_grad():
             torch.onnx.export(module, (onnx_tower.probe_pixels(size, 1),), str(path), input_names=["pixels"],
-                              output_names=["embeddings"], opset_version=onnx_tower.OPSET, dynamo=False)
+                              output_names=["embeddings"], opset_version=opset, dynamo=False, dynamic_axes=axes)
     finally:
         torch.backends.mha.set_fastpath_enabled(was)
 
@@ -114,7 +116,7 @@ def tower_gflop(enc, size: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
-VARIANTS = ("onnx", "onnx-nospin", "onnx-fused", "onnx-static1", "onnx-parallel")
+VARIANTS = ("onnx", "onnx-nospin", "onnx-fused", "onnx-static1", "onnx-parallel", "onnx-opset18")
 
 
 def load_times(raw: Path, work: Path, threads: int, repeats: int = 3) -> dict:
@@ -149,6 +151,8 @@ def prepare(args, work: Path) -> tuple:
     steps = [("export_s", raw, lambda: onnx_tower.export(module, raw, size)),
              ("optimizer_s", fused, lambda: notes.__setitem__("optimizer", fuse(raw, fused, heads, hidden))),
              ("export_static1_s", static, lambda: export_static(module, static, size)),
+             ("export_opset18_s", work / "opset18.onnx",
+              lambda: export_static(module, work / "opset18.onnx", size, opset=18, dynamic=True)),
              ("optimizer_static1_s", static_fused,
               lambda: notes.__setitem__("optimizer_static1", fuse(static, static_fused, heads, hidden)))]
     for name, path, step in steps:
@@ -163,7 +167,8 @@ def prepare(args, work: Path) -> tuple:
             "onnx-nospin": lambda: (session(raw, threads, spinning=False), batches),
             "onnx-fused": lambda: (session(fused, threads), batches),
             "onnx-static1": lambda: (session(static_fused, threads), [1]),
-            "onnx-parallel": lambda: (session(raw, threads, parallel=True), batches)}
+            "onnx-parallel": lambda: (session(raw, threads, parallel=True), batches),
+            "onnx-opset18": lambda: (session(work / "opset18.onnx", threads), batches)}
     variants = {name: make[name]() for name in args.variants.split(",") if name in make}
     return enc, module, variants, batches, notes
 
@@ -200,6 +205,7 @@ def run(args) -> dict:
                     t = time.perf_counter()
                     first.setdefault((name, b), fn(pixels[b]))
                     times[name, b].append(time.perf_counter() - t)
+        torch.mm(a, w)  # wakes torch's threads after ONNX Runtime's runs
         t = time.perf_counter()
         for _ in range(10):
             torch.mm(a, w)

@@ -155,7 +155,8 @@ class OnnxTower:
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # idle threads sleep instead of spinning: measured 1.12x (batch 1) and 1.18x (batch 8) faster on a
-        # busy 2-core machine, where spinning threads take cycles from the decoders and other processes
+        # busy 2-core machine, where spinning threads take cycles from the decoders and other processes,
+        # and 1.06x / 1.07x on a mostly quiet one (benchmarks/bench_onnx_fp32.py, groups b and c)
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path, self.record, self.threads = path, record, opts.intra_op_num_threads
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
