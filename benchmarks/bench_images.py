@@ -306,7 +306,7 @@ def bench_backends(args) -> dict:
     return {"model": f"{args.model}: ViT-L/14 shape, random weights (compute does not depend on the values)",
             "threads": torch.get_num_threads(), "onnxruntime": onnx_tower.onnxruntime().__version__,
             "opset": onnx_tower.OPSET, "model_load_s": load_s, "export_and_check_s": export_s,
-            "export_check": fp32.record.get("check"), "quantize_s": quantize_s,
+            "export_check": fp32.record.get("check"), "auto_timing": fp32.record.get("timing"), "quantize_s": quantize_s,
             "int8_ops": onnx_int8.OP_TYPES, "note": BUSY_NOTE if args.busy else "quiet machine", "rows": rows}
 
 

@@ -9,6 +9,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)
@@ -128,3 +129,28 @@ def cluster(tmp_path_factory):
     yield kill_dir
     ray.shutdown()
     os.environ.pop(distributed.KILL_ENV, None)
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty ONNX export cache for this test (the tower exported, checked and timed anew);
+    returns the folder the graphs and their records go to."""
+    from geoindex.encoders import onnx_tower
+
+    monkeypatch.setenv(onnx_tower.CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache" / "onnx"
+
+
+@pytest.fixture
+def probe_dir(tmp_path):
+    """A folder of int8_check.MIN_PROBES random photos: the int8 self-check's probe set."""
+    from PIL import Image
+
+    from geoindex.locate import int8_check
+
+    rng = np.random.default_rng(8)
+    folder = tmp_path / "probes"
+    folder.mkdir()
+    for i in range(int8_check.MIN_PROBES):
+        Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    return folder

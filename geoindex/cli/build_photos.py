@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from geoindex.cli.common import add_clip_model
+from geoindex.cli.common import add_backend, add_clip_model
 from geoindex.errors import GeoindexError, InvalidArgumentError, TrainingDataError
 from geoindex.pipeline.workdir import work_dir_for
 
@@ -36,6 +36,7 @@ def add_photo_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-root", type=Path, default=None, help="folder relative image paths start from "
                    "(default: the CSV's)")
     add_clip_model(g)
+    add_backend(g)
     g.add_argument("--clip-checkpoint", default=None, help="local checkpoint of the CLIP model (as in locate)")
 
 
@@ -70,7 +71,7 @@ def build_photos_main(args, prog: str, given: set[str] = frozenset()) -> int:
         manifest = build_photos(PhotoBuildConfig(
             csv=args.photos, out=args.out, features=args.photos_features, image_root=args.image_root,
             clip_model=args.clip_model, clip_checkpoint=args.clip_checkpoint, weights=args.weights,
-            device=args.device, factory=args.factory,
+            device=args.device, backend=args.backend, factory=args.factory,
             search=None if args.search is None else SearchSettings.parse(args.search),
             max_memory=args.max_memory, lists_on_disk=args.lists_on_disk, ray=args.ray,
             overwrite=args.overwrite, seed=args.seed, progress=not args.no_progress))

@@ -12,6 +12,8 @@ WEIGHTS_HELP = ("GeoCLIP weights folder from `geoindex train fit` (default: the 
                 "an index must be built with the weights it is queried with")
 CLIP_MODEL_HELP = ("CLIP backbone: ViT-L-14 (GeoCLIP's), tiny-test for tests, or any open_clip ARCH:TAG "
                    "(default: the one --weights was trained on, else ViT-L-14)")
+BACKEND_HELP = ("image tower runtime: auto (torch on CUDA; on the CPU, ONNX Runtime when it was measured faster than "
+                "torch at export), torch or onnx")
 FORMAT_HELP = {"table": "a table for reading", "json": "JSON", "geojson": "GeoJSON (RFC 7946)"}
 
 
@@ -21,6 +23,10 @@ def add_index(p, required: bool = True, type=Path) -> None:  # noqa: A002 (argpa
 
 def add_device(p) -> None:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
+def add_backend(p) -> None:
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto", help=BACKEND_HELP + " (default auto)")
 
 
 def add_weights(p, type=Path) -> None:  # noqa: A002

@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from geoindex.cli.common import add_clip_model, add_device, add_format, add_index, add_weights
+from geoindex.cli.common import add_backend, add_clip_model, add_device, add_format, add_index, add_weights
 from geoindex.cli import archive
 from geoindex.errors import GeoindexError, InvalidArgumentError
 
@@ -63,8 +63,7 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
                    "(else $GEOINDEX_CLIP_CHECKPOINT, open_clip's cache, the Hugging Face cache's "
                    "openai/clip-vit-large-patch14, else an open_clip download)")
     add_device(p)
-    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
-                   help="image tower runtime: auto (default: ONNX Runtime on the CPU when installed, torch on CUDA)")
+    add_backend(p)
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
                    help="image tower precision (default: fp16 on CUDA, fp32 on the CPU; int8 only after its self-check)")
     p.add_argument("--int8-probe", type=Path, default=None, metavar="DIR",

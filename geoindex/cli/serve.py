@@ -16,13 +16,13 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
 
-from geoindex.cli.common import CLIP_MODEL_HELP, DEVICE_HELP, WEIGHTS_HELP, add_index
+from geoindex.cli.common import BACKEND_HELP, CLIP_MODEL_HELP, DEVICE_HELP, WEIGHTS_HELP, add_index
 from geoindex.errors import GeoindexError, WeightsNotFoundError
 from geoindex.serve.protocol import server_config, uvicorn_kwargs
 from geoindex.serve.settings import ENV_VAR, ServeSettings
 
 PROG = "geoindex serve"
-METAVARS = {"clip_model": "MODEL", "weights": "DIR", "clip_checkpoint": "PATH", "photos": "REF",
+METAVARS = {"clip_model": "MODEL", "int8_probe": "DIR", "int8_min_agreement": "F", "weights": "DIR", "clip_checkpoint": "PATH", "photos": "REF",
             "photos_root": "DIR", "tiles": "URL"}
 HELP = {  # one line per setting: what it does, its unit; the default is appended
     "clip_model": CLIP_MODEL_HELP,
@@ -58,7 +58,12 @@ HELP = {  # one line per setting: what it does, its unit; the default is appende
               "and fuses their places (docs/photos.md)",
     "photos_root": "folder the page's reference photo thumbnails are served from; no other file is ever read",
     "tiles": "the page's online tile layer, a {z}/{x}/{y} URL template (default: the offline basemap only)",
-    "backend": "image tower runtime: auto (ONNX Runtime on the CPU when installed, torch on CUDA), torch, onnx",
+    "backend": BACKEND_HELP,
+    "precision": "image tower precision: fp32, fp16 (CUDA) or int8 (ONNX Runtime on the CPU, only after its "
+                 "self-check on --int8-probe and this index) (default: fp16 on CUDA, fp32 on the CPU)",
+    "int8_probe": "--precision int8: folder of 8-64 photos like those served, on which int8 is compared with fp32 "
+                  "at start (needed unless this index's check is cached from an earlier run)",
+    "int8_min_agreement": "--precision int8 is refused below this top-1 cell agreement with fp32 on the probes",
 }
 
 

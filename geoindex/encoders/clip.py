@@ -315,9 +315,9 @@ def load_image_encoder(model: str | None = None, checkpoint: str | Path | None =
             its self-check on the index in use.
         batch_size: images or texts per forward pass.
         weights: a GeoCLIP weights folder (``--weights``; default the released weights).
-        backend: the image tower's runtime: ``auto`` (ONNX Runtime on the CPU when installed, torch
-            on CUDA), ``torch`` or ``onnx`` (see :mod:`geoindex.encoders.onnx_tower`). Texts always
-            run in torch.
+        backend: the image tower's runtime: ``auto`` (torch on CUDA; on the CPU, ONNX Runtime when
+            it was measured faster than torch at export), ``torch`` or ``onnx`` (see
+            :mod:`geoindex.encoders.onnx_tower`). Texts always run in torch.
 
     Returns:
         An :class:`ImageEncoder`: ``encode_images(images)`` and ``encode_texts(texts)`` give
@@ -357,7 +357,7 @@ def load_image_encoder(model: str | None = None, checkpoint: str | Path | None =
         )
     clip, preprocess, tokenizer = load_clip(model, checkpoint, dev)
     encoder = ImageEncoder(model, clip, preprocess, tokenizer, head.to(dev), dev, dtypes[precision], batch_size)
-    onnx_tower.attach(encoder, backend)
+    onnx_tower.attach(encoder, "onnx" if precision == "int8" else backend)  # int8 is a graph of ONNX Runtime's
     if precision == "int8":  # used only after int8_check.guard on the index in use
         from geoindex.encoders import onnx_int8
 

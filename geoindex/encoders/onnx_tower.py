@@ -1,11 +1,13 @@
-"""The CLIP image tower + GeoCLIP head on ONNX Runtime (CPU): the same embeddings as torch, faster.
+"""The CLIP image tower + GeoCLIP head on ONNX Runtime (CPU): the same embeddings as torch.
 
-Measured (issue 36, ViT-L/14 shape, 2-core AMD): ONNX Runtime fp32 runs the tower ~1.7x torch eager
-at batch 1 with the same output (cosine 1 - 1e-12). The tower and the head are exported together,
-once per (model, weights digest, opset), into the user's cache (:func:`cache_dir`):
+Whether it is faster depends on the CPU and its load (issue 36, ViT-L/14 shape, 2-core AMD EPYC):
+1.06x torch at batch 1 and 0.97x at batch 8 on a quiet machine, 1.4-1.8x at batch 1 on a busy one,
+where torch slows more; so ``auto`` measures both on this machine at export (below). The tower and
+the head are exported together, once per (model, weights digest, opset), into the user's cache
+(:func:`cache_dir`):
 
     <cache>/onnx/<model>-<digest>-opset<N>-<sha16>.onnx   the graph, pixels (n, 3, S, S) -> (n, 512) L2-normalised
-    <cache>/onnx/<model>-<digest>-opset<N>.json           its file name and SHA-256, the export check, versions
+    <cache>/onnx/<model>-<digest>-opset<N>.json           its file name and SHA-256, the export check and timing
 
 Each file is written under a private temporary name and renamed into place, the graph (named by its
 own SHA-256) before the record that names it, so a reader sees a whole pair or none, even while
@@ -15,9 +17,13 @@ record's is refused (the fix: delete it, the next run exports it again). ``backe
 
 * ``torch``: torch eager (fp16 on CUDA);
 * ``onnx``: ONNX Runtime on the CPU (a CUDA device is refused: use torch there);
-* ``auto`` (the default): onnx on the CPU when onnxruntime is installed, torch on CUDA or without
-  it; an export that fails or disagrees falls back to torch with a warning (a damaged cache file
-  does not: it is an error either way).
+* ``auto`` (the default): torch on CUDA or without onnxruntime; on the CPU, whichever of the two was
+  faster when the graph was exported. At export both run the probe batch :data:`AUTO_REPEATS` times,
+  interleaved; the medians and the decision are kept in the record (``timing``), so later runs read
+  the decision instead of timing again, and the log names both numbers. ONNX Runtime is kept only
+  when at least :data:`AUTO_MARGIN` times faster: it holds a second copy of the weights beside
+  torch's (texts run in torch). An export that fails or disagrees falls back to torch with a warning
+  (a damaged cache file does not: it is an error either way).
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import json
 import logging
 import os
 import re
+import statistics
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -44,6 +52,8 @@ CACHE_ENV = "GEOINDEX_CACHE_DIR"  # overrides the cache folder (tests point it a
 OPSET = 17
 COSINE_MIN = 0.99999  # export check: every probe embedding at least this close to torch's
 PROBE_SEED, PROBE_N = 36, 3
+AUTO_REPEATS = 3  # interleaved torch/ONNX Runtime runs of the probe batch at export; the medians decide
+AUTO_MARGIN = 1.05  # auto keeps ONNX Runtime only when at least this much faster than torch
 
 
 class DamagedCacheError(BackendError):
@@ -144,7 +154,11 @@ class OnnxTower:
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.path, self.record = path, record
+        # idle threads sleep instead of spinning: measured 1.12x (batch 1) and 1.18x (batch 8) faster on a
+        # busy 2-core machine, where spinning threads take cycles from the decoders and other processes,
+        # and 1.06x / 1.07x on a mostly quiet one (benchmarks/bench_onnx_fp32.py, groups b and c)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.path, self.record, self.threads = path, record, opts.intra_op_num_threads
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
 
@@ -173,24 +187,50 @@ def export(module: nn.Module, path: Path, size: int) -> None:
         torch.backends.mha.set_fastpath_enabled(was)
 
 
-def load_tower(clip: nn.Module, head: nn.Module, model: str, size: int, threads: int | None = None) -> OnnxTower:
-    """The cached, checked ONNX graph of ``clip``'s image tower + ``head`` (exported on first use).
+def load_tower(clip: nn.Module, head: nn.Module, model: str, size: int, threads: int | None = None,
+               backend: str = "onnx") -> OnnxTower | None:
+    """The cached, checked ONNX graph of ``clip``'s image tower + ``head`` (exported, checked and
+    timed against torch on first use). ``backend`` ``auto``: None when torch was the faster at
+    export (the record's ``timing``), without loading the graph into ONNX Runtime.
 
     Raises:
         BackendError: the export failed, its output is below :data:`COSINE_MIN` against torch on
             the probe batch (the numbers in the message), or the cached file's SHA-256 is not its
             record's (damaged or replaced: delete it to export again).
     """
+    return load_graph(TowerHead(clip, head).eval(), weights_digest(clip, head), model, size, threads, backend)
+
+
+def load_graph(module: nn.Module, digest: str, model: str, size: int, threads: int | None = None,
+               backend: str = "onnx", part: str = "") -> OnnxTower | None:
+    """:func:`load_tower` for any ``module`` of pixels (n, 3, S, S): its weights' ``digest`` and the
+    cache key's ``part`` (``""`` for the tower + head, ``"-features"`` for the tower alone) name it."""
     onnxruntime()
-    module = TowerHead(clip, head).eval()
-    digest = weights_digest(clip, head)
     folder = cache_dir() / "onnx"
-    key = cache_key(model, digest)
+    key = cache_key(model, digest) + part
     record_path = folder / f"{key}.json"
     cached = read_cached(record_path, "ONNX tower", "--backend torch")
     if cached is not None:
-        log.info("ONNX tower %s (export check: cosine min %.7f)", cached[0], cached[1]["check"]["cosine_min"])
-        return OnnxTower(*cached, threads)
+        path, record = cached
+        log.info("ONNX tower %s (export check: cosine min %.7f)", path, record["check"]["cosine_min"])
+        if backend == "auto" and "timing" in record:
+            log_decision(record["timing"], model, "measured at export, cached")
+            return OnnxTower(path, record, threads) if record["timing"]["auto"] == "onnx" else None
+        tower = OnnxTower(path, record, threads)
+        if backend == "auto":  # a record from before the timing: time once, keep it
+            tower.record = record = {**record, "timing": time_backends(module, tower, size)}
+            write_record(record_path, record)
+            return decide(tower, model)
+        return tower
+    tower = export_checked(module, model, size, digest, folder, key, threads)
+    write_record(record_path, tower.record)
+    return decide(tower, model) if backend == "auto" else tower
+
+
+def export_checked(module: nn.Module, model: str, size: int, digest: str, folder: Path, key: str,
+                   threads: int | None) -> OnnxTower:
+    """Export ``module``, check it against torch (refused below :data:`COSINE_MIN`), time both, and
+    publish the graph in ``folder``; the tower, its record (not yet written) in ``tower.record``."""
     folder.mkdir(parents=True, exist_ok=True)
     log.warning("exporting the %s image tower to ONNX (once per weights) into %s", model, folder)
     tmp = private_tmp(folder, key)
@@ -200,21 +240,57 @@ def load_tower(clip: nn.Module, head: nn.Module, model: str, size: int, threads:
         except Exception as e:  # exporter versions differ in what they cannot trace
             raise BackendError(f"ONNX export of the {model} image tower failed ({type(e).__name__}: "
                                f"{str(e).strip()[:300]}): use --backend torch") from e
-        check = verify(module, tmp, size, threads)
+        tower = OnnxTower(tmp, {}, threads)
+        check = verify(module, tower, size)
         if check["cosine_min"] < COSINE_MIN:
             raise BackendError(
                 f"the ONNX export of {model} disagrees with torch on the probe batch: cosine min "
                 f"{check['cosine_min']:.7f} < {COSINE_MIN} (max abs diff {check['max_abs_diff']:.2e}); "
                 "refusing --backend onnx: use --backend torch")
-        path, sha = publish(tmp, key)
+        timing = time_backends(module, tower, size)
+        tower.path, sha = publish(tmp, key)
     finally:
         tmp.unlink(missing_ok=True)
-    record = {"model": model, "weights_sha256": digest, "opset": OPSET, "file": path.name, "sha256": sha,
-              "check": check, "torch": torch.__version__, "onnxruntime": onnxruntime().__version__}
-    write_record(record_path, record)
+    tower.record = {"model": model, "weights_sha256": digest, "opset": OPSET,
+                    "file": tower.path.name, "sha256": sha, "check": check, "timing": timing,
+                    "torch": torch.__version__, "onnxruntime": onnxruntime().__version__}
     log.warning("ONNX tower checked against torch: cosine min %.7f, max abs diff %.2e (%d probes)",
                 check["cosine_min"], check["max_abs_diff"], check["probes"])
-    return OnnxTower(path, record, threads)
+    return tower
+
+
+def time_backends(module: nn.Module, tower: OnnxTower, size: int, repeats: int | None = None) -> dict:
+    """torch (``module``) and ONNX Runtime (``tower``) on the probe batch, ``repeats`` times each,
+    interleaved (both warmed up first); seconds a batch, the medians, and ``auto``: the faster one
+    (ONNX Runtime only when at least :data:`AUTO_MARGIN` times faster)."""
+    repeats = repeats or AUTO_REPEATS
+    pixels = probe_pixels(size)
+    x = pixels.numpy()
+    runs: dict[str, list[float]] = {"torch": [], "onnx": []}
+    with torch.inference_mode():
+        module(pixels), tower(x)
+        for _ in range(repeats):
+            for name, fn in (("torch", lambda: module(pixels)), ("onnx", lambda: tower(x))):
+                t = time.perf_counter()
+                fn()
+                runs[name].append(time.perf_counter() - t)
+    torch_s, onnx_s = statistics.median(runs["torch"]), statistics.median(runs["onnx"])
+    return {"torch_s": torch_s, "onnx_s": onnx_s, "probes": int(pixels.shape[0]), "repeats": repeats,
+            "threads": tower.threads, "margin": AUTO_MARGIN,
+            "auto": "onnx" if torch_s >= AUTO_MARGIN * onnx_s else "torch", "runs": runs}
+
+
+def log_decision(timing: dict, model: str, how: str) -> None:
+    log.warning("--backend auto: %s for the %s image tower: torch %.3f s, ONNX Runtime %.3f s a probe batch of %d "
+                "(%.2fx; median of %d, %s; ONNX Runtime needs %.2fx)", "ONNX Runtime" if timing["auto"] == "onnx"
+                else "torch", model, timing["torch_s"], timing["onnx_s"], timing["probes"],
+                timing["torch_s"] / timing["onnx_s"], timing["repeats"], how, timing["margin"])
+
+
+def decide(tower: OnnxTower, model: str) -> OnnxTower | None:
+    """``tower`` when its record's timing says ONNX Runtime was the faster, else None (torch)."""
+    log_decision(tower.record["timing"], model, "measured now")
+    return tower if tower.record["timing"]["auto"] == "onnx" else None
 
 
 # -- the cache: graphs named by their own SHA-256, records pointing at them ----------------------------
@@ -266,28 +342,29 @@ def read_cached(record_path: Path, what: str, fix: str) -> tuple[Path, dict] | N
     return path, record
 
 
-def verify(module: nn.Module, path: Path, size: int, threads: int | None = None) -> dict:
-    """The exported graph at ``path`` against ``module`` in torch on the probe batch."""
+def verify(module: nn.Module, tower: OnnxTower, size: int) -> dict:
+    """The exported graph (``tower``) against ``module`` in torch on the probe batch."""
     pixels = probe_pixels(size)
     with torch.inference_mode():
         theirs = module(pixels).numpy()
-    ours = OnnxTower(path, {}, threads)(pixels.numpy())
-    return {**agreement(ours, theirs), "probes": int(pixels.shape[0])}
+    return {**agreement(tower(pixels.numpy()), theirs), "probes": int(pixels.shape[0])}
 
 
 def attach(encoder, backend: str) -> None:
     """Give ``encoder`` (an ImageEncoder) the backend ``backend`` asks for: sets ``encoder.backend``
-    and, for onnx, ``encoder.tower``. Under ``auto`` an export that fails its check falls back to
-    torch with a warning."""
+    and, for onnx, ``encoder.tower``. Under ``auto`` the faster at export is kept (see
+    :func:`time_backends`), and an export that fails its check falls back to torch with a warning."""
     chosen = choose(backend, encoder.device)
     encoder.backend, encoder.tower = "torch", None
     if chosen != "onnx":
         return
     try:
-        encoder.tower = load_tower(encoder.clip, encoder.head, encoder.name, encoder.preprocess.size)
+        encoder.tower = load_tower(encoder.clip, encoder.head, encoder.name, encoder.preprocess.size,
+                                   backend=backend)
     except BackendError as e:
         if backend != "auto" or isinstance(e, DamagedCacheError):
             raise
         log.warning("%s; falling back to torch", e)
         return
-    encoder.backend = "onnx"
+    if encoder.tower is not None:
+        encoder.backend = "onnx"

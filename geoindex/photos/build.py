@@ -39,6 +39,7 @@ class PhotoBuildConfig:
     clip_checkpoint: str | None = None
     weights: Path | None = None
     device: str = "auto"
+    backend: str = "auto"  # the image tower's runtime: auto, torch or onnx (geoindex.encoders.onnx_features)
     factory: str = "auto"
     search: SearchSettings | None = None
     max_memory: int | str | None = None  # resident budget in bytes, or a size ("30MB", "4GiB")

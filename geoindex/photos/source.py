@@ -70,7 +70,8 @@ class PhotoSource:
         root = self.config.image_root or Path(self.config.csv).resolve().parent
         return {"kind": "photos", "csv_sha256": self.rows.photos.csv_sha256, "image_root": str(Path(root).resolve()),
                 "clip_model": self.clip_model, "clip_checkpoint": self.checkpoint,
-                "device_type": self.encode_device, "shard_rows": FEATURE_SHARD_ROWS, "dtype": FEATURES_DTYPE}
+                "device_type": self.encode_device, "shard_rows": FEATURE_SHARD_ROWS, "dtype": FEATURES_DTYPE,
+                "backend": self.config.backend}  # torch and ONNX Runtime agree to ~1e-12, not bit for bit
 
     def encode(self, timer) -> None:
         t = timer.begin("encode")
@@ -103,7 +104,8 @@ class PhotoSource:
         if not (folder / FEATURES_FILE).is_file():
             cache_features(config.csv, folder, clip_model=self.clip_model, clip_checkpoint=config.clip_checkpoint,
                            image_root=config.image_root, device=config.device, dtype=FEATURES_DTYPE,
-                           shard_rows=FEATURE_SHARD_ROWS, progress=config.progress, ray=config.ray)
+                           shard_rows=FEATURE_SHARD_ROWS, progress=config.progress, ray=config.ray,
+                           backend=config.backend)
         return FeatureCache(folder), folder
 
     def train(self, timer) -> None:

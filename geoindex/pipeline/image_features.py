@@ -99,15 +99,18 @@ def cache_features(csv: str | Path, out: str | Path, *, clip_model: str = "ViT-L
                    device: str = "auto", batch_size: int = 64, views: int = 1, seed: int = 0,
                    shard_rows: int = SHARD_ROWS, dtype: str = "float16", overwrite: bool = False,
                    strict: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 4,
-                   progress: bool = True, ray: str | None = None) -> FeaturesReport:
+                   progress: bool = True, ray: str | None = None, backend: str = "torch") -> FeaturesReport:
     """Encode every photo of ``csv`` into the cache ``out`` (see the module docstring). ``ray``: a
     Ray cluster address (or ``"auto"``) whose actors encode the shards (:mod:`.ray_features`); this
-    process still writes them, so the cache is the same and resumes the same way."""
+    process still writes them, so the cache is the same and resumes the same way. ``backend``: the
+    image tower's runtime, ``torch``, ``onnx`` or ``auto`` (:mod:`geoindex.encoders.onnx_features`;
+    Ray's actors run torch)."""
     import torch
     from tqdm import tqdm
 
     from geoindex.encoders.clip import clip_width, load_clip, resolve_checkpoint
     from geoindex.encoders.location import pick_device
+    from geoindex.encoders.onnx_features import feature_encoder
 
     for name, value in (("--batch-size", batch_size), ("--views", views), ("--shard-rows", shard_rows),
                         ("--workers", workers)):
@@ -132,6 +135,9 @@ def cache_features(csv: str | Path, out: str | Path, *, clip_model: str = "ViT-L
     if len(todo) < n_shards:
         log.info("resuming: %d of %d shards already in %s", n_shards - len(todo), n_shards, out)
     if ray is not None:
+        if backend == "onnx":
+            raise InvalidArgumentError("--backend onnx runs in this process, not on Ray's actors: leave --ray out, "
+                                       "or use --backend torch (or auto)")
         from geoindex.pipeline.image_features_ray import encode_features_on_ray
 
         encoded, seconds, label = encode_features_on_ray(
@@ -141,6 +147,7 @@ def cache_features(csv: str | Path, out: str | Path, *, clip_model: str = "ViT-L
         return _finish(out, photos, n_shards, views, width, fingerprint, encoded, seconds, label)
     dev = pick_device(device)
     clip, preprocess, _ = load_clip(clip_model, clip_checkpoint, dev)
+    clip = feature_encoder(clip, clip_model, preprocess.size, dev, backend)
     start, encoded = time.perf_counter(), 0
     encoder = ImageShardEncoder(clip, preprocess, dev, batch_size, views, seed, max_pixels, strict, workers, dtype)
     with encoder, tqdm(total=len(photos), unit="img", disable=not progress, desc="features",

@@ -69,7 +69,8 @@ class Engine:
 
             self.encoder = load_image_encoder(settings.clip_model, settings.clip_checkpoint, settings.device,
                                               batch_size=settings.max_batch, weights=settings.weights,
-                                              backend=settings.backend)
+                                              backend=settings.backend, precision=settings.precision)
+        self.int8_check = self._guard_int8() if settings.precision == "int8" and self.encoder else None
         # OpenMP settings are per thread: a pool thread left at the default would start a team of
         # spinning threads per query and oversubscribe the cores under load.
         self.search_pool = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="search",
@@ -135,6 +136,29 @@ class Engine:
         return {"images": clip, "texts": clip, "embeddings": True, "photos": self.photos is not None,
                 "reason": None if clip else "this server runs with --embeddings-only (no CLIP weights): "
                                             "photo and text queries are off; coordinates still work"}
+
+    def _guard_int8(self) -> dict:
+        """``--precision int8``: the self-check of :func:`geoindex.locate.int8_check.guard` on this
+        index, on the photos of ``--int8-probe`` (a cached check needs none); refused below the agreement."""
+        from geoindex.errors import InvalidArgumentError
+        from geoindex.locate.int8_check import PROBES, guard
+
+        def probes():
+            if self.settings.int8_probe is None:
+                raise InvalidArgumentError("--precision int8 checks itself on photos at start and this index has no "
+                                           f"cached check: pass --int8-probe DIR with 8-{PROBES} photos like those "
+                                           "you will serve")
+            return probe_images(self.settings.int8_probe, self.settings.max_pixels, PROBES)
+
+        return guard(self.encoder, self.geolocator, probes, self.settings.int8_min_agreement)
+
+    def encoder_info(self) -> dict | None:
+        """The image encoder's provenance (``/v1/index``): model, runtime, precision, the int8 check."""
+        if self.encoder is None:
+            return None
+        precision = "int8" if self.int8_check else {"torch.float16": "fp16"}.get(str(self.encoder.dtype), "fp32")
+        return {"clip_model": self.encoder.name, "backend": self.encoder.backend, "precision": precision,
+                "int8_check": self.int8_check}
 
     def _encode_images(self, images):
         return self.encoder.encode_images(images)
@@ -234,3 +258,20 @@ def require_encoder(engine: Engine) -> None:
     if engine.encoder is None:
         raise WeightsNotFoundError("this server runs with --embeddings-only: image and text queries are off; "
                                    "restart it with CLIP weights (--clip-checkpoint PATH)")
+
+
+def probe_images(folder: str, max_pixels: int, n: int) -> list:
+    """Up to ``n`` readable photos of ``folder`` (unreadable ones skipped), for the int8 self-check."""
+    from geoindex.archive.walk import find_photos
+    from geoindex.encoders.images import load_image
+    from geoindex.errors import GeoindexError
+
+    images = []
+    for path in find_photos([folder]):
+        try:
+            images.append(load_image(path, max_pixels=max_pixels))
+        except GeoindexError:
+            continue
+        if len(images) == n:
+            break
+    return images

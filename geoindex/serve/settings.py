@@ -17,7 +17,10 @@ class ServeSettings:
     clip_checkpoint: str | None = None
     embeddings_only: bool = False  # serve without CLIP (image and text routes answer 503)
     device: str = "auto"
-    backend: str = "auto"  # image tower: auto (ONNX Runtime on the CPU when installed, torch on CUDA), torch, onnx
+    precision: str | None = None  # fp32, fp16 (CUDA) or int8 (ONNX Runtime, after its self-check); None: by device
+    int8_probe: str | None = None  # photos the int8 self-check runs on at start (8-64 like those served)
+    int8_min_agreement: float = 0.98  # int8 is refused below this top-1 cell agreement with fp32 on the probes
+    backend: str = "auto"  # image tower: auto (torch on CUDA; the faster measured at export on the CPU), torch, onnx
     max_request_bytes: int = 64 * 2**20  # whole request body
     body_timeout: float = 30.0  # seconds a request body may stall between two chunks (then 408)
     header_timeout: float = 10.0  # seconds from connecting (or a next request's first byte) to complete headers

@@ -8,25 +8,9 @@ from PIL import Image
 
 pytest.importorskip("onnxruntime")
 
-from geoindex.encoders import onnx_tower  # noqa: E402
 from geoindex.locate import int8_check  # noqa: E402
 from geoindex.encoders.clip import load_image_encoder  # noqa: E402
 from geoindex.errors import BackendError  # noqa: E402
-
-
-@pytest.fixture
-def fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(onnx_tower.CACHE_ENV, str(tmp_path / "cache"))
-
-
-@pytest.fixture
-def probe_dir(tmp_path):
-    rng = np.random.default_rng(8)
-    folder = tmp_path / "probes"
-    folder.mkdir()
-    for i in range(int8_check.MIN_PROBES):
-        Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
-    return folder
 
 
 class Scrambled:

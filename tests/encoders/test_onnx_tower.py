@@ -20,12 +20,6 @@ def _photos(n=6):
     return [Image.fromarray(rng.integers(0, 256, (80 + 7 * i, 120 - 5 * i, 3), dtype=np.uint8)) for i in range(n)]
 
 
-@pytest.fixture
-def fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(onnx_tower.CACHE_ENV, str(tmp_path / "cache"))
-    return tmp_path / "cache" / "onnx"
-
-
 def test_onnx_gives_the_same_top1_as_torch(flat_r2, tmp_path, capsys):
     from geoindex.cli import main
     from geoindex.locate.geolocator import Geolocator

@@ -455,7 +455,7 @@ def test_ready_means_warm_and_the_server_says_where_it_listens(built_r2):
 
     import httpx
 
-    code = f"import sys\nfrom geoindex.cli.serve import main\nsys.exit(main(sys.argv[1:]))\n"
+    code = "import sys\nfrom geoindex.cli.serve import main\nsys.exit(main(sys.argv[1:]))\n"
     proc = subprocess.Popen([sys.executable, "-c", code, "--index", str(built_r2), "--clip-model", "tiny-test",
                              "--port", "0"], stderr=subprocess.PIPE, text=True)
     try:

@@ -47,4 +47,5 @@ async def get_cell(cell: Annotated[str, Path(pattern=H3_OR_DECIMAL, description=
 
 @router.get("/v1/index", summary="What this index is")
 async def index_summary(engine: EngineDep):
-    return Response(orjson.dumps(engine.geolocator.summary()), media_type="application/json")
+    summary = {**engine.geolocator.summary(), "image_encoder": engine.encoder_info()}
+    return Response(orjson.dumps(summary), media_type="application/json")
