@@ -72,6 +72,7 @@ class _Batcher:
         self.config, self.geolocator, self.options = config, geolocator, options
         self.load_encoder = load_encoder
         self.encoder = None
+        self.load_s = 0.0  # loading the model, inside the pipeline's time: not the pipeline's pace
         self.with_confidence = options.confidence is not None
 
     def rows(self, batch: list[Decoded]) -> list[dict]:
@@ -91,7 +92,9 @@ class _Batcher:
 
     def _locate(self, photos: list[Decoded]) -> list[dict]:
         if self.encoder is None:
+            t = time.monotonic()
             self.encoder = self.load_encoder()
+            self.load_s = time.monotonic() - t
         try:
             xq = self.encoder.encode_images([d.image for d in photos])
         except Exception:  # noqa: BLE001 -- one bad image must not fail its batch-mates: one at a time
@@ -149,9 +152,11 @@ def run_archive(config: ArchiveConfig, settings: dict, open_geolocator: Callable
         done = store.done_paths()
         todo = [p for p in photos if p not in done]
         if todo:
+            batcher = None
             try:
                 if located is None:
-                    rows = _located_here(config, todo, _Batcher(config, open_geolocator(), options, load_encoder))
+                    batcher = _Batcher(config, open_geolocator(), options, load_encoder)
+                    rows = _located_here(config, todo, batcher)
                 else:
                     rows = located(todo)
                 _commit_all(config, rows, len(todo), len(photos) - len(todo), store, table_schema, counts)
@@ -159,6 +164,7 @@ def run_archive(config: ArchiveConfig, settings: dict, open_geolocator: Callable
                 interrupted = True
             except StrictStop as e:
                 stop = e
+            counts.pipeline_s -= batcher.load_s if batcher is not None else 0.0  # the model loads lazily, inside it
         total = assemble(store.parts(), config.out, table_schema)
     if stop is not None:
         raise stop
@@ -169,7 +175,7 @@ def run_archive(config: ArchiveConfig, settings: dict, open_geolocator: Callable
 
 def reader(config: ArchiveConfig, batcher: _Batcher) -> Callable[[str], Decoded]:
     """The decode step for ``config``; loads the model first when every photo needs it (``--exif
-    compare``), to decode to its size."""
+    compare``), to decode to its size; with ``--exif trust``, at the first photo without GPS."""
     batcher.geolocator.check_options(batcher.options)
     shrink = None
     if config.exif != "trust":  # every photo needs the model: load it now, and decode to its size

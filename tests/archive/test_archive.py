@@ -45,6 +45,27 @@ def summary(capsys) -> dict:
     return json.loads(out[-1])
 
 
+def test_the_rate_leaves_out_loading_the_model(index, tmp_path, capsys, monkeypatch):
+    """photos_per_s is the pipeline's pace "once the models are loaded": with ``--exif trust`` the
+    model loads lazily, at the first photo without GPS, so its load (seconds for ViT-L/14) is taken
+    out of the rate."""
+    import time
+
+    from geoindex.encoders import clip
+
+    real = clip.load_image_encoder
+
+    def slow_load(*args, **kw):
+        time.sleep(1.5)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(clip, "load_image_encoder", slow_load)
+    archive(tmp_path / "photos")
+    assert locate(index, tmp_path / "photos", "--out", tmp_path / "r.parquet", "--exif", "trust") == 0
+    s = summary(capsys)
+    assert s["new"] / s["photos_per_s"] <= s["seconds"] - 1.5, s
+
+
 # -- walking ---------------------------------------------------------------------------------------
 def test_walk_recurses_skips_hidden_matches_any_case_and_survives_link_loops(tmp_path):
     expected = archive(tmp_path / "photos")
