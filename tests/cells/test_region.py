@@ -27,10 +27,11 @@ def all_cells(res: int):
 @pytest.mark.parametrize("region", [
     make_filter(countries=["CH", "LU"]),             # small countries: the distance bound must not lose an edge cell
     make_filter(countries=["FJ", "RU"]),             # both across the antimeridian
-    make_filter(countries=["NO"]),                   # Svalbard, Jan Mayen and the far north
-    make_filter(bboxes=[[-10, 35, 3, 44], [170, -50, 180, -30]]),
-    make_filter(cells=["821fa7fffffffff", "8001fffffffffff"]),
-    make_filter(countries=["FR"], bboxes=[[2, 47, 8, 50]]),
+    # the other shapes, ~1.6 s each, run with the slow tests (make test-all, CI)
+    pytest.param(make_filter(countries=["NO"]), marks=pytest.mark.slow),  # Svalbard, Jan Mayen and the far north
+    pytest.param(make_filter(bboxes=[[-10, 35, 3, 44], [170, -50, 180, -30]]), marks=pytest.mark.slow),
+    pytest.param(make_filter(cells=["821fa7fffffffff", "8001fffffffffff"]), marks=pytest.mark.slow),
+    pytest.param(make_filter(countries=["FR"], bboxes=[[2, 47, 8, 50]]), marks=pytest.mark.slow),
 ])
 def test_pruned_shards_hold_every_region_cell(region):
     """The shards a regional build visits are a superset of those holding a region cell, checked
