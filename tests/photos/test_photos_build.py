@@ -364,7 +364,9 @@ def test_a_ray_encoded_gallery_is_the_one_process_gallery(gallery, cluster, tmp_
     monkeypatch.setattr("geoindex.photos.source.FEATURE_SHARD_ROWS", 64)
     (cluster / "photos00002.kill").touch()  # the actor handed shard 2 dies: Ray restarts it and retries
     flags = ["--photos", str(gallery["csv"]), "--clip-model", "tiny-test", "--no-progress", "-q"]
-    assert main([*flags, "--out", str(tmp_path / "one")]) == 0
+    # Ray's actors run torch; in one process `auto` may time ONNX Runtime faster and take it, and the
+    # two agree to ~1e-12, not bit for bit: the bit-for-bit comparison is torch against torch
+    assert main([*flags, "--backend", "torch", "--out", str(tmp_path / "one")]) == 0
     assert main([*flags, "--ray", "--out", str(tmp_path / "ray")]) == 0
     assert (cluster / "photos00002.killed").exists()
     assert _sha(tmp_path / "ray" / "vectors.faiss") == _sha(tmp_path / "one" / "vectors.faiss")
