@@ -3,7 +3,7 @@
 #               verify both, answer two landmark lookups, say how to open the page
 #   make test   install, run the fast test loop (no slow, ray, browser or gpu tests; docs/testing.md)
 #   make test-all  install, run every test a machine without a GPU can (what CI runs), but the nightly ones
-#   make test-nightly  the tests too slow for CI (the full ViT-L/14 parity)
+#   make test-nightly  the tests too slow for CI (the full ViT-L/14 and 100k-point parities, a training run)
 #   make docs   the documentation site, offline, into site/ (mkdocs build --strict)
 PYTHON ?= python3
 VENV ?= .venv

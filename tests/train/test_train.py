@@ -195,6 +195,7 @@ def test_location_weights_round_trip_to_geoclip_layout(encoder):
 
 
 @pytest.mark.slow
+@pytest.mark.nightly  # ~37 s of training: CI keeps the mechanics (from scratch, resume), make test-nightly this
 def test_training_raises_held_out_accuracy(feats, grid_csv, tmp_path):
     """A few hundred steps on the CPU take the held-out photos from the released head's noise to
     their place: the assertion fails if the objective, the queue or the evaluation is wrong."""
