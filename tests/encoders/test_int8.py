@@ -2,26 +2,15 @@
 
 import json
 
-import numpy as np
 import pytest
 from PIL import Image
 
 pytest.importorskip("onnxruntime")
 
 from geoindex.locate import int8_check  # noqa: E402
+from tests.helpers.int8 import Scrambled  # noqa: E402
 from geoindex.encoders.clip import load_image_encoder  # noqa: E402
 from geoindex.errors import BackendError  # noqa: E402
-
-
-class Scrambled:
-    """An int8 tower that lost the weights' meaning: random unit vectors (what a bad quantization does)."""
-
-    def __init__(self, real):
-        self.path, self.record = real.path, real.record
-
-    def __call__(self, pixels):
-        x = np.random.default_rng(len(pixels)).normal(size=(len(pixels), 512)).astype(np.float32)
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def test_the_self_check_refuses_int8_below_the_agreement(fresh_cache, flat_r2, probe_dir):

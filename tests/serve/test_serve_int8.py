@@ -1,6 +1,5 @@
 """``geoindex serve --precision int8``: the same guarded self-check as locate, at start, shown in /v1/index."""
 
-import numpy as np
 import pytest
 
 pytest.importorskip("onnxruntime")
@@ -8,6 +7,7 @@ pytest.importorskip("onnxruntime")
 from geoindex.encoders import onnx_int8  # noqa: E402
 from geoindex.errors import BackendError, InvalidArgumentError  # noqa: E402
 from geoindex.locate import int8_check  # noqa: E402
+from tests.helpers.int8 import Scrambled  # noqa: E402
 from geoindex.serve.settings import ServeSettings  # noqa: E402
 
 
@@ -57,14 +57,3 @@ def test_serve_int8_without_probes_is_refused_at_start(fresh_cache, flat_r2):
     with pytest.raises((InvalidArgumentError, BackendError), match="ONNX Runtime's"):
         Engine(ServeSettings(index=str(flat_r2), clip_model="tiny-test", device="cpu", precision="int8",
                              backend="torch"))
-
-
-class Scrambled:
-    """Random unit vectors in place of int8 embeddings."""
-
-    def __init__(self, real):
-        self.path, self.record = real.path, real.record
-
-    def __call__(self, pixels):
-        x = np.random.default_rng(len(pixels)).normal(size=(len(pixels), 512)).astype(np.float32)
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
