@@ -44,17 +44,8 @@ def feature_encoder(clip: nn.Module, model: str, size: int, device: torch.device
     """``clip`` itself (torch) or an :class:`OnnxFeatures` over its exported tower, as ``backend``
     asks on ``device`` (see :func:`geoindex.encoders.onnx_tower.choose`); ``auto`` keeps the faster
     measured at export, and falls back to torch with a warning when the export fails its check."""
-    chosen = onnx_tower.choose(backend, device)
-    if chosen != "onnx":
-        return clip
-    try:
-        tower = onnx_tower.load_graph(TowerFeatures(clip).eval(), onnx_tower.weights_digest(clip), model, size,
-                                      backend=backend, part="-features")
-    except onnx_tower.BackendError as e:
-        if backend != "auto" or isinstance(e, onnx_tower.DamagedCacheError):
-            raise
-        log.warning("%s; falling back to torch", e)
-        return clip
+    tower = onnx_tower.for_backend(backend, device, lambda: onnx_tower.load_graph(
+        TowerFeatures(clip).eval(), onnx_tower.weights_digest(clip), model, size, backend=backend, part="-features"))
     if tower is None:
         return clip
     log.info("CLIP image features on ONNX Runtime (%s)", tower.path.name)

@@ -350,21 +350,27 @@ def verify(module: nn.Module, tower: OnnxTower, size: int) -> dict:
     return {**agreement(tower(pixels.numpy()), theirs), "probes": int(pixels.shape[0])}
 
 
-def attach(encoder, backend: str) -> None:
-    """Give ``encoder`` (an ImageEncoder) the backend ``backend`` asks for: sets ``encoder.backend``
-    and, for onnx, ``encoder.tower``. Under ``auto`` the faster at export is kept (see
-    :func:`time_backends`), and an export that fails its check falls back to torch with a warning."""
-    chosen = choose(backend, encoder.device)
-    encoder.backend, encoder.tower = "torch", None
-    if chosen != "onnx":
-        return
+def for_backend(backend: str, device, load) -> OnnxTower | None:
+    """The ONNX Runtime graph ``backend`` asks for on ``device``, or None for torch. ``load()``
+    exports or reads it (None: ``auto`` measured torch the faster); under ``auto`` an export that
+    fails its check falls back to torch with a warning, a damaged cache never does."""
+    if choose(backend, device) != "onnx":
+        return None
     try:
-        encoder.tower = load_tower(encoder.clip, encoder.head, encoder.name, encoder.preprocess.size,
-                                   backend=backend)
+        return load()
     except BackendError as e:
         if backend != "auto" or isinstance(e, DamagedCacheError):
             raise
         log.warning("%s; falling back to torch", e)
-        return
+        return None
+
+
+def attach(encoder, backend: str) -> None:
+    """Give ``encoder`` (an ImageEncoder) the backend ``backend`` asks for: sets ``encoder.backend``
+    and, for onnx, ``encoder.tower``. Under ``auto`` the faster at export is kept (see
+    :func:`time_backends`), and an export that fails its check falls back to torch with a warning."""
+    encoder.backend, encoder.tower = "torch", None
+    encoder.tower = for_backend(backend, encoder.device, lambda: load_tower(
+        encoder.clip, encoder.head, encoder.name, encoder.preprocess.size, backend=backend))
     if encoder.tower is not None:
         encoder.backend = "onnx"
