@@ -116,20 +116,11 @@ def guard_int8(args, encoder, geolocator, run_photos) -> None:
     if args.precision != "int8":
         return
     from geoindex.archive.walk import find_photos
-    from geoindex.encoders.images import load_image
-    from geoindex.locate.int8_check import PROBES, guard
+    from geoindex.locate.int8_check import guard, read_probes
 
     def probes():
-        paths = find_photos([args.int8_probe]) if args.int8_probe is not None else run_photos()
-        images = []
-        for path in paths:
-            try:
-                images.append(load_image(path, max_pixels=args.max_pixels))
-            except GeoindexError:
-                continue
-            if len(images) == PROBES:
-                break
-        return images
+        return read_probes(find_photos([args.int8_probe]) if args.int8_probe is not None else run_photos(),
+                           args.max_pixels)
 
     guard(encoder, geolocator, probes, args.int8_min_agreement)
 

@@ -24,13 +24,28 @@ from pathlib import Path
 import numpy as np
 
 from geoindex.encoders.onnx_tower import write_record
-from geoindex.errors import BackendError, InvalidArgumentError
+from geoindex.errors import BackendError, GeoindexError, InvalidArgumentError
 
 log = logging.getLogger(__name__)
 
 MIN_AGREEMENT = 0.98
 PROBES = 64
 MIN_PROBES = 8
+
+
+def read_probes(paths, max_pixels: int) -> list:
+    """The first :data:`PROBES` readable photos of ``paths`` (unreadable ones skipped): the probe set."""
+    from geoindex.encoders.images import load_image
+
+    images = []
+    for path in paths:
+        try:
+            images.append(load_image(path, max_pixels=max_pixels))
+        except GeoindexError:
+            continue
+        if len(images) == PROBES:
+            break
+    return images
 
 
 def check_path(int8_graph: Path, index_dir: Path) -> Path:

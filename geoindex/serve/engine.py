@@ -140,15 +140,16 @@ class Engine:
     def _guard_int8(self) -> dict:
         """``--precision int8``: the self-check of :func:`geoindex.locate.int8_check.guard` on this
         index, on the photos of ``--int8-probe`` (a cached check needs none); refused below the agreement."""
+        from geoindex.archive.walk import find_photos
         from geoindex.errors import InvalidArgumentError
-        from geoindex.locate.int8_check import PROBES, guard
+        from geoindex.locate.int8_check import PROBES, guard, read_probes
 
         def probes():
             if self.settings.int8_probe is None:
                 raise InvalidArgumentError("--precision int8 checks itself on photos at start and this index has no "
                                            f"cached check: pass --int8-probe DIR with 8-{PROBES} photos like those "
                                            "you will serve")
-            return probe_images(self.settings.int8_probe, self.settings.max_pixels, PROBES)
+            return read_probes(find_photos([self.settings.int8_probe]), self.settings.max_pixels)
 
         return guard(self.encoder, self.geolocator, probes, self.settings.int8_min_agreement)
 
@@ -258,20 +259,3 @@ def require_encoder(engine: Engine) -> None:
     if engine.encoder is None:
         raise WeightsNotFoundError("this server runs with --embeddings-only: image and text queries are off; "
                                    "restart it with CLIP weights (--clip-checkpoint PATH)")
-
-
-def probe_images(folder: str, max_pixels: int, n: int) -> list:
-    """Up to ``n`` readable photos of ``folder`` (unreadable ones skipped), for the int8 self-check."""
-    from geoindex.archive.walk import find_photos
-    from geoindex.encoders.images import load_image
-    from geoindex.errors import GeoindexError
-
-    images = []
-    for path in find_photos([folder]):
-        try:
-            images.append(load_image(path, max_pixels=max_pixels))
-        except GeoindexError:
-            continue
-        if len(images) == n:
-            break
-    return images
