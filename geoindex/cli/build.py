@@ -14,7 +14,7 @@ from pathlib import Path
 
 from geoindex.cli.common import add_device, add_weights
 from geoindex.errors import GeoindexError, InvalidArgumentError
-from geoindex.cli.build_photos import add_photo_flags, build_photos_main, given_dests
+from geoindex.cli.build_photos import PHOTO_ONLY, add_photo_flags, build_photos_main, given_dests
 from geoindex.index.defaults import describe_defaults
 
 PROG = "geoindex build"
@@ -99,8 +99,14 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         print(f"{prog}: error: --index is not a build flag: give the FAISS factory string as --factory "
               f"{args.old_index_flag} (--index names the index folder in locate, serve and inspect)", file=sys.stderr)
         return 2
+    given = given_dests(p, argv)
     if args.photos is not None or args.photos_features is not None:
-        return build_photos_main(args, prog, given_dests(p, argv))
+        return build_photos_main(args, prog, given)
+    photo_flags = [k for k in PHOTO_ONLY if k in given]
+    if photo_flags:  # silently ignored before: a cell or CSV-point build runs no image tower
+        print(f"{prog}: error: --{photo_flags[0].replace('_', '-')} is a --photos flag; a cell or --gallery-csv "
+              "build encodes no photo: drop it, or give --photos CSV", file=sys.stderr)
+        return 2
     # Heavy imports after argument parsing: --help stays instant.
     from geoindex.pipeline import BuildConfig, build, summary_line, work_dir_for
     from geoindex.cells.region import make_filter

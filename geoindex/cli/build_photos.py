@@ -14,6 +14,7 @@ from geoindex.pipeline.workdir import work_dir_for
 
 # cell-build flags a photo build does not take (refused when given at all; see given_dests)
 CELL_ONLY = ("cells", "country", "bbox", "store", "precision", "batch_size")
+PHOTO_ONLY = ("image_root", "clip_model", "clip_checkpoint", "backend")  # a cell build encodes no photo
 
 
 def given_dests(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:

@@ -69,6 +69,16 @@ def test_cell_flags_given_to_a_photo_build_are_refused_even_at_their_defaults(tm
     assert "--store is a cell-index flag" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
+
+@pytest.mark.parametrize("flag", [["--backend", "onnx"], ["--clip-model", "tiny-test"], ["--image-root", "."]])
+def test_photo_flags_given_to_a_cell_build_are_refused_before_any_work(tmp_path, capsys, flag):
+    """A cell or CSV-point build runs no image tower: a photo flag there was silently ignored."""
+    from geoindex.cli.build import main
+
+    assert main(["--resolution", "0", "--out", str(tmp_path / "x"), *flag]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag[0]} is a --photos flag" in err and "give --photos CSV" in err and not (tmp_path / "x").exists()
+
 def test_build_index_is_renamed_build_gallery():
     import geoindex
 
